@@ -1,0 +1,133 @@
+"""Run configuration: defaults in one place, overridden by a preset, a YAML file and key=value pairs."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SnsError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def list_presets(kind: str | None = None) -> list[str]:
+    """Preset names (file stems in configs/); ``kind`` filters by the preset's own ``kind:`` field."""
+    names = []
+    for p in sorted(PRESET_DIR.glob("*.yaml")):
+        if kind is None or _read_yaml(p).get("kind", "pretrain") == kind:
+            names.append(p.stem)
+    return names
+
+
+def _read_yaml(path: str | Path, what: str = "--config") -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SnsError(f"{what} {path} does not exist") from None
+    except OSError as e:
+        raise SnsError(f"{what} {path} cannot be read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SnsError(f"{what} {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SnsError(f"{what} {path} must hold a YAML mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def load_preset(name: str, kind: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists() or name not in list_presets(kind):
+        raise SnsError(f"--preset {name!r} is unknown; {kind} presets: {', '.join(list_presets(kind)) or 'none'}")
+    data = _read_yaml(path, "--preset")
+    data.pop("kind", None)
+    return data
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'a.b=3' -> ('a.b', 3); the value is parsed as YAML so numbers, booleans, lists and null work."""
+    if "=" not in item or item.startswith("="):
+        raise SnsError(f"argument {item!r} is not a key=value override (e.g. lr=0.05 or augment.blur_p=0)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _set_dotted(cfg: dict[str, Any], key: str, value: Any, defaults: dict[str, Any], source: str) -> None:
+    parts = key.split(".")
+    node, dnode = cfg, defaults
+    for i, part in enumerate(parts):
+        if not isinstance(dnode, dict) or part not in dnode:
+            scope = ".".join(parts[:i]) or "config"
+            valid = ", ".join(sorted(dnode)) if isinstance(dnode, dict) else "(none: not a section)"
+            raise SnsError(f"{source}: unknown key {key!r}; valid keys in {scope}: {valid}")
+        if i == len(parts) - 1:
+            if isinstance(dnode[part], dict) and not isinstance(value, dict):
+                raise SnsError(f"{source}: {key!r} is a section; set its fields, e.g. {key}.<field>=...")
+            node[part] = value
+        else:
+            node, dnode = node[part], dnode[part]
+
+
+def _merge(cfg: dict[str, Any], data: dict[str, Any], defaults: dict[str, Any], source: str, prefix: str = "") -> None:
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and isinstance(_lookup(defaults, key), dict):
+            _merge(cfg, v, defaults, source, key + ".")
+        else:
+            _set_dotted(cfg, key, v, defaults, source)
+
+
+def _lookup(d: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return None
+        d = d[part]
+    return d
+
+
+def resolve_config(defaults: dict[str, Any], kind: str, preset: str | None = None, config_file: str | None = None,
+                   overrides: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """defaults < preset < --config file < explicit flags (``extra``) < key=value overrides."""
+    cfg = copy.deepcopy(defaults)
+    if preset:
+        _merge(cfg, load_preset(preset, kind), defaults, f"preset {preset}")
+    if config_file:
+        _merge(cfg, _read_yaml(config_file), defaults, f"--config {config_file}")
+    for k, v in (extra or {}).items():
+        if v is not None:
+            _set_dotted(cfg, k, v, defaults, f"--{k.replace('_', '-')}")
+    for item in overrides:
+        k, v = parse_override(item)
+        _set_dotted(cfg, k, v, defaults, f"override {item!r}")
+    _check_types(cfg, defaults)
+    return cfg
+
+
+def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> None:
+    """A value must have the default's type (ints may stand for floats; None defaults accept anything)."""
+    for k, dv in defaults.items():
+        v, key = cfg.get(k), f"{prefix}{k}"
+        if dv is None or v is None:
+            continue
+        if isinstance(dv, dict):
+            _check_types(v, dv, key + ".")
+            continue
+        ok = (isinstance(v, type(dv)) or (isinstance(dv, float) and isinstance(v, int) and not isinstance(v, bool))
+              or (isinstance(dv, (list, tuple)) and isinstance(v, (list, tuple))))
+        if isinstance(dv, int) and not isinstance(dv, bool) and isinstance(v, bool):
+            ok = False
+        if not ok:
+            raise SnsError(f"config key {key!r} must be {type(dv).__name__}, got {v!r}")
+        if isinstance(dv, float) and isinstance(v, int):
+            cfg[k] = float(v)

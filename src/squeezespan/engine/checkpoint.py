@@ -1,0 +1,133 @@
+"""Checkpoints of a run: atomic, checksummed writes, verified loads, fallback to the last good one."""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import SnsError
+
+CKPT_PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
+MAGIC = b"SNSCKPT1"  # 8-byte magic + 32-byte sha256 of the payload, then the torch.save payload
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(str(path), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A failed write (disk full, interrupt) must never touch the previous good file.
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Atomically save ``state`` (tensors, numbers, strings, nested dicts/lists) with a sha256 checksum."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    payload = buf.getvalue()
+    atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and verify a checkpoint; raises SnsError if it is missing, truncated or corrupted."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SnsError(f"checkpoint {path} does not exist") from None
+    except OSError as e:
+        raise SnsError(f"checkpoint {path} cannot be read: {e.strerror}") from None
+    if len(raw) < 40 or raw[:8] != MAGIC:
+        raise SnsError(f"checkpoint {path} is not a squeezespan checkpoint (bad header; truncated or another format)")
+    payload = raw[40:]
+    if hashlib.sha256(payload).digest() != raw[8:40]:
+        raise SnsError(f"checkpoint {path} is corrupted or truncated (checksum mismatch)")
+    try:
+        # weights_only: a checkpoint can never execute code on load.
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any decode failure is a bad file for the user
+        raise SnsError(f"checkpoint {path} cannot be decoded: {type(e).__name__}") from None
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints in ``ckpt_dir`` sorted by step, oldest first."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_PATTERN.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def checkpoint_path(ckpt_dir: str | os.PathLike, step: int) -> Path:
+    return Path(ckpt_dir) / f"ckpt-{step:08d}.pt"
+
+
+def load_latest(ckpt_dir: str | os.PathLike, map_location="cpu", warn=print) -> tuple[dict[str, Any], Path] | None:
+    """Newest checkpoint that verifies; corrupted newer ones are reported and skipped."""
+    for p in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            return load_checkpoint(p, map_location), p
+        except SnsError as e:
+            warn(f"warning: {e}; falling back to the previous checkpoint")
+    return None
+
+
+def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints (keep >= 1: a good one always stays)."""
+    ckpts = list_checkpoints(ckpt_dir)
+    for p in ckpts[: max(0, len(ckpts) - max(1, keep))]:
+        try:
+            p.unlink()
+        except OSError:
+            pass
+
+
+def rng_state() -> dict[str, Any]:
+    """Every RNG a run draws from (torch CPU/CUDA and Python's), so a resumed run continues the same stream."""
+    import random
+
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    torch.set_rng_state(state["torch"])
+    if state.get("python") is not None:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,61 @@
+"""Methods: one small objective module per representation-learning method, all trained by the one engine."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import SnsError
+from .base import Objective, StepInputs
+from .simsiam import SimSiam
+from .sns import SqueezeAndSpan
+from .vicreg import VICReg
+
+# name -> (objective class, the method's own defaults for config keys left at null)
+METHODS: dict[str, tuple[type, dict[str, Any]]] = {
+    "sns": (SqueezeAndSpan, dict(syn_ratio=0.5, proj_layers=5, squeeze_depth=3, w_var=25.0, w_cov=1.0)),
+    "squeeze": (SqueezeAndSpan, dict(syn_ratio=1.0, proj_layers=5, squeeze_depth=3, w_var=25.0, w_cov=1.0)),
+    # vanilla distillation: MSE to the raw pooled teacher features (Table 1/5 "vanilla", rows a/b)
+    "kd": (SqueezeAndSpan, dict(syn_ratio=1.0, proj_layers=5, squeeze_depth=0, w_var=0.0, w_cov=0.0)),
+    "vicreg": (VICReg, dict(syn_ratio=0.0, proj_layers=5, w_var=25.0, w_cov=1.0)),
+    "simsiam": (SimSiam, dict(syn_ratio=0.0, proj_layers=2)),
+}
+
+# config keys each objective takes (resolved: null -> the method's default above)
+_KEYS = {
+    SqueezeAndSpan: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "squeeze_depth", "squeeze_hidden",
+                     "w_mse", "w_var", "w_cov", "augment_syn", "augment_real"),
+    VICReg: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "w_mse", "w_var", "w_cov"),
+    SimSiam: ("syn_ratio", "proj_layers", "proj_dim"),
+}
+
+
+def method_settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The objective's keyword arguments from a run config, method defaults filling nulls."""
+    name = cfg["method"]
+    if name not in METHODS:
+        raise SnsError(f"--method {name!r} is unknown; methods: {', '.join(METHODS)}")
+    cls, defaults = METHODS[name]
+    out = {}
+    for k in _KEYS[cls]:
+        v = cfg.get(k)
+        out[k] = defaults.get(k) if v is None else v
+    for k in ("proj_layers", "squeeze_depth"):
+        if k in out and (not isinstance(out[k], int) or out[k] < (1 if k == "proj_layers" else 0)):
+            raise SnsError(f"config key {k}={out[k]!r} must be an integer >= {1 if k == 'proj_layers' else 0}")
+    return out
+
+
+def build_objective(cfg: dict[str, Any], student_dim: int, tap_channels: list[int] | None = None) -> Objective:
+    cls, _ = METHODS[cfg["method"]] if cfg["method"] in METHODS else (None, None)
+    kw = method_settings(cfg)
+    if cls is SqueezeAndSpan:
+        return cls(student_dim, list(tap_channels or []), **kw)
+    return cls(student_dim, **kw)
+
+
+def uses_teacher(cfg: dict[str, Any]) -> bool:
+    """True when the method draws teacher images (any syn_ratio > 0)."""
+    return method_settings(cfg)["syn_ratio"] > 0
+
+
+__all__ = ["METHODS", "Objective", "StepInputs", "SqueezeAndSpan", "VICReg", "SimSiam", "build_objective",
+           "method_settings", "uses_teacher"]

@@ -1,0 +1,48 @@
+"""The loss terms of PAPER.md, term by term: invariance (MSE), variance hinge, covariance, and SimSiam's cosine."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def invariance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """MSE(a, b): mean over batch and dimensions."""
+    return F.mse_loss(a, b)
+
+
+def variance(z: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """mean_j relu(1 - sqrt(Var_batch(z_j) + eps)): keeps every dimension's std near 1 (no collapse)."""
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(1.0 - std).mean()
+
+
+def covariance(z: torch.Tensor) -> torch.Tensor:
+    """Sum of squared off-diagonal entries of the batch covariance of z, divided by D (decorrelation)."""
+    n, d = z.shape
+    z = z - z.mean(dim=0)
+    cov = (z.T @ z) / (n - 1)
+    off = cov - torch.diag(torch.diagonal(cov))
+    return off.pow(2).sum() / d
+
+
+def vicreg(z1: torch.Tensor, z2: torch.Tensor, w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0):
+    """VICReg between two views: w_mse*MSE + w_var*(var(z1)+var(z2)) + w_cov*(cov(z1)+cov(z2))."""
+    z1, z2 = z1.float(), z2.float()
+    inv = invariance(z1, z2)
+    var = variance(z1) + variance(z2)
+    cov = covariance(z1) + covariance(z2)
+    return w_mse * inv + w_var * var + w_cov * cov, {"inv": inv.detach(), "var": var.detach(), "cov": cov.detach()}
+
+
+def squeeze(zf: torch.Tensor, zg: torch.Tensor, w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0):
+    """The synthetic-branch loss of PAPER.md: w_mse*MSE(zg, zf) + w_var*var(zf) + w_cov*cov(zf)."""
+    zf, zg = zf.float(), zg.float()
+    inv = invariance(zf, zg)
+    var = variance(zf)
+    cov = covariance(zf)
+    return w_mse * inv + w_var * var + w_cov * cov, {"inv": inv.detach(), "var": var.detach(), "cov": cov.detach()}
+
+
+def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, z) = -cos(p, stopgrad(z)), averaged over the batch."""
+    return -F.cosine_similarity(p.float(), z.detach().float(), dim=-1).mean()
