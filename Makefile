@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install what they need.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+SNS    := $(VENV)/bin/sns
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test test-slow bench-throughput bench-fashion fashion-mnist clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(SNS) demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
+
+fashion-mnist:
+	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
+
+clean:
+	rm -rf runs .pytest_cache
