@@ -60,6 +60,11 @@ def parse_override(item: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-3 as a string; users mean the number
+            value = float(value)
+        except ValueError:
+            pass
     return key.strip(), value
 
 

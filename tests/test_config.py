@@ -1,0 +1,52 @@
+"""Config resolution: defaults < preset < file < flags < key=value, with clear errors."""
+import pytest
+
+from squeezespan.config import parse_override, resolve_config
+from squeezespan.errors import SnsError
+
+DEFAULTS = {"lr": 0.03, "steps": 0, "name": "x", "flag": False, "opt": None, "augment": {"blur_p": 0.5}}
+
+
+def test_precedence(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 0.1\nsteps: 5\n")
+    cfg = resolve_config(DEFAULTS, "pretrain", None, str(f), ["steps=7", "augment.blur_p=0"], {"name": "y"})
+    assert cfg == {"lr": 0.1, "steps": 7, "name": "y", "flag": False, "opt": None, "augment": {"blur_p": 0.0}}
+    assert DEFAULTS["lr"] == 0.03  # defaults untouched
+
+
+def test_override_values_parse_as_yaml():
+    assert parse_override("a=1e-3") == ("a", 1e-3)
+    assert parse_override("a=true") == ("a", True)
+    assert parse_override("a=[1, 2]") == ("a", [1, 2])
+    assert parse_override("a=null") == ("a", None)
+
+
+@pytest.mark.parametrize("override, match", [
+    (["lrr=1"], "unknown key 'lrr'.*lr"),
+    (["augment.blurp=1"], "unknown key 'augment.blurp'.*blur_p"),
+    (["lr=fast"], "'lr' must be float"),
+    (["steps=true"], "'steps' must be int"),
+    (["augment=3"], "is a section"),
+    (["noequals"], "not a key=value"),
+])
+def test_bad_overrides(override, match):
+    with pytest.raises(SnsError, match=match):
+        resolve_config(DEFAULTS, "pretrain", overrides=override)
+
+
+def test_bad_yaml_file(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("lr: [1, 2\n")
+    with pytest.raises(SnsError, match=r"bad.yaml is not valid YAML at line"):
+        resolve_config(DEFAULTS, "pretrain", config_file=str(f))
+    f.write_text("- 1\n- 2\n")
+    with pytest.raises(SnsError, match="must hold a YAML mapping"):
+        resolve_config(DEFAULTS, "pretrain", config_file=str(f))
+    with pytest.raises(SnsError, match="does not exist"):
+        resolve_config(DEFAULTS, "pretrain", config_file=str(tmp_path / "missing.yaml"))
+
+
+def test_unknown_preset():
+    with pytest.raises(SnsError, match="--preset 'nope' is unknown"):
+        resolve_config(DEFAULTS, "pretrain", preset="nope")
