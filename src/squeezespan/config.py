@@ -125,6 +125,11 @@ def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], prefix: str = ""
         v, key = cfg.get(k), f"{prefix}{k}"
         if dv is None or v is None:
             continue
+        if isinstance(dv, float) and isinstance(v, str):
+            try:  # `lr: 1e-3` in a YAML file is a string to YAML 1.1
+                v = cfg[k] = float(v)
+            except ValueError:
+                pass
         if isinstance(dv, dict):
             _check_types(v, dv, key + ".")
             continue
