@@ -1,6 +1,7 @@
 """The one training loop: real-data iterator and teacher sampling in the same step, every method on top."""
 from __future__ import annotations
 
+import json
 import math
 import signal
 import time
@@ -302,6 +303,7 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
         logger.log(total, {"knn_top1": acc["top1"], "knn_top5": acc["top5"]})
         summary["knn"] = acc
     logger.close()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -357,4 +359,4 @@ def _export(cfg, student, train, run_dir: Path) -> Path:
     meta = dict(arch=cfg["arch"], variant=cfg["variant"], width=cfg["width"], in_channels=train.channels,
                 resolution=cfg["resolution"], mean=list(train.mean), std=list(train.std),
                 feature_dim=student.feature_dim, method=cfg["method"], dataset=cfg["data"])
-    return export_backbone(student, run_dir / "backbone.safetensors", meta)
+    return export_backbone(student, run_dir / "backbone.safetensors", meta)[0]

@@ -1,0 +1,45 @@
+"""Plots for reports: kNN accuracy against step per method, and accuracy bars."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: reports are files, never windows
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def plot_curves(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, ylabel: str = "kNN top-1 (%)",
+                title: str = "kNN accuracy during pretraining") -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for name, pts in curves.items():
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", ms=3, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_bars(values: dict[str, float], path: str | Path, ylabel: str = "linear probe top-1 (%)",
+              title: str = "") -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    names = list(values)
+    bars = ax.bar(names, [values[n] for n in names], color=["#4C72B0", "#DD8452", "#55A868", "#C44E52"][: len(names)])
+    for b, n in zip(bars, names):
+        ax.text(b.get_x() + b.get_width() / 2, b.get_height(), f"{values[n]:.1f}", ha="center", va="bottom")
+    lo = min(values.values())
+    ax.set_ylim(max(0.0, lo - 10), 100)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)

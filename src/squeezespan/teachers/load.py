@@ -1,0 +1,48 @@
+"""Turn a --teacher spec into a Teacher: a `sns train-gan` run dir, stylegan2-pkl:PATH, or module.path:factory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import SnsError
+
+
+def load_generator(spec: str, weights: str | None = None, key: str = "G_ema"):
+    """The generator nn.Module a spec names (frozen use is up to the caller)."""
+    spec = str(spec)
+    if spec.startswith("stylegan2-pkl:"):
+        from .pickle_import import load_stylegan2_pickle
+
+        return load_stylegan2_pickle(spec.split(":", 1)[1], key=key)
+    path = Path(spec)
+    if path.is_dir() or spec.endswith(".json"):
+        from .train_gan import load_teacher_dir
+
+        teacher_dir = path if path.suffix != ".json" else path.parent
+        if (teacher_dir / "teacher").is_dir():  # a `sns train-gan` run dir: its export lives in teacher/
+            teacher_dir = teacher_dir / "teacher"
+        G_ema, D, _ = load_teacher_dir(teacher_dir)
+        return G_ema if key == "G_ema" else D
+    if ":" in spec and not path.exists():
+        return None  # module:factory, built by Teacher.from_factory
+    if path.suffix == ".pkl":
+        raise SnsError(f"--teacher {spec}: for an official StyleGAN2-ADA pickle write stylegan2-pkl:{spec}")
+    raise SnsError(f"--teacher {spec!r} is neither a `sns train-gan` run directory, stylegan2-pkl:PATH, "
+                   "nor module.path:factory")
+
+
+def load_teacher(spec: str, weights: str | None = None, taps: str | None = None, tap_w: bool = False,
+                 device: str | torch.device = "cpu"):
+    """A frozen Teacher on ``device`` whose ``sample`` gives [0,1] images and the tapped features."""
+    from .teacher import Teacher
+
+    kw = {"tap_w": tap_w}
+    if taps is not None:
+        kw["taps"] = taps
+    G = load_generator(spec, weights)
+    if G is None:
+        teacher = Teacher.from_factory(spec, weights=weights, **kw)
+    else:
+        teacher = Teacher(G, **kw)
+    return teacher.to(device)
