@@ -95,6 +95,23 @@ def test_hue_jitter_keeps_brightness_of_gray_and_changes_colour():
     assert torch.allclose(y.amin(1), x.amin(1), atol=1e-4)
 
 
+def test_colour_jitter_follows_torchvision_formulas():
+    # Guards the ColorJitter (torchvision semantics) vs ColorJiggle (additive brightness) choice.
+    tvf = pytest.importorskip("torchvision.transforms.functional")
+    jitter = Augment(AugmentConfig(jitter_p=1.0), 3, 8).pipeline.jitter
+    torch.manual_seed(0)
+    x = torch.rand(4, 3, 8, 8)
+    y = jitter(x)
+    p = jitter._params
+    steps = [tvf.adjust_brightness, tvf.adjust_contrast, tvf.adjust_saturation, tvf.adjust_hue]
+    keys = ["brightness_factor", "contrast_factor", "saturation_factor", "hue_factor"]
+    for i in range(4):
+        expected = x[i]
+        for step in p["order"].tolist():
+            expected = steps[step](expected, float(p[keys[step]][i]))
+        assert torch.allclose(y[i], expected, atol=1e-4)
+
+
 def test_disabled_is_identity():
     x = torch.rand(3, 3, 12, 12)
     y = Augment(AugmentConfig(enabled=False), 3, 32)(x)
