@@ -42,7 +42,9 @@ class ResNet(nn.Module):
         if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
             raise SnsError(f"student width {width!r} is invalid: expected a positive number such as 1.0 or 0.5")
         if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels < 1:
-            raise SnsError(f"student in_channels {in_channels!r} is invalid: expected a positive integer (1 grey, 3 RGB)")
+            raise SnsError(
+                f"student in_channels {in_channels!r} is invalid: expected a positive integer (1 grey, 3 RGB)"
+            )
         self.arch, self.variant, self.width, self.in_channels = arch, variant, float(width), in_channels
         block, blocks = ARCHS[arch]
         stem, *planes = stage_widths(width)
