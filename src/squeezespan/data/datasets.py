@@ -230,7 +230,7 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         sub-folder (cifar-10-batches-py, cifar-100-python, stl10_binary, torchvision's
         FashionMNIST/raw or MNIST/raw) is found inside it, or root may be that folder itself.
     split: train | test; stl10 also unlabeled | train+unlabeled (labels -1 for unlabeled images).
-    resolution: square output size; default native (digits: 32). Resizing is bilinear via torch
+    resolution: square output size; default the files' own size (digits: 32). Resizing is bilinear via torch
         (antialiased when shrinking), so 28 px MNIST becomes 32 px for the presets by resizing, not padding.
     kw: channels=1|3 converts grey <-> RGB; cifar100 labels='fine'|'coarse'.
     mean/std are per channel in [0, 1] units, computed from the train split at the output resolution
@@ -258,7 +258,7 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
         return FolderDataset(root, split=split, resolution=resolution, channels=channels or 3, name=spec.name)
 
     raw = spec.read(_roots(spec, root), split, **kw)
-    resolution = resolution or spec.default_resolution or spec.native_resolution
+    resolution = resolution or spec.default_resolution or int(raw.parts[0].shape[-1])
     channels = channels or spec.channels
     parts = [p if lazy else convert_channels(resize_uint8(p, resolution), channels).contiguous()
              for p, lazy in zip(raw.parts, raw.lazy)]
@@ -304,8 +304,9 @@ class _Batches:
         loader = torch.utils.data.DataLoader(self.ds, batch_size=self.batch_size, shuffle=self.shuffle,
                                              drop_last=self.drop_last, generator=self.generator,
                                              num_workers=self.num_workers)
+        iterator = iter(loader)
         try:
-            for images, labels in loader:
+            for images, labels in iterator:
                 yield images, labels.to(torch.int64)
         except SnsError as err:
             # A worker re-raises our error with its whole traceback as the message: keep the one line.
@@ -313,6 +314,12 @@ class _Batches:
             last = lines[-1] if lines else ""
             marker = "SnsError: "
             raise SnsError(last.split(marker, 1)[1] if marker in last else last) from None
+        finally:
+            # After a worker error (or an abandoned loop) the traceback keeps the iterator alive, and its
+            # eventual garbage collection would stall for seconds joining the workers: stop them now.
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
 
 
 def batches(ds: ImageDataset | FolderDataset, batch_size: int, shuffle: bool, drop_last: bool,

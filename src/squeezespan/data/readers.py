@@ -1,4 +1,4 @@
-"""On-disk dataset formats (sklearn digits, IDX, CIFAR python pickles, STL-10 binary) read into uint8 tensors, checked."""
+"""On-disk formats (sklearn digits, IDX, CIFAR python pickles, STL-10 binary) read and checked into uint8 tensors."""
 from __future__ import annotations
 
 import gzip
@@ -156,6 +156,10 @@ _SAFE_NUMPY = {
 }
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside the allow-list: it might run code, so it is not loaded."""
+
+
 class SafeUnpickler(pickle.Unpickler):
     """An unpickler that only builds containers, strings and numpy arrays: any other global is refused."""
 
@@ -171,7 +175,7 @@ class SafeUnpickler(pickle.Unpickler):
                     return getattr(importlib.import_module(candidate), name)
                 except (ImportError, AttributeError):
                     continue
-        raise pickle.UnpicklingError(f"refused to load global {module}.{name}")
+        raise RefusedGlobal(f"refused to load global {module}.{name}")
 
 
 def safe_unpickle(path: Path) -> object:
@@ -179,8 +183,8 @@ def safe_unpickle(path: Path) -> object:
     try:
         with open(path, "rb") as f:
             return SafeUnpickler(f, encoding="latin1").load()
-    except pickle.UnpicklingError as err:
-        raise SnsError(f"{path}: unsafe or invalid pickle ({err}); a dataset batch only holds arrays and lists, "
+    except RefusedGlobal as err:
+        raise SnsError(f"{path}: unsafe pickle ({err}); a dataset batch only holds arrays and lists, "
                        f"use the original archive")
     except Exception as err:  # a damaged pickle can fail in many ways; all mean the same to the user
         raise SnsError(f"{path}: cannot read pickle ({_one_line(err)}); the file is truncated or damaged, "
