@@ -55,7 +55,8 @@ class ImageDataset:
         self._images: torch.Tensor | None = None
 
     def _fit(self, x: torch.Tensor) -> torch.Tensor:
-        return convert_channels(resize_uint8(x, self.resolution), self.channels).contiguous()
+        # contiguous first: a gather from the column-major STL memmap view comes back transposed in memory
+        return convert_channels(resize_uint8(x.contiguous(), self.resolution), self.channels).contiguous()
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """uint8 (len(index), C, R, R) images at the given positions, read only from where they live."""

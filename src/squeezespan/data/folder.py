@@ -36,7 +36,8 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     if with_images:
         if loose:
             raise SnsError(f"{root}: holds both class sub-folders and {len(loose)} loose images "
-                           f"(e.g. {loose[0].name}); move the loose images into a class folder or use a flat folder only")
+                           f"(e.g. {loose[0].name}); move the loose images into a class folder or use a flat "
+                           f"folder only")
         empty = [name for name, files in per_class.items() if not files]
         if empty:
             raise SnsError(f"{root / empty[0]}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)}); "
