@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     q = dsub.add_parser("info", help="sizes, classes, channels, resolution and statistics of a dataset")
     q.add_argument("name")
     q.add_argument("--root")
-    q.add_argument("--split", default=None, help="one split (default: train and test)")
+    q.add_argument("--split", default=None, help="one split (default: every split)")
     q.add_argument("--resolution", type=int, default=None)
     q.add_argument("--json", action="store_true", help="print JSON")
 
@@ -87,33 +87,15 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
 
 
 def cmd_data_info(args) -> int:
-    from .data import dataset_info, load_dataset
+    from .data import dataset_info, describe_dataset, load_dataset
 
-    splits = [args.split] if args.split else ["train", "test"]
-    infos = []
-    for split in splits:
-        kw = {"resolution": args.resolution} if args.resolution else {}
-        try:
-            ds = load_dataset(args.name, root=args.root, split=split, **kw)
-        except SnsError as e:
-            if args.split or split == "train":
-                raise
-            infos.append({"split": split, "error": str(e)})
-            continue
-        infos.append(dataset_info(ds))
+    kw = {"resolution": args.resolution} if args.resolution else {}
     if args.json:
-        print(json.dumps(infos, indent=2))
-        return 0
-    for info in infos:
-        print(f"[{info.get('name', args.name)} / {info['split']}]")
-        for k, v in info.items():
-            if k in ("name", "split"):
-                continue
-            if isinstance(v, (list, tuple)) and len(v) > 12:
-                v = f"{list(v[:10])} ... ({len(v)} in all)"
-            elif isinstance(v, (list, tuple)) and v and isinstance(v[0], float):
-                v = "(" + ", ".join(f"{x:.4f}" for x in v) + ")"
-            print(f"  {k:<12} {v}")
+        splits = [args.split] if args.split else ["train", "test"]
+        print(json.dumps([dataset_info(load_dataset(args.name, root=args.root, split=s, **kw)) for s in splits],
+                         indent=2))
+    else:
+        print(describe_dataset(args.name, root=args.root, split=args.split, **kw))
     return 0
 
 

@@ -49,7 +49,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "weight_decay": 5e-4,
     "warmup_steps": 0,
     "grad_clip": 0.0,                # 0 = off
-    "augment": {},                   # AugmentConfig fields (see squeezespan.data.augment)
+    "augment": None,                 # AugmentConfig fields (filled below from squeezespan.data.augment)
     "bf16": False,
     "channels_last": False,
     "compile": False,
@@ -65,6 +65,15 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "device": "auto",
 }
+
+
+def _augment_defaults() -> dict[str, Any]:
+    from ..data.augment import AugmentConfig
+
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(AugmentConfig()).items()}
+
+
+PRETRAIN_DEFAULTS["augment"] = _augment_defaults()
 
 
 class _Stop:
@@ -139,8 +148,8 @@ class RealStream:
 
     def batch(self, step: int, device) -> torch.Tensor:
         idx = self.indices(step)
-        if hasattr(self.ds, "images"):
-            x = self.ds.images[idx]
+        if hasattr(self.ds, "take"):  # in memory or memory-mapped (STL-10 unlabeled): reads only these images
+            x = self.ds.take(idx)
         else:  # streamed folder dataset: decode this step's files
             x = torch.stack([self.ds[int(i)][0] for i in idx])
         return x.to(device, non_blocking=True).float().div_(255)
