@@ -205,8 +205,11 @@ def _subset(cfg, n: int) -> torch.Tensor | None:
 
 
 def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, progress: bool = True,
-             log=print) -> dict[str, Any]:
-    """Train a student with ``cfg['method']``; returns a summary (steps, time, final metrics)."""
+             log=print, stop_after: int | None = None) -> dict[str, Any]:
+    """Train a student with ``cfg['method']``; returns a summary (steps, time, final metrics).
+
+    ``stop_after``: checkpoint and return after that many steps as if interrupted (time-sliced runs, tests).
+    """
     run_dir = Path(run_dir)
     device = resolve_device(cfg["device"])
     run = build_run(cfg, device)
@@ -297,9 +300,9 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
                 bar.update(1)
                 if (cfg["ckpt_every"] and done % cfg["ckpt_every"] == 0) or done == total:
                     save(done)
-                if stop.requested:
+                if stop.requested or (stop_after is not None and done == stop_after and done != total):
                     save(done)
-                    log(f"\n{stop.requested}: checkpoint saved at step {done}; continue with --resume")
+                    log(f"\n{stop.requested or 'stop_after'}: checkpoint saved at step {done}; continue with --resume")
                     return {"interrupted": True, "step": done}
     finally:
         bar.close()

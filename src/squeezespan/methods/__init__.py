@@ -38,6 +38,9 @@ def method_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     for k in _KEYS[cls]:
         v = cfg.get(k)
         out[k] = defaults.get(k) if v is None else v
+    rho = out["syn_ratio"]
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
+        raise SnsError(f"syn_ratio={rho} must be in [0, 1] (share of synthetic images in the batch)")
     for k in ("proj_layers", "squeeze_depth"):
         if k in out and (not isinstance(out[k], int) or out[k] < (1 if k == "proj_layers" else 0)):
             raise SnsError(f"config key {k}={out[k]!r} must be an integer >= {1 if k == 'proj_layers' else 0}")

@@ -1,0 +1,21 @@
+"""Shared test fixtures: tiny configs that train in seconds on a CPU."""
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def tiny_pretrain_cfg():
+    """A pretraining config small enough for a few CPU steps per second (digits at 16 px, 1/8-width ResNet-18)."""
+    from squeezespan.config import resolve_config
+    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+
+    def make(**over):
+        base = dict(data="digits", resolution=16, width=0.125, batch_size=16, steps=4, proj_hidden=32, proj_dim=32,
+                    squeeze_hidden=32, knn_every=0, final_eval=False, log_every=1, ckpt_every=0, device="cpu",
+                    bf16=False)
+        base.update(over)
+        return resolve_config(PRETRAIN_DEFAULTS, "pretrain", extra=base)
+
+    return make

@@ -1,0 +1,83 @@
+"""The training engine: a run trains, logs, checkpoints, exports; resume is exact; bad values are refused."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from squeezespan.engine.trainer import pretrain
+from squeezespan.errors import SnsError
+
+
+def _weights(run):
+    return load_file(str(run / "backbone.safetensors"))
+
+
+def test_vicreg_run_trains_logs_and_exports(tmp_path, tiny_pretrain_cfg):
+    cfg = tiny_pretrain_cfg(method="vicreg", steps=3)
+    summary = pretrain(cfg, tmp_path, progress=False, log=lambda *a: None)
+    assert summary["steps"] == 3
+    lines = [json.loads(ln) for ln in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2, 3]
+    assert all(torch.isfinite(torch.tensor(ln["loss"])) for ln in lines)
+    assert (tmp_path / "config.yaml").exists() and (tmp_path / "tb").is_dir()
+    assert (tmp_path / "backbone.json").exists() and _weights(tmp_path)
+    assert len(list_checkpoints(tmp_path / "checkpoints")) == 1
+
+
+@pytest.mark.parametrize("method", ["vicreg", "simsiam"])
+def test_resume_equals_uninterrupted(tmp_path, tiny_pretrain_cfg, method):
+    cfg = tiny_pretrain_cfg(method=method, steps=4)
+    straight, sliced = tmp_path / "straight", tmp_path / "sliced"
+    pretrain(cfg, straight, progress=False, log=lambda *a: None)
+    out = pretrain(cfg, sliced, progress=False, log=lambda *a: None, stop_after=2)
+    assert out["interrupted"] and out["step"] == 2
+    pretrain(cfg, sliced, resume=True, progress=False, log=lambda *a: None)
+    a, b = _weights(straight), _weights(sliced)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [json.loads(ln)["step"] for ln in (sliced / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # the log reads as one run
+
+
+def test_resume_skips_corrupted_newest_checkpoint(tmp_path, tiny_pretrain_cfg):
+    cfg = tiny_pretrain_cfg(method="vicreg", steps=4, ckpt_every=1, keep_ckpts=3)
+    pretrain(cfg, tmp_path, progress=False, log=lambda *a: None, stop_after=3)
+    newest = list_checkpoints(tmp_path / "checkpoints")[-1]
+    newest.write_bytes(newest.read_bytes()[:100])  # truncated, as by a crash mid-copy
+    msgs = []
+    pretrain(cfg, tmp_path, resume=True, progress=False, log=msgs.append)
+    assert any("corrupted or truncated" in m for m in msgs)
+    assert any("resumed from" in m and "ckpt-00000002" in m for m in msgs)
+
+
+def test_checkpoint_checksum_detects_bitflip(tmp_path):
+    p = tmp_path / "ckpt-00000001.pt"
+    save_checkpoint(p, {"w": torch.arange(10.0)})
+    raw = bytearray(p.read_bytes())
+    raw[-20] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(SnsError, match="checksum"):
+        load_checkpoint(p)
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path, tiny_pretrain_cfg):
+    cfg = tiny_pretrain_cfg(method="vicreg", steps=50, lr=1e12, ckpt_every=1)
+    with pytest.raises(SnsError, match="loss became"):
+        pretrain(cfg, tmp_path, progress=False, log=lambda *a: None)
+    for ck in list_checkpoints(tmp_path / "checkpoints"):
+        state = load_checkpoint(ck)
+        assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("over, match", [
+    (dict(batch_size=2), "too small"),
+    (dict(method="nope"), "--method 'nope' is unknown"),
+    (dict(method="sns"), "needs --teacher"),
+    (dict(method="vicreg", syn_ratio=1.5), r"syn_ratio=1.5 must be in \[0, 1\]"),
+])
+def test_bad_values_are_refused(tmp_path, tiny_pretrain_cfg, over, match):
+    with pytest.raises(SnsError, match=match):
+        pretrain(tiny_pretrain_cfg(**over), tmp_path, progress=False, log=lambda *a: None)
