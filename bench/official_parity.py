@@ -56,6 +56,21 @@ CONFIGS = {
                synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="resnet")),
         D=dict(architecture="skip", channel_base=1024, channel_max=64,
                block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=4))),
+    # Every kwarg spelled out the way legacy.py writes them for TF-converted pickles (NVIDIA's released
+    # cifar10.pkl is one), with the 'orig' G that lacks skip ToRGBs and D mapping with 0 layers.
+    "legacy-kwargs-orig": dict(
+        res=32, c_dim=10,
+        G=dict(z_dim=64, w_dim=64,
+               mapping_kwargs=dict(num_layers=2, embed_features=None, layer_features=None, activation="lrelu",
+                                   lr_multiplier=0.01, w_avg_beta=0.995),
+               synthesis_kwargs=dict(channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None,
+                                     architecture="orig", resample_filter=[1, 3, 3, 1], use_noise=True,
+                                     activation="lrelu")),
+        D=dict(architecture="resnet", channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None,
+               cmap_dim=None, block_kwargs=dict(activation="lrelu", resample_filter=[1, 3, 3, 1], freeze_layers=0),
+               mapping_kwargs=dict(num_layers=0, embed_features=None, layer_features=None, activation="lrelu",
+                                   lr_multiplier=0.1),
+               epilogue_kwargs=dict(mbstd_group_size=None, mbstd_num_channels=1, activation="lrelu"))),
 }
 
 TOLERANCE = 1e-4
