@@ -1,0 +1,311 @@
+"""The Teacher: a frozen generator that samples images in [0, 1] together with its tapped feature maps (and w)."""
+from __future__ import annotations
+
+import importlib
+import itertools
+import inspect
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from squeezespan.errors import SnsError
+
+# The outputs of StyleGAN2's synthesis blocks (b4, b8, ...): the features the paper squeezes.
+DEFAULT_TAPS = r".*synthesis\.b(\d+)$"
+# Pseudo-tap for the latent w (Table 1's latent-target rows), read from the mapping network's output.
+W_TAP = "w"
+_MAX_LISTED = 60
+
+
+def _pick_tensor(output: Any, name: str, module: Optional[nn.Module] = None) -> torch.Tensor:
+    """A tapped module's feature map; from a tuple, the tensor with most channels.
+
+    A StyleGAN synthesis block returns (x, img): x is its feature map even when narrower than the image.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if (type(module).__name__ == "SynthesisBlock" and isinstance(output, (tuple, list))
+            and isinstance(output[0], torch.Tensor)):
+        return output[0]
+    if isinstance(output, (tuple, list)):
+        tensors = [t for t in output if isinstance(t, torch.Tensor) and t.ndim >= 2]
+        if tensors:
+            # max keeps the first on ties, so a block's feature map wins over an equally wide image
+            return max(tensors, key=lambda t: t.shape[1])
+    raise SnsError(f"teacher tap {name!r}: the module returned {type(output).__name__}, not a tensor or a tuple "
+                   "holding one; choose another module with --taps")
+
+
+def _list_names(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_MAX_LISTED])
+    more = f", ... ({len(names) - _MAX_LISTED} more)" if len(names) > _MAX_LISTED else ""
+    return f"[{shown}{more}]"
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class Teacher:
+    """A frozen generator G (eval mode, no grad) with forward hooks on the modules whose names match `taps`.
+
+    taps: one regex or a list of regexes, each fully matching qualified module names; "w" taps the latent w
+      (ws[:, 0] from the module `w_module`). None or [] taps nothing (images only). tap_w=True adds "w".
+      Features come in network order, w last. A tapped module returning a tuple gives its widest tensor
+      (a synthesis block gives its feature map x).
+    output_range: the generator's image range, mapped linearly to [0, 1] and clamped.
+    G is called as G(z, c, truncation_psi=..., noise_mode=...) when it has a c_dim attribute (the official
+    convention), else as G(z). Images and features come back float32, detached, even under bf16 autocast.
+    """
+
+    def __init__(self, generator: nn.Module, taps: Union[str, Sequence[str], None] = DEFAULT_TAPS,
+                 tap_w: bool = False, output_range: Tuple[float, float] = (-1.0, 1.0), truncation_psi: float = 1.0,
+                 truncation_cutoff: Optional[int] = None, noise_mode: str = "const", z_dim: Optional[int] = None,
+                 img_channels: Optional[int] = None, w_module: str = "mapping",
+                 device: Union[str, torch.device, None] = None):
+        if not isinstance(generator, nn.Module):
+            raise SnsError(f"teacher: the generator must be a torch.nn.Module, got {type(generator).__name__}")
+        self.generator = generator.eval().requires_grad_(False)
+        self.z_dim = int(z_dim if z_dim is not None else getattr(generator, "z_dim", 0) or 0)
+        if self.z_dim <= 0:
+            raise SnsError(f"teacher: {type(generator).__name__} has no z_dim attribute; pass z_dim=<latent size>")
+        self.c_dim = getattr(generator, "c_dim", None)
+        self.img_channels = img_channels if img_channels is not None else getattr(generator, "img_channels", None)
+        lo, hi = (float(v) for v in output_range)
+        if not hi > lo:
+            raise SnsError(f"teacher: output_range must be (low, high) with high > low, got {tuple(output_range)}")
+        self.output_range = (lo, hi)
+        self.truncation_psi = float(truncation_psi)
+        self.truncation_cutoff = truncation_cutoff
+        self.noise_mode = noise_mode
+        self.w_module = w_module
+
+        patterns = [taps] if isinstance(taps, str) else list(taps or [])
+        self.tap_w = bool(tap_w) or W_TAP in patterns
+        self.tap_names = self._resolve_taps([p for p in patterns if p != W_TAP])
+        self.feature_names: List[str] = self.tap_names + ([W_TAP] if self.tap_w else [])
+        if self.tap_w and w_module not in dict(generator.named_modules()):
+            raise SnsError(f"teacher: tapping w needs a mapping module named {w_module!r}; modules are "
+                           f"{_list_names([n for n, _ in generator.named_modules() if n])}; pass w_module=<name>")
+        self._shapes: Optional[List[Tuple[int, ...]]] = None
+        self._image_shape: Optional[Tuple[int, int, int]] = None
+        if device is not None:
+            self.to(device)
+
+    # ---- construction helpers
+
+    def _resolve_taps(self, patterns: Sequence[str]) -> List[str]:
+        names = [n for n, _ in self.generator.named_modules() if n]
+        chosen: List[str] = []
+        for pattern in patterns:
+            try:
+                regex = re.compile(pattern)
+            except re.error as e:
+                raise SnsError(f"teacher: taps regex {pattern!r} does not compile ({e}); fix the pattern") from None
+            hits = [n for n in names if regex.fullmatch(n)]
+            if not hits:
+                raise SnsError(f"teacher: taps regex {pattern!r} matches no module of {type(self.generator).__name__}"
+                               f"; modules are {_list_names(names)}")
+            chosen += [n for n in hits if n not in chosen]
+        order = {n: i for i, n in enumerate(names)}
+        return sorted(chosen, key=order.__getitem__)  # network order: shallow to deep
+
+    @classmethod
+    def from_factory(cls, spec: str, weights: Union[str, Path, None] = None,
+                     factory_kwargs: Optional[Dict[str, Any]] = None, **teacher_kwargs: Any) -> "Teacher":
+        """Bring your own generator: "package.module:factory" is called with factory_kwargs and must return an
+        nn.Module; `weights` (.safetensors or a torch state_dict file) are loaded strictly into it."""
+        module_name, sep, attr = str(spec).partition(":")
+        if not sep or not module_name or not attr:
+            raise SnsError(f"teacher factory {spec!r}: expected 'package.module:factory_function'")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise SnsError(f"teacher factory {spec!r}: cannot import module {module_name!r} ({e}); "
+                           "install it or add its folder to PYTHONPATH") from None
+        factory = module
+        for part in attr.split("."):
+            if not hasattr(factory, part):
+                raise SnsError(f"teacher factory {spec!r}: module {module_name!r} has no attribute {attr!r}")
+            factory = getattr(factory, part)
+        if not callable(factory):
+            raise SnsError(f"teacher factory {spec!r}: {attr!r} is not callable")
+        generator = factory(**(factory_kwargs or {}))
+        if not isinstance(generator, nn.Module):
+            raise SnsError(f"teacher factory {spec!r} returned {type(generator).__name__}, expected a torch.nn.Module")
+        if weights is not None:
+            load_weights(generator, weights)
+        return cls(generator, **teacher_kwargs)
+
+    # ---- placement
+
+    @property
+    def device(self) -> torch.device:
+        first = next(itertools.chain(self.generator.parameters(), self.generator.buffers()), None)
+        return first.device if first is not None else torch.device("cpu")
+
+    def to(self, device: Union[str, torch.device]) -> "Teacher":
+        self.generator.to(device)
+        return self
+
+    # ---- sampling
+
+    def _rng(self, seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+        if seed is not None and generator is not None:
+            raise SnsError("teacher.sample: pass seed or generator, not both")
+        return torch.Generator().manual_seed(int(seed)) if seed is not None else generator
+
+    def draw_z(self, n: int, seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """z ~ N(0, I) drawn on the RNG's device (CPU for a seed, so any device gets the same z), then moved."""
+        rng = self._rng(seed, generator)
+        z = torch.randn(int(n), self.z_dim, generator=rng, device=rng.device if rng is not None else "cpu")
+        return z.to(self.device)
+
+    def draw_c(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+        """Labels for the generator: None (no c argument), (n, 0) if unconditional, else random one-hot classes."""
+        if self.c_dim is None:
+            return None
+        if not self.c_dim:
+            return torch.zeros(int(n), 0, device=self.device)
+        labels = torch.randint(int(self.c_dim), (int(n),), generator=generator,
+                               device=generator.device if generator is not None else "cpu")
+        return torch.nn.functional.one_hot(labels, int(self.c_dim)).float().to(self.device)
+
+    def sample(self, n: int, seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
+               ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """n synthetic images (N, C, H, W) float32 in [0, 1] and the tapped features (float32, one per tap).
+
+        Deterministic for a given seed or generator state (with noise_mode "const"); without either, z (and c
+        for conditional teachers) come from the global torch RNG.
+        """
+        rng = self._rng(seed, generator)
+        z = self.draw_z(n, generator=rng)
+        return self.run(z, self.draw_c(n, rng))
+
+    @torch.no_grad()
+    def run(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """Images in [0, 1] and tapped features for given latents z (and labels c for conditional teachers)."""
+        if self.generator.training:  # someone switched it back; the teacher always samples in eval mode
+            self.generator.eval()
+        modules = dict(self.generator.named_modules())
+        captured: Dict[str, torch.Tensor] = {}
+
+        def hook_for(name: str):
+            def hook(module, _inputs, output):
+                captured[name] = _pick_tensor(output, name, module)
+            return hook
+
+        def w_hook(_module, _inputs, output):
+            ws = _pick_tensor(output, self.w_module)
+            captured[W_TAP] = ws[:, 0] if ws.ndim == 3 else ws
+
+        handles = [modules[name].register_forward_hook(hook_for(name)) for name in self.tap_names]
+        if self.tap_w:
+            handles.append(modules[self.w_module].register_forward_hook(w_hook))
+        try:
+            out = self._call_generator(z.to(self.device), c)
+        finally:
+            for h in handles:
+                h.remove()
+        images = self._to_unit_range(out)
+        missing = [name for name in self.feature_names if name not in captured]
+        if missing:
+            raise SnsError(f"teacher: tapped modules {missing} did not run in the generator's forward pass; "
+                           "choose modules that are called")
+        features = [captured[name].detach().float() for name in self.feature_names]
+        return images, features
+
+    def _call_generator(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> Any:
+        G = self.generator
+        if self.c_dim is None:
+            return G(z)
+        kwargs: Dict[str, Any] = {}
+        forward = getattr(G, "forward", G)
+        for key, value in [("truncation_psi", self.truncation_psi), ("truncation_cutoff", self.truncation_cutoff),
+                           ("noise_mode", self.noise_mode)]:
+            if _accepts(forward, key):
+                kwargs[key] = value
+        if c is None:
+            c = torch.zeros(z.shape[0], int(self.c_dim), device=z.device)
+        return G(z, c, **kwargs)
+
+    def _to_unit_range(self, out: Any) -> torch.Tensor:
+        name = type(self.generator).__name__
+        if not isinstance(out, torch.Tensor):
+            raise SnsError(f"teacher: {name} returned {type(out).__name__}, expected an image tensor (N, C, H, W)")
+        if out.ndim != 4:
+            raise SnsError(f"teacher: {name} returned shape {tuple(out.shape)}, expected images (N, C, H, W)")
+        expected = (self.img_channels,) if self.img_channels else (1, 3)
+        if out.shape[1] not in expected:
+            raise SnsError(f"teacher: {name} returned {out.shape[1]} channels, expected "
+                           f"{' or '.join(map(str, expected))}; is it an image generator? (set img_channels)")
+        lo, hi = self.output_range
+        return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
+
+    # ---- shapes
+
+    def _probe(self) -> None:
+        g = torch.Generator().manual_seed(0)
+        images, features = self.sample(2, generator=g)
+        self._image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
+        self._shapes = [tuple(f.shape[1:]) for f in features]
+
+    @property
+    def feature_shapes(self) -> List[Tuple[int, ...]]:
+        """Per-sample shape of each tapped feature, e.g. [(C4, 4, 4), (C8, 8, 8), ..., (w_dim,)]."""
+        if self._shapes is None:
+            self._probe()
+        return list(self._shapes)  # type: ignore[arg-type]
+
+    @property
+    def feature_channels(self) -> List[int]:
+        """Channels (dim 1) of each tapped feature: what the squeeze module's laterals take in."""
+        return [s[0] for s in self.feature_shapes]
+
+    @property
+    def image_shape(self) -> Tuple[int, int, int]:
+        """(C, H, W) of the sampled images."""
+        if self._image_shape is None:
+            self._probe()
+        return self._image_shape  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return (f"Teacher({type(self.generator).__name__}, z_dim={self.z_dim}, taps={self.feature_names}, "
+                f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi})")
+
+
+def load_weights(module: nn.Module, path: Union[str, Path]) -> nn.Module:
+    """Load a .safetensors file or a torch state_dict (weights_only=True) strictly into `module`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SnsError(f"teacher weights {str(path)!r}: no such file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # unreadable or unsafe content: say which file and why
+        raise SnsError(f"teacher weights {str(path)!r}: cannot read ({type(e).__name__}: {str(e)[:200]}); "
+                       "expected .safetensors or a torch state_dict saved with torch.save") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise SnsError(f"teacher weights {str(path)!r}: expected a dict of tensors (a state_dict)")
+    try:
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise SnsError(f"teacher weights {str(path)!r} do not fit {type(module).__name__}: "
+                       f"{str(e).splitlines()[-1].strip()[:300]}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise SnsError(f"teacher weights {str(path)!r} do not fit {type(module).__name__}: missing "
+                       f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+    return module
