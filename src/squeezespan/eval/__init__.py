@@ -1,0 +1,135 @@
+"""Evaluation of a frozen backbone: kNN monitor + linear probe (fast or paper protocol), results table."""
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from squeezespan.data import ImageDataset
+from squeezespan.errors import SnsError
+from squeezespan.eval.baselines import RawPixels, random_init_student
+from squeezespan.eval.features import extract_features, iter_batches
+from squeezespan.eval.knn import knn_eval, knn_predict, topk_accuracy
+from squeezespan.eval.linear import CropFlip, linear_probe, linear_probe_augmented
+
+__all__ = ["evaluate", "format_table", "extract_features", "iter_batches", "knn_eval", "knn_predict",
+           "topk_accuracy", "linear_probe", "linear_probe_augmented", "CropFlip", "RawPixels",
+           "random_init_student", "PROTOCOLS"]
+
+PROTOCOLS = ("fast", "paper")
+
+
+def evaluate(backbone, train_ds, test_ds, protocol: str = "fast", knn: bool = True, linear: bool = True, *,
+             name: Optional[str] = None, device=None, bf16: bool = False, batch_size: int = 256,
+             k: int = 200, t: float = 0.1, linear_kw: Optional[dict] = None,
+             augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, seed: int = 0,
+             normalize: bool = True, num_workers: int = 0, progress: bool = False) -> Dict:
+    """Score ``backbone`` (None = raw pixels) with kNN and a linear probe; return a JSON-ready results dict.
+
+    ``protocol="fast"`` trains the probe on pre-computed features (:func:`linear_probe`, seconds);
+    ``"paper"`` trains it on freshly augmented images every epoch (:func:`linear_probe_augmented`, the
+    reference numbers' protocol, needs a backbone pass per image per epoch). ``linear_kw`` overrides the
+    chosen probe's keyword defaults. Unlabelled train images (label -1, e.g. STL-10's) are left out.
+    ``normalize=False`` feeds float [0, 1] images to a backbone that normalises inside (an exported one).
+    """
+    if protocol not in PROTOCOLS:
+        raise SnsError(f"eval protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if backbone is None:
+        backbone = RawPixels(train_ds.channels, train_ds.resolution)
+        name = name or "raw-pixels"
+    name = name or type(backbone).__name__
+    train_ds = _labelled_only(train_ds)
+    num_classes = getattr(train_ds, "num_classes", None) or None
+    seconds = {}
+    result = {"name": name, "protocol": protocol if linear else None,
+              "train": _describe(train_ds), "test": _describe(test_ds), "knn": None, "linear": None}
+    start = time.perf_counter()
+    need_features = knn or (linear and protocol == "fast")
+    if need_features:
+        feat_kw = dict(batch_size=batch_size, device=device, bf16=bf16, normalize=normalize,
+                       num_workers=num_workers, progress=progress)
+        train_f, train_y = extract_features(backbone, train_ds, **feat_kw)
+        test_f, test_y = extract_features(backbone, test_ds, **feat_kw)
+        keep = train_y >= 0  # a streamed dataset cannot be subset before extraction
+        train_f, train_y = train_f[keep], train_y[keep]
+        result["feature_dim"] = int(train_f.shape[1])
+        seconds["features"] = time.perf_counter() - start
+    if knn:
+        tick = time.perf_counter()
+        result["knn"] = dict(knn_eval(train_f, train_y, test_f, test_y, k=k, t=t, num_classes=num_classes),
+                             k=k, t=t)
+        seconds["knn"] = time.perf_counter() - tick
+    if linear:
+        tick = time.perf_counter()
+        kw = dict(linear_kw or {})
+        if protocol == "fast":
+            kw.setdefault("seed", seed)
+            probe = linear_probe(train_f, train_y, test_f, test_y, num_classes=num_classes, **kw)
+        else:
+            if augment is None:
+                augment = CropFlip(generator=torch.Generator().manual_seed(seed))
+            kw.setdefault("seed", seed)
+            kw.setdefault("batch_size", batch_size)
+            probe = linear_probe_augmented(backbone, train_ds, test_ds, augment, device=device, bf16=bf16,
+                                           num_classes=num_classes, normalize=normalize,
+                                           num_workers=num_workers, progress=progress, **kw)
+        result["linear"] = dict(probe, **_settings(linear_probe if protocol == "fast"
+                                                   else linear_probe_augmented, kw))
+        seconds["linear"] = time.perf_counter() - tick
+    seconds["total"] = time.perf_counter() - start
+    result["seconds"] = seconds
+    return result
+
+
+def _labelled_only(ds):
+    """The dataset without its unlabelled (-1) images; in-memory datasets are subset before extraction."""
+    labels = getattr(ds, "labels", None)
+    if labels is None or bool((labels >= 0).all()):
+        return ds
+    keep = torch.nonzero(labels >= 0).flatten()
+    if keep.numel() == 0:
+        raise SnsError(f"dataset {getattr(ds, 'name', '')!r} split {getattr(ds, 'split', '')!r} has no "
+                       "labelled images; evaluate on a labelled split (e.g. train, test)")
+    if isinstance(ds, ImageDataset):
+        # take() reads only the labelled rows, so STL-10's 100k unlabelled images are never decoded
+        return ImageDataset(ds.name, ds.split, [ds.take(keep)], labels[keep], ds.classes, ds.mean, ds.std,
+                            ds.channels, ds.resolution, source=getattr(ds, "source", ""))
+    if isinstance(getattr(ds, "images", None), torch.Tensor):
+        view = copy.copy(ds)
+        view.images, view.labels = ds.images[keep], labels[keep]
+        return view
+    return ds  # streamed: unlabelled features are dropped after extraction
+
+
+def _settings(probe: Callable, overrides: dict) -> Dict:
+    """The probe's effective plain-valued keyword settings, so a results file says how it was made."""
+    params = inspect.signature(probe).parameters.values()
+    out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    out.update(overrides)
+    return {key: value for key, value in out.items()
+            if key in ("epochs", "lr", "batch_size", "weight_decay", "momentum", "seed", "solver")}
+
+
+def _describe(ds) -> Dict:
+    return {"dataset": getattr(ds, "name", None), "split": getattr(ds, "split", None), "n": len(ds)}
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def format_table(rows: List[Dict]) -> str:
+    """A Markdown table of :func:`evaluate` results: one line per row, accuracies in %."""
+    header = ["name", "protocol", "kNN top-1", "kNN top-5", "linear top-1", "linear top-5", "time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
+    for row in rows:
+        knn, lin = row.get("knn") or {}, row.get("linear") or {}
+        total = (row.get("seconds") or {}).get("total", row.get("time_s"))
+        cells = [str(row.get("name", row.get("backbone", ""))), str(row.get("protocol") or "-"),
+                 _pct(knn.get("top1")), _pct(knn.get("top5")), _pct(lin.get("top1")), _pct(lin.get("top5")),
+                 "-" if total is None else f"{total:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

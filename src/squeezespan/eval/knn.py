@@ -1,0 +1,77 @@
+"""Weighted k-nearest-neighbour classification on L2-normalised features (the kNN monitor of PAPER.md)."""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import torch
+import torch.nn.functional as F
+
+from squeezespan.errors import SnsError
+
+
+def check_labelled(features: torch.Tensor, labels: torch.Tensor, what: str) -> None:
+    """Raise SnsError unless ``features`` is (N, D) with N >= 1 and ``labels`` are N class ids >= 0."""
+    if features.ndim != 2:
+        raise SnsError(f"{what} features must be (N, D), got shape {tuple(features.shape)}")
+    if labels.ndim != 1 or labels.shape[0] != features.shape[0]:
+        raise SnsError(f"{what}: {features.shape[0]} feature rows but labels of shape {tuple(labels.shape)}")
+    if features.shape[0] == 0:
+        raise SnsError(f"{what} set is empty; evaluation needs labelled images")
+    if int(labels.min()) < 0:
+        raise SnsError(f"{what} set holds unlabelled images (label -1); drop them first "
+                       "(evaluate() does) or use a labelled split")
+
+
+def infer_num_classes(*labels: torch.Tensor, num_classes: Optional[int] = None) -> int:
+    """``num_classes`` if given (checked against the labels), else 1 + the largest label seen."""
+    seen = max(int(y.max()) for y in labels) + 1
+    if num_classes is None:
+        return seen
+    if num_classes < seen:
+        raise SnsError(f"num_classes={num_classes} but a label {seen - 1} occurs; pass a larger num_classes")
+    return int(num_classes)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict[str, float]:
+    """Percent of rows whose label is among the ``k`` highest scores, for each k (clipped to the class count)."""
+    kmax = min(max(ks), scores.shape[1])
+    ranked = scores.topk(kmax, dim=1).indices
+    hit = ranked == labels.view(-1, 1).to(ranked.device)
+    return {f"top{k}": 100.0 * hit[:, :min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
+
+
+def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, query_f: torch.Tensor, k: int = 200,
+                t: float = 0.1, num_classes: Optional[int] = None, chunk: int = 1024) -> torch.Tensor:
+    """Class scores (Nq, C): each query's k most cosine-similar bank rows vote exp(sim / t) for their label.
+
+    The bank is the training set; ``k`` is clipped to its size. Queries go ``chunk`` at a time so that the
+    similarity matrix held at once is at most chunk x N_bank.
+    """
+    if k < 1 or t <= 0 or chunk < 1:
+        raise SnsError(f"kNN needs k >= 1, t > 0 and chunk >= 1; got k={k}, t={t}, chunk={chunk}")
+    num_classes = infer_num_classes(train_y, num_classes=num_classes)
+    bank = F.normalize(train_f.float(), dim=1)
+    bank_y = train_y.to(bank.device).long()
+    k = min(k, bank.shape[0])
+    out = []
+    for start in range(0, query_f.shape[0], chunk):
+        q = F.normalize(query_f[start:start + chunk].float().to(bank.device), dim=1)
+        sim, idx = (q @ bank.T).topk(k, dim=1)
+        votes = (sim / t).exp()
+        scores = torch.zeros(q.shape[0], num_classes, device=bank.device)
+        scores.scatter_add_(1, bank_y[idx], votes)
+        out.append(scores)
+    return torch.cat(out) if out else torch.zeros(0, num_classes)
+
+
+def knn_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
+             k: int = 200, t: float = 0.1, num_classes: Optional[int] = None,
+             chunk: int = 1024) -> Dict[str, float]:
+    """Weighted kNN accuracy of the test set against the train-set memory bank: {"top1": %, "top5": %}."""
+    check_labelled(train_f, train_y, "kNN train (memory bank)")
+    check_labelled(test_f, test_y, "kNN test")
+    if train_f.shape[1] != test_f.shape[1]:
+        raise SnsError(f"kNN: train features have {train_f.shape[1]} dims, test features {test_f.shape[1]}")
+    num_classes = infer_num_classes(train_y, test_y, num_classes=num_classes)
+    scores = knn_predict(train_f, train_y, test_f, k=k, t=t, num_classes=num_classes, chunk=chunk)
+    return topk_accuracy(scores, test_y)
