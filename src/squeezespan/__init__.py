@@ -1,1 +1,40 @@
-"""squeezespan."""
+"""squeezespan: distil image representations from a GAN generator (Squeeze and Span, NeurIPS 2022).
+
+The public API; the `sns` command line is squeezespan.cli.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import resolve_config
+from .data import Augment, AugmentConfig, ImageDataset, batches, dataset_info, load_dataset, normalize
+from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
+from .errors import SnsError
+from .eval import evaluate, extract_features, knn_eval, linear_probe, linear_probe_augmented
+from .export import export_backbone, load_backbone, read_meta, torchvision_resnet
+from .methods import METHODS, Objective, StepInputs
+from .models import Projector, SqueezeModule, build_student
+from .teachers import Discriminator, Generator, Teacher, build_stylegan2
+from .teachers.load import load_teacher
+
+__all__ = [
+    "__version__", "SnsError", "resolve_config",
+    "load_dataset", "ImageDataset", "batches", "dataset_info", "normalize", "Augment", "AugmentConfig",
+    "build_student", "Projector", "SqueezeModule", "export_backbone", "load_backbone", "read_meta",
+    "torchvision_resnet", "Teacher", "Generator", "Discriminator", "build_stylegan2", "load_teacher",
+    "METHODS", "Objective", "StepInputs", "pretrain", "PRETRAIN_DEFAULTS",
+    "evaluate", "extract_features", "knn_eval", "linear_probe", "linear_probe_augmented",
+]
+
+
+def __getattr__(name: str):
+    # these pull in optional pieces written alongside (GAN training, pickle import): import on use
+    if name == "load_stylegan2_pickle":
+        from .teachers.pickle_import import load_stylegan2_pickle
+
+        return load_stylegan2_pickle
+    if name == "train_gan":
+        from .teachers.train_gan import train_gan
+
+        return train_gan
+    raise AttributeError(name)

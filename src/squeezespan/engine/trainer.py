@@ -174,13 +174,12 @@ def build_run(cfg: dict[str, Any], device: torch.device):
                            "(a `sns train-gan` run dir, stylegan2-pkl:PATH or module:factory)")
         teacher = load_teacher(cfg["teacher"], weights=cfg["teacher_weights"], taps=cfg["taps"],
                                tap_w=cfg["tap_w"], device=device)
-        tc, tr = teacher.img_channels, teacher.img_resolution
+        tc = teacher.image_shape[0]
         if tc != train.channels:
-            raise SnsError(f"teacher makes {tc}-channel images but dataset {cfg['data']} has {train.channels} channels")
-        tap_channels = [s[0] for s in teacher.feature_shapes]
-        if tr != cfg["resolution"]:
-            # the teacher's own resolution is kept; images are resized for the student on the fly
-            pass
+            raise SnsError(f"--teacher makes {tc}-channel images but dataset {cfg['data']} has {train.channels} "
+                           "channels; train the teacher on the same data")
+        # a teacher at another resolution is fine: encode() resizes its images for the student
+        tap_channels = teacher.feature_channels
     torch.manual_seed(cfg["seed"])
     student = build_student(cfg["arch"], cfg["variant"], cfg["width"], in_channels=train.channels).to(device)
     objective = build_objective(cfg, student.feature_dim, tap_channels).to(device)

@@ -32,7 +32,7 @@ def write_demo_report(run_dir: Path, teacher: str, methods: list[str], rows: lis
         pts = [(r["step"], r["knn_top1"]) for r in read_metrics(run_dir / m) if "knn_top1" in r]
         curves[m] = pts
     curve_png = plot_curves(curves, run_dir / "knn_curves.png")
-    bars = {r["backbone"].split(" (")[0]: r["linear"]["top1"] for r in rows}
+    bars = {r["name"].split(" (")[0]: r["linear"]["top1"] for r in rows}
     bar_png = plot_bars(bars, run_dir / "accuracy.png", title="digits test set, linear probe")
     lines = ["# squeezespan demo: digits", "",
              "Teacher: a StyleGAN2 trained by `sns train-gan` on the digits train split; students: the same "
@@ -40,7 +40,7 @@ def write_demo_report(run_dir: Path, teacher: str, methods: list[str], rows: lis
              "| backbone | linear top-1 | linear top-5 | kNN top-1 | kNN top-5 |", "|---|---|---|---|---|"]
     for r in rows:
         knn = r.get("knn", {})
-        lines.append(f"| {r['backbone']} | {r['linear']['top1']:.2f} | {r['linear']['top5']:.2f} | "
+        lines.append(f"| {r['name']} | {r['linear']['top1']:.2f} | {r['linear']['top5']:.2f} | "
                      f"{knn.get('top1', float('nan')):.2f} | {knn.get('top5', float('nan')):.2f} |")
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()) + f"; total {total_s:.0f}", ""]
     if grid:
