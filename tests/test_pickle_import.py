@@ -200,6 +200,33 @@ def test_builds_our_generator_and_discriminator_with_identical_outputs(tmp_path)
         assert torch.equal(D2(img, None), D.eval()(img, None))
 
 
+def test_teacher_from_pickle_taps_the_synthesis_blocks(tmp_path):
+    from squeezespan.teachers.pickle_import import teacher_from_stylegan2_pickle
+    from squeezespan.teachers.stylegan2 import Generator as OurGenerator
+
+    torch.manual_seed(0)
+    g_kw = _tiny_official_kwargs()
+    G = _as_official(OurGenerator(**g_kw), g_kw).eval()
+    path = _write(tmp_path, official_style_pickle(dict(G_ema=G)))
+
+    teacher = teacher_from_stylegan2_pickle(path)
+    z = torch.randn(3, 8)
+    images, feats = teacher.run(z)
+
+    blocks = {}
+    hooks = [getattr(G.synthesis, f"b{r}").register_forward_hook(lambda m, i, o, r=r: blocks.__setitem__(r, o[0]))
+             for r in (4, 8)]
+    with torch.no_grad():
+        img = G(z, None, noise_mode="const")
+    for h in hooks:
+        h.remove()
+    assert [f.shape[-1] for f in feats] == [4, 8]
+    assert torch.equal(feats[0], blocks[4]) and torch.equal(feats[1], blocks[8])
+    assert torch.allclose(images, ((img + 1) / 2).clamp(0, 1))
+    with pytest.raises(SnsError, match="needs a generator"):
+        teacher_from_stylegan2_pickle(path, key="D")
+
+
 def _payload(tmp_path, callable_, *args):
     class Payload:
         def __reduce__(self):
@@ -263,7 +290,7 @@ def test_storage_bytes_are_loaded_weights_only(tmp_path):
 
     class EvilStorage:  # what a storage looks like in the file, but with code inside its bytes
         def __reduce__(self):
-            return torch.storage._load_from_bytes, (pickle.dumps(Payload()),)
+            return torch.storage._load_from_bytes, (pickle.dumps(Payload(), protocol=2),)
 
     with pytest.raises(SnsError, match="storage could not be read safely"):
         read_stylegan2_pickle(_write(tmp_path, pickle.dumps({"G_ema": EvilStorage()})))
