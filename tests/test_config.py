@@ -50,3 +50,22 @@ def test_bad_yaml_file(tmp_path):
 def test_unknown_preset():
     with pytest.raises(SnsError, match="--preset 'nope' is unknown"):
         resolve_config(DEFAULTS, "pretrain", preset="nope")
+
+
+def test_every_shipped_preset_resolves():
+    """A preset with a typo'd key would only fail when a user picks it: resolve them all here."""
+    from squeezespan.config import list_presets
+    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+
+    defaults = {"pretrain": PRETRAIN_DEFAULTS}
+    try:
+        from squeezespan.teachers.train_gan import GAN_DEFAULTS
+        defaults["gan"] = GAN_DEFAULTS
+    except ImportError:
+        pass
+    names = list_presets("pretrain")
+    assert {"digits", "fashion-cpu", "cifar10", "cifar100"} <= set(names)
+    for kind, d in defaults.items():
+        for name in list_presets(kind):
+            cfg = resolve_config(d, kind, preset=name)
+            assert cfg, name
