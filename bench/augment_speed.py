@@ -1,6 +1,6 @@
 """Time squeezespan.data.augment per-sample vs per-batch parameters on 256 images; writes bench/results/augment_speed.json.
 
-Usage: python bench/augment_speed.py [--batch 256] [--resolution 32] [--threads 2] [--runs 25] [--warmup 3] [--out PATH]
+Usage: python bench/augment_speed.py [--batch 256] [--resolution 32] [--threads 2 [1 ...]] [--runs 25] [--warmup 3] [--out PATH]
 """
 
 from __future__ import annotations
@@ -27,13 +27,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--resolution", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[2], help="one or more torch thread counts")
     ap.add_argument("--runs", type=int, default=25)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "augment_speed.json"))
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     cases = []
     for channels in (3, 1):
@@ -42,34 +41,34 @@ def main() -> None:
         for blur_p in (0.0, 0.5):
             for per_sample in (True, False):
                 aug = Augment(AugmentConfig(per_sample=per_sample, blur_p=blur_p), channels, args.resolution)
-                row = {"channels": channels, "blur_p": blur_p, "per_sample": per_sample}
-                cases.append((row, aug, x, []))
+                cases.append(({"channels": channels, "blur_p": blur_p, "per_sample": per_sample}, aug, x))
 
-    # Interleave the cases run by run so that load from other processes hits all of them alike.
-    load_before = os.getloadavg()[0]
-    for run in range(args.warmup + args.runs):
-        for _, aug, x, times in cases:
-            t0 = time.perf_counter()
-            aug(x)
-            if run >= args.warmup:
-                times.append(1000.0 * (time.perf_counter() - t0))
-    load_after = os.getloadavg()[0]
     results = []
-    for row, _, _, times in cases:
-        row.update(summary(times))
-        results.append(row)
-        print(json.dumps(row))
+    load = [round(os.getloadavg()[0], 2)]
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        times = [[] for _ in cases]
+        # Interleave the cases run by run so that load from other processes hits all of them alike.
+        for run in range(args.warmup + args.runs):
+            for (_, aug, x), t in zip(cases, times):
+                t0 = time.perf_counter()
+                aug(x)
+                if run >= args.warmup:
+                    t.append(1000.0 * (time.perf_counter() - t0))
+        for (row, _, _), t in zip(cases, times):
+            results.append({"threads": threads, **row, **summary(t)})
+            print(json.dumps(results[-1]))
+        load.append(round(os.getloadavg()[0], 2))
 
     report = {
         "what": "squeezespan.data.augment.Augment forward on CPU, float32 input already at the target resolution",
         "batch": args.batch,
         "resolution": args.resolution,
-        "threads": args.threads,
         "torch": torch.__version__,
         "kornia": kornia.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "load_average_1min": [round(load_before, 2), round(load_after, 2)],
+        "load_average_1min_before_and_after_each_thread_count": load,
         "note": "shared 2-core machine with other jobs running: compare rows with each other, not across machines",
         "results": results,
     }
