@@ -72,11 +72,8 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
     from .config import resolve_config
     from .engine import prepare_run_dir
 
+    extra = dict(extra, seed=getattr(args, "seed", None), device=getattr(args, "device", None))
     extra = {k: v for k, v in extra.items() if k in defaults}
-    if getattr(args, "seed", None) is not None:
-        extra["seed"] = args.seed
-    if getattr(args, "device", None) is not None:
-        extra["device"] = args.device
     cfg = resolve_config(defaults, kind, args.preset, args.config, args.overrides, extra)
     run_dir = Path(args.out)
     if args.resume and (run_dir / "config.yaml").exists() and not (args.preset or args.config or args.overrides):
@@ -125,7 +122,7 @@ def cmd_train_gan(args) -> int:
 
     extra = {"data": args.data, "data_root": args.root}
     cfg, run_dir = _prepare(args, GAN_DEFAULTS, "gan", extra)
-    summary = train_gan(cfg, run_dir, resume=args.resume, device=resolve_device(cfg.get("device")),
+    summary = train_gan(cfg, run_dir, resume=args.resume, device=resolve_device(args.device),
                         progress=not args.no_progress)
     print(json.dumps(summary, indent=2, default=str))
     return 0

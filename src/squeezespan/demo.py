@@ -44,7 +44,7 @@ def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
         if not _done(teacher_run / "teacher" / "teacher.json"):
             log("== 1/4 training the digits teacher (StyleGAN2) ==")
             overrides = [f"seed={cfg['seed']}"] + ([f"kimg={cfg['gan_kimg']}"] if cfg["gan_kimg"] else [])
-            gcfg = resolve_config(GAN_DEFAULTS, "gan", cfg["gan_preset"], None, overrides, {"device": cfg["device"]})
+            gcfg = resolve_config(GAN_DEFAULTS, "gan", cfg["gan_preset"], None, overrides)
             resume = (teacher_run / "checkpoints").is_dir() and any((teacher_run / "checkpoints").iterdir())
             teacher_run.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
