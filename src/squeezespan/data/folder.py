@@ -83,13 +83,27 @@ def _shorter_side(path: str) -> int:
         raise _decode_error(path, err)
 
 
+def _to_8bit(img: Image.Image, path: str | Path) -> Image.Image:
+    """16-bit greys scaled to 8 bits: PIL's convert() would clip every value above 255 to white."""
+    if img.mode == "F":
+        raise SnsError(f"{path}: floating-point image (mode F) has no fixed value range; save it as an 8- or "
+                       f"16-bit image")
+    if not img.mode.startswith("I"):  # I;16, I;16B, ... and 32-bit I (how PIL opens 16-bit PGM)
+        return img
+    values = np.asarray(img, dtype=np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise SnsError(f"{path}: {img.mode} image with values {values.min()}..{values.max()}, outside 16 bits; "
+                       f"save it as an 8- or 16-bit image")
+    return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
+
+
 def decode_image(path: str | Path, resolution: int, channels: int) -> torch.Tensor:
     """Decode one image file to uint8 (channels, resolution, resolution): shorter side resized, centre crop."""
     mode = "RGB" if channels == 3 else "L"
     try:
         with Image.open(path) as img:
             img.draft(mode, (resolution, resolution))  # JPEG: decode at a reduced scale >= resolution, much faster
-            img = img.convert(mode)
+            img = _to_8bit(img, path).convert(mode)
     except _DECODE_ERRORS as err:
         raise _decode_error(path, err)
     width, height = img.size
