@@ -13,6 +13,19 @@ from .errors import SnsError
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `error: ...; see `<prog> --help``, exit 2, like every other error."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if not hasattr(namespace, "command_parser"):  # sub-commands finish first: the deepest one is kept
+            namespace.command_parser = self
+        return namespace, extras
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     """Flags every run sub-command shares (the project's CLI conventions)."""
     p.add_argument("--out", required=out_required, help="run directory (a non-empty one is refused unless --resume/--force)")
@@ -27,7 +40,7 @@ def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sns", description=DESCRIPTION)
+    parser = _Parser(prog="sns", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("data", help="dataset tools")
@@ -152,7 +165,9 @@ def cmd_presets(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"eval": cmd_eval, "pretrain": cmd_pretrain, "train-gan": cmd_train_gan, "demo": cmd_demo,
                 "presets": cmd_presets}
     if args.command is None:
@@ -160,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "data":
         if args.data_command != "info":
-            parser.parse_args(["data", "--help"])
+            args.command_parser.error("missing sub-command: info")
         handler = cmd_data_info
     else:
         handler = handlers[args.command]
