@@ -166,6 +166,11 @@ def cmd_presets(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    # key=value overrides may also follow later flags: argparse alone takes only the first run of positionals
+    late = [a for a in unknown if "=" in a and not a.startswith("-")]
+    if late and hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + late
+        unknown = [a for a in unknown if a not in late]
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"eval": cmd_eval, "pretrain": cmd_pretrain, "train-gan": cmd_train_gan, "demo": cmd_demo,
