@@ -99,7 +99,7 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
 def cmd_data_info(args) -> int:
     from .data import dataset_info, describe_dataset, load_dataset
 
-    kw = {"resolution": args.resolution} if args.resolution else {}
+    kw = {"resolution": args.resolution} if args.resolution is not None else {}
     if args.json:
         splits = [args.split] if args.split else ["train", "test"]
         print(json.dumps([dataset_info(load_dataset(args.name, root=args.root, split=s, **kw)) for s in splits],
