@@ -13,7 +13,7 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "resolution": 32,
     "train_split": "train",
     "test_split": "test",
-    "backbones": ["raw", "random"],  # exported backbone paths/run dirs, 'raw', 'random'
+    "backbones": ["raw", "random"],  # exported backbone paths/run dirs, 'raw', 'random', disc:TEACHER[:multi]
     "protocol": "fast",               # fast: linear probe on frozen features; paper: on augmented images
     "knn": True,
     "knn_k": 200,
@@ -41,6 +41,10 @@ def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
     if spec == "random":
         m = random_init_student(cfg["arch"], cfg["variant"], cfg["width"], train.channels, seed=cfg["seed"])
         return f"random-init {cfg['arch']} x{cfg['width']:g}", m, True
+    if spec.startswith("disc:"):  # disc:TEACHER[:single|:multi], the teacher's D used directly (Table 1)
+        from .disc import disc_backbone
+
+        return (*disc_backbone(spec, train.channels, device), False)  # takes [0, 1] images
     path = Path(spec)
     if path.is_dir() and (path / "backbone.safetensors").exists():
         path = path / "backbone.safetensors"  # a `sns pretrain` run dir

@@ -5,6 +5,7 @@ from typing import Any
 
 from ..errors import SnsError
 from .base import Objective, StepInputs
+from .encode import LatentEncoding, check_config
 from .simsiam import SimSiam
 from .sns import SqueezeAndSpan
 from .vicreg import VICReg
@@ -17,6 +18,8 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
     "kd": (SqueezeAndSpan, dict(syn_ratio=1.0, proj_layers=5, squeeze_depth=0, w_var=0.0, w_cov=0.0)),
     "vicreg": (VICReg, dict(syn_ratio=0.0, proj_layers=5, w_var=25.0, w_cov=1.0)),
     "simsiam": (SimSiam, dict(syn_ratio=0.0, proj_layers=2)),
+    # latent encoding (Table 1): predict w from x_syn + reconstruction through G; syn_ratio 0.5 = syn+real
+    "encode": (LatentEncoding, dict(syn_ratio=1.0, proj_layers=2, w_latent=1.0, w_rec=1.0, lpips_weights=None)),
 }
 
 # config keys each objective takes (resolved: null -> the method's default above)
@@ -25,6 +28,7 @@ _KEYS = {
                      "w_mse", "w_var", "w_cov", "augment_syn", "augment_real"),
     VICReg: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "w_mse", "w_var", "w_cov"),
     SimSiam: ("syn_ratio", "proj_layers", "proj_dim"),
+    LatentEncoding: ("syn_ratio", "proj_layers", "proj_hidden", "w_latent", "w_rec", "lpips_weights"),
 }
 
 
@@ -44,6 +48,8 @@ def method_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     for k in ("proj_layers", "squeeze_depth"):
         if k in out and (not isinstance(out[k], int) or out[k] < (1 if k == "proj_layers" else 0)):
             raise SnsError(f"config key {k}={out[k]!r} must be an integer >= {1 if k == 'proj_layers' else 0}")
+    if cls is LatentEncoding:
+        check_config(cfg)
     return out
 
 
@@ -52,6 +58,8 @@ def build_objective(cfg: dict[str, Any], student_dim: int, tap_channels: list[in
     kw = method_settings(cfg)
     if cls is SqueezeAndSpan:
         return cls(student_dim, list(tap_channels or []), **kw)
+    if cls is LatentEncoding:
+        return cls(student_dim, (tap_channels or [0])[-1], **kw)  # the w tap comes last
     return cls(student_dim, **kw)
 
 
@@ -60,5 +68,5 @@ def uses_teacher(cfg: dict[str, Any]) -> bool:
     return method_settings(cfg)["syn_ratio"] > 0
 
 
-__all__ = ["METHODS", "Objective", "StepInputs", "SqueezeAndSpan", "VICReg", "SimSiam", "build_objective",
-           "method_settings", "uses_teacher"]
+__all__ = ["METHODS", "Objective", "StepInputs", "SqueezeAndSpan", "VICReg", "SimSiam", "LatentEncoding",
+           "build_objective", "method_settings", "uses_teacher"]
