@@ -11,6 +11,10 @@ from squeezespan.errors import SnsError
 # Elements per chunk when converting images to float/int64: bounds peak memory on 100k-image sets.
 _CHUNK_ELEMENTS = 1 << 22
 
+# Smallest std a consumer divides by: a channel that never changes (std 0) is valid data, and since x - mean
+# is then 0 on it, any positive divisor works; one grey level keeps every other input finite.
+STD_FLOOR = 1.0 / 255.0
+
 # ITU-R 601-2 luma, the same weights PIL uses for mode "L", so folder and tensor data agree.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -87,15 +91,18 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Return (x - mean) / std per channel for float images in [0, 1], shape (N, C, H, W) or (C, H, W)."""
+    """Return (x - mean) / std per channel for float images in [0, 1], shape (N, C, H, W) or (C, H, W).
+
+    A std of 0 (a constant channel) divides by STD_FLOOR instead.
+    """
     if not torch.is_floating_point(x):
         raise SnsError(f"normalize expects float images in [0, 1], got dtype {x.dtype}; divide uint8 by 255 first")
     channels = x.shape[-3] if x.dim() >= 3 else -1
     if len(mean) != channels or len(std) != channels:
         raise SnsError(f"normalize: mean/std have {len(mean)}/{len(std)} values but the images have "
                        f"{channels} channels; use the dataset's own mean/std")
-    if any(float(s) <= 0 for s in std):
-        raise SnsError(f"normalize: std must be positive, got {tuple(std)}")
+    if any(not float(s) >= 0 for s in std):
+        raise SnsError(f"normalize: std must be >= 0, got {tuple(std)}")
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1).clamp_min(STD_FLOOR)
     return (x - m) / s
