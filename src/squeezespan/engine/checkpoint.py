@@ -131,3 +131,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
         random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def remove_stale_temporaries(ckpt_dir: str | os.PathLike) -> None:
+    """Delete the temporary files of writes that never finished (a run killed while saving)."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return
+    for p in d.glob(".ckpt-*.pt.tmp-*"):
+        try:
+            p.unlink()
+        except OSError:
+            pass

@@ -12,9 +12,11 @@ from typing import Any
 import torch
 
 from ..errors import SnsError
-from .checkpoint import checkpoint_path, load_latest, prune_checkpoints, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (checkpoint_path, list_checkpoints, load_latest, prune_checkpoints, remove_stale_temporaries,
+                         rng_state, save_checkpoint, set_rng_state)
+from .distributed import Trainable, World, convert_batchnorm, setup, wrap_ddp
 from .logging import MetricsLogger
-from .rundir import autocast, resolve_device, save_config
+from .rundir import autocast, save_config
 
 # Every knob of `sns pretrain`, with its default, in one place (nanoGPT style). null = "the method decides".
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -146,8 +148,9 @@ class RealStream:
             self._perm, self._perm_epoch = self.index[torch.randperm(len(self.index), generator=g)], epoch
         return self._perm[i * self.per_step:(i + 1) * self.per_step]
 
-    def batch(self, step: int, device) -> torch.Tensor:
-        idx = self.indices(step)
+    def batch(self, step: int, device, part: slice = slice(None)) -> torch.Tensor:
+        """The real images of ``step``; ``part`` is this rank's slice of them (all of them in one process)."""
+        idx = self.indices(step)[part]
         if hasattr(self.ds, "take"):  # in memory or memory-mapped (STL-10 unlabeled): reads only these images
             x = self.ds.take(idx)
         else:  # streamed folder dataset: decode this step's files
@@ -209,14 +212,28 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
 
     ``stop_after``: checkpoint and return after that many steps as if interrupted (time-sliced runs, tests).
     """
-    run_dir = Path(run_dir)
-    device = resolve_device(cfg["device"])
+    world = setup(cfg["device"])
+    try:
+        return _pretrain(cfg, Path(run_dir), resume, progress, log, stop_after, world)
+    finally:
+        world.close()
+
+
+def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after, world: World) -> dict[str, Any]:
+    if not world.is_main:
+        log = _silent  # one voice: rank 0 reports for the whole run
+    device = world.device
     run = build_run(cfg, device)
     train, teacher, student, objective = run["train"], run["teacher"], run["student"], run["objective"]
     augment, optimizer, settings = run["augment"], run["optimizer"], run["settings"]
     B = cfg["batch_size"]
     n_syn = int(round(settings["syn_ratio"] * B))
     n_real = B - n_syn
+    if world.size > 1:
+        _check_divisible(B, n_syn, n_real, world.size)
+        # BatchNorm statistics of the global batch (student and heads), as one process with batch B sees them
+        convert_batchnorm(student, device)
+        convert_batchnorm(objective, device)
     subset = _subset(cfg, len(train))
     n_pool = len(subset) if subset is not None else len(train)
     stream = RealStream(train, n_real, cfg["seed"], subset) if n_real > 0 else None
@@ -224,23 +241,25 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
     total = cfg["steps"] or max(1, int(round(cfg["epochs"] * steps_per_epoch)))
 
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(ckpt_dir)  # half-written files of a killed run
     start = 0
-    if resume:
-        found = load_latest(ckpt_dir, map_location=device, warn=log)
-        if found is None:
-            raise SnsError(f"--resume: no usable checkpoint in {ckpt_dir}")
-        state, path = found
+    state = _resume_state(ckpt_dir, world, log) if resume else None
+    if state is not None:
         student.load_state_dict(state["student"])
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
-        set_rng_state(state["rng"])
         start = int(state["step"])
-        log(f"resumed from {path} at step {start}/{total}")
+        _restore_rng(state, world, cfg["seed"], start, log)
+        log(f"resumed from {state['path']} at step {start}/{total}")
     else:
-        torch.manual_seed(cfg["seed"] + 1)
-    save_config(run_dir, cfg)
-    logger = MetricsLogger(run_dir, resume_step=start if resume else None)
+        # rank 0 draws exactly what a single process draws; other ranks get their own augmentation stream
+        torch.manual_seed(cfg["seed"] + 1 + 1_000_003 * world.rank)
+    if world.is_main:
+        save_config(run_dir, cfg)
+    logger = MetricsLogger(run_dir, enabled=world.is_main, resume_step=start if state is not None else None)
+    model = wrap_ddp(Trainable(student, objective), world)
 
     mean, std = run["mean"], run["std"]
     res = cfg["resolution"]
@@ -254,8 +273,14 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
         return student(x)
 
     def save(step):
+        rngs = world.gather(rng_state())  # collective: every rank calls save at the same steps
+        if not world.is_main:
+            return
+        _check_finite_weights(step, student, objective, ckpt_dir)
         state = dict(step=step, student=student.state_dict(), objective=objective.state_dict(),
-                     optimizer=optimizer.state_dict(), rng=rng_state())
+                     optimizer=optimizer.state_dict(), rng=rngs[0], world_size=world.size)
+        if world.size > 1:
+            state["rng_ranks"] = rngs
         save_checkpoint(checkpoint_path(ckpt_dir, step), state)
         prune_checkpoints(ckpt_dir, cfg["keep_ckpts"])
 
@@ -263,7 +288,8 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
 
     student.train()
     objective.train()
-    bar = tqdm(total=total, initial=start, disable=not progress, desc=f"{cfg['method']}", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=total, initial=start, disable=not (progress and world.is_main), desc=f"{cfg['method']}",
+               unit="step", dynamic_ncols=True)
     t0, imgs, step = time.time(), 0, start
     knn_history = []
     try:
@@ -272,12 +298,16 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
                 lr = _lr_at(step, total, run["base_lr"], cfg["warmup_steps"])
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                inputs = _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode)
+                inputs = _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world)
                 with autocast(device, cfg["bf16"]):
-                    loss, logs = objective(inputs)
-                if not torch.isfinite(loss):
-                    raise SnsError(f"loss became {loss.item()} at step {step}; stopped, last good checkpoint kept "
-                                   f"in {ckpt_dir} (try a lower lr or warmup_steps)")
+                    loss, logs = model(inputs)
+                # one small all-reduce per step: every rank stops at the same step, for a NaN anywhere or a signal
+                flags = world.sum_(torch.tensor([float(not torch.isfinite(loss)), float(stop.requested is not None)],
+                                                device=device))
+                if flags[0] > 0:
+                    raise SnsError(f"loss became {loss.item() if world.size == 1 else 'non-finite'} at step {step}; "
+                                   f"stopped, last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)")
+                stop_now = bool(flags[1] > 0) if world.size > 1 else None
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg["grad_clip"]:
@@ -288,23 +318,30 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
                 done = step + 1
                 if done % cfg["log_every"] == 0 or done == total:
                     rate = imgs / max(1e-9, time.time() - t0)
-                    logger.log(done, {"loss": loss.detach(), "lr": lr, "img_per_s": rate,
-                                      **{k: v for k, v in logs.items()}})
+                    scalars = _mean_over_ranks({"loss": loss.detach(), **logs}, world)
+                    logger.log(done, {"loss": scalars.pop("loss"), "lr": lr, "img_per_s": rate, **scalars})
                     bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
-                if cfg["knn_every"] and done % cfg["knn_every"] == 0 and done != total:
+                if cfg["knn_every"] and done % cfg["knn_every"] == 0 and done != total and world.is_main:
                     acc = knn_monitor(cfg, student, run, device)
                     knn_history.append({"step": done, **acc})
                     logger.log(done, {"knn_top1": acc["top1"], "knn_top5": acc["top5"]})
                     student.train()
                 bar.update(1)
+                stopping = stop_now if stop_now is not None else stop.requested is not None
                 if (cfg["ckpt_every"] and done % cfg["ckpt_every"] == 0) or done == total:
                     save(done)
-                if stop.requested or (stop_after is not None and done == stop_after and done != total):
+                elif stopping or (stop_after is not None and done == stop_after and done != total):
                     save(done)
-                    log(f"\n{stop.requested or 'stop_after'}: checkpoint saved at step {done}; continue with --resume")
+                if stopping or (stop_after is not None and done == stop_after and done != total):
+                    why = stop.requested or ("a signal to another rank" if stopping else "stop_after")
+                    log(f"\n{why}: checkpoint saved at step {done}; continue with --resume")
                     return {"interrupted": True, "step": done}
     finally:
         bar.close()
+    world.barrier()
+    if not world.is_main:
+        logger.close()
+        return {"method": cfg["method"], "steps": total, "rank": world.rank}
     summary: dict[str, Any] = {"method": cfg["method"], "steps": total, "train_time_s": round(time.time() - t0, 1),
                                "img_per_s": round(imgs / max(1e-9, time.time() - t0), 1)}
     export_path = _export(cfg, student, train, run_dir)
@@ -318,17 +355,86 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
     return summary
 
 
-def _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode):
+def _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world: World | None = None):
+    """This rank's share of the step's global batch: a contiguous slice of its real images and of its latents."""
     from ..methods import StepInputs
 
+    world = world or World(device=device)
     inputs = StepInputs(augment=augment, encode=encode, teacher=teacher)
     if stream is not None:
-        inputs.real = stream.batch(step, device)
+        inputs.real = stream.batch(step, device, world.shard(stream.per_step))
     if n_syn:
-        # teacher latents are a function of (seed, step): identical after a resume, independent across steps
-        images, taps = teacher.sample(n_syn, seed=(cfg["seed"] * 1_000_003 + step) % (2**63))
+        # teacher latents are a function of (seed, step): identical after a resume, independent across steps.
+        # All n_syn latents are drawn (cheap) and each rank runs G on its slice only, so the union over
+        # ranks is exactly the synthetic batch of a single process.
+        g = torch.Generator().manual_seed((cfg["seed"] * 1_000_003 + step) % (2**63))
+        z, c = teacher.draw_z(n_syn, generator=g), teacher.draw_c(n_syn, g)
+        part = world.shard(n_syn)
+        images, taps = teacher.run(z[part], None if c is None else c[part])
         inputs.syn, inputs.taps = images, taps
     return inputs
+
+
+def _silent(*args, **kwargs) -> None:
+    return None
+
+
+def _check_divisible(batch: int, n_syn: int, n_real: int, world_size: int) -> None:
+    for what, n in (("batch_size", batch), ("synthetic images per step", n_syn), ("real images per step", n_real)):
+        if n % world_size:
+            raise SnsError(f"{what} = {n} does not split evenly over WORLD_SIZE={world_size} processes; pick a "
+                           f"batch_size whose synthetic and real parts (syn_ratio) are multiples of {world_size}")
+
+
+def _resume_state(ckpt_dir: Path, world: World, log) -> dict[str, Any] | None:
+    """Rank 0 reads the newest good checkpoint and hands it to every rank; None if no checkpoint was written yet."""
+    msg = None
+    state = None
+    if world.is_main:
+        found = load_latest(ckpt_dir, map_location="cpu", warn=log)
+        if found is not None:
+            state, path = found
+            state["path"] = str(path)
+        elif list_checkpoints(ckpt_dir):
+            msg = f"--resume: no usable checkpoint in {ckpt_dir} (every one is corrupted or truncated)"
+        else:
+            # killed before its first checkpoint: resuming is starting over, which gives the same run
+            log(f"--resume: no checkpoint in {ckpt_dir} yet; starting from step 0")
+    box = world.broadcast({"state": state, "error": msg})
+    if box["error"]:
+        raise SnsError(box["error"])
+    return box["state"]
+
+
+def _restore_rng(state: dict[str, Any], world: World, seed: int, step: int, log) -> None:
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    if len(ranks) == world.size:
+        set_rng_state(ranks[world.rank])
+        return
+    # a run resumed on another number of processes: weights, optimizer and data order continue exactly,
+    # only the augmentation draws cannot (they were per-rank streams)
+    log(f"warning: checkpoint was written by {len(ranks)} process(es), this run has {world.size}: "
+        "augmentation randomness is reseeded, so the run is not bit-identical to an uninterrupted one")
+    torch.manual_seed((seed + 1) * 1_000_003 + step * 7919 + world.rank)
+
+
+def _check_finite_weights(step: int, student, objective, ckpt_dir: Path) -> None:
+    """Never let non-finite weights replace the last good checkpoint (a finite loss can still give inf weights)."""
+    for name, module in (("student", student), ("objective", objective)):
+        for key, t in module.state_dict().items():
+            if t.is_floating_point() and not torch.isfinite(t).all():
+                raise SnsError(f"{name} weight {key} became non-finite after step {step}; stopped without saving, "
+                               f"last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)")
+
+
+def _mean_over_ranks(scalars: dict[str, Any], world: World) -> dict[str, Any]:
+    """Logged scalars averaged over ranks (one all-reduce), so rank 0's log speaks for the global batch."""
+    if world.size == 1:
+        return dict(scalars)
+    keys = list(scalars)
+    vec = torch.stack([torch.as_tensor(scalars[k], dtype=torch.float32, device=world.device).reshape(()) for k in keys])
+    vec = world.sum_(vec) / world.size
+    return {k: v for k, v in zip(keys, vec.tolist())}
 
 
 @torch.no_grad()

@@ -4,6 +4,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Under torchrun each rank holds a slice of the batch; the variance and covariance terms are statistics of
+# the GLOBAL batch, so the embeddings are gathered (with gradients) before any term is computed.
+from ..engine.distributed import gather_batch
+
 
 def invariance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """MSE(a, b): mean over batch and dimensions."""
@@ -26,8 +30,8 @@ def covariance(z: torch.Tensor) -> torch.Tensor:
 
 
 def vicreg(z1: torch.Tensor, z2: torch.Tensor, w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0):
-    """VICReg between two views: w_mse*MSE + w_var*(var(z1)+var(z2)) + w_cov*(cov(z1)+cov(z2))."""
-    z1, z2 = z1.float(), z2.float()
+    """VICReg between two views: w_mse*MSE + w_var*(var(z1)+var(z2)) + w_cov*(cov(z1)+cov(z2)), global batch."""
+    z1, z2 = gather_batch(z1.float()), gather_batch(z2.float())
     inv = invariance(z1, z2)
     var = variance(z1) + variance(z2)
     cov = covariance(z1) + covariance(z2)
@@ -35,8 +39,8 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, w_mse: float = 25.0, w_var: float
 
 
 def squeeze(zf: torch.Tensor, zg: torch.Tensor, w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0):
-    """The synthetic-branch loss of PAPER.md: w_mse*MSE(zg, zf) + w_var*var(zf) + w_cov*cov(zf)."""
-    zf, zg = zf.float(), zg.float()
+    """The synthetic-branch loss of PAPER.md: w_mse*MSE(zg, zf) + w_var*var(zf) + w_cov*cov(zf), global batch."""
+    zf, zg = gather_batch(zf.float()), gather_batch(zg.float())
     inv = invariance(zf, zg)
     var = variance(zf)
     cov = covariance(zf)

@@ -1,0 +1,232 @@
+"""Several processes (torchrun, gloo on CPU) train the same model as one process with the same global batch."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint
+from squeezespan.errors import SnsError
+
+TESTS = Path(__file__).parent
+# digits at 16 px, 1/8-width ResNet-18, tiny random StyleGAN2 teacher; one intra-op thread everywhere so
+# that the only difference between the runs is how the batch is split over processes
+TINY = ["--data", "digits", "--teacher", "tiny_teacher:make", "--device", "cpu", "--no-progress", "--seed", "0",
+        "resolution=16", "width=0.125", "batch_size=16", "proj_hidden=32", "proj_dim=32", "squeeze_hidden=32",
+        "final_eval=false", "log_every=1"]
+
+
+def _env():
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _cmd(nproc: int) -> list:
+    if nproc == 1:
+        return [sys.executable, "-m", "squeezespan", "pretrain"]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "squeezespan", "pretrain"]
+
+
+def _pretrain(nproc: int, out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    done = subprocess.run(_cmd(nproc) + ["--out", str(out), *TINY, *args], env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+
+
+def _init_student():
+    from squeezespan.models import build_student
+
+    torch.manual_seed(0)  # build_run seeds with cfg seed before building the student
+    return {k: v for k, v in build_student("resnet18", "cifar", 0.125, in_channels=1).state_dict().items()}
+
+
+def test_two_processes_train_the_same_model_as_one(tmp_path):
+    # augmentation off: each rank draws its own augmentation parameters, so only with it off are the two runs
+    # the same function of the data; everything else (teacher latents, real shards, BatchNorm and the
+    # variance/covariance terms over the global batch, gradient scaling) must match
+    args = ["--method", "sns", "steps=3", "lr=0.0003", "ckpt_every=0", "augment.enabled=false"]
+    _pretrain(1, tmp_path / "one", *args)
+    two = _pretrain(2, tmp_path / "two", *args)
+    a, b = load_file(str(tmp_path / "one" / "backbone.safetensors")), load_file(str(tmp_path / "two" / "backbone.safetensors"))
+    diff = _max_diff(a, b)
+    moved = max((a[k].double() - v.double()).abs().max().item() for k, v in _init_student().items()
+                if k.endswith("conv1.weight"))
+    assert moved > 1e-3  # the weights did move: the equality below is not the equality of two untrained nets
+    assert diff <= 1e-5, diff
+    # the full objective (projector, squeeze module) and optimizer momenta agree too
+    ca = load_checkpoint(list_checkpoints(tmp_path / "one" / "checkpoints")[-1])
+    cb = load_checkpoint(list_checkpoints(tmp_path / "two" / "checkpoints")[-1])
+    assert _max_diff(ca["objective"], cb["objective"]) <= 1e-5
+    assert cb["world_size"] == 2 and len(cb["rng_ranks"]) == 2
+    # one voice: rank 0 alone wrote the log, one line per step, with the loss of the global batch
+    la = [json.loads(ln) for ln in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lb] == [1, 2, 3]
+    for x, y in zip(la, lb):
+        assert abs(x["loss"] - y["loss"]) <= 1e-4 * abs(x["loss"])
+        assert abs(x["syn_var"] - y["syn_var"]) <= 1e-5 and abs(x["real_cov"] - y["real_cov"]) <= 1e-5
+    assert two.stdout.count('"export"') == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["vicreg", "simsiam"])
+def test_two_processes_equal_one_other_methods(tmp_path, method):
+    args = ["--method", method, "steps=3", "lr=0.0003", "ckpt_every=0", "augment.enabled=false"]
+    _pretrain(1, tmp_path / "one", *args)
+    _pretrain(2, tmp_path / "two", *args)
+    diff = _max_diff(load_file(str(tmp_path / "one" / "backbone.safetensors")),
+                     load_file(str(tmp_path / "two" / "backbone.safetensors")))
+    assert diff <= 1e-5, diff
+
+
+# ---- the pieces, in two spawned processes
+
+
+def _pieces_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from squeezespan.engine.distributed import convert_batchnorm, gather_batch
+    from squeezespan.methods import losses
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        res = {}
+        torch.manual_seed(0)
+        x = (torch.randn(8, 3, 5, 5) * 3 + 1)[rank * 4:(rank + 1) * 4].requires_grad_(True)
+        bn = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.3))
+        with torch.no_grad():
+            bn[0].weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+        convert_batchnorm(bn, torch.device("cpu"))
+        y = bn(x)
+        w = torch.arange(8 * 3 * 25, dtype=torch.float32).reshape(8, 3, 5, 5).sin()
+        # a loss of the global batch: each rank gathers the outputs
+        (gather_batch(y) * w).sum().backward()
+        for p in bn.parameters():  # what DDP does: average over ranks
+            dist.all_reduce(p.grad)
+            p.grad /= 2
+        res.update(y=y.detach(), x_grad=x.grad, w_grad=bn[0].weight.grad, b_grad=bn[0].bias.grad,
+                   rm=bn[0].running_mean, rv=bn[0].running_var, kind=type(bn[0]).__name__)
+        torch.manual_seed(1)
+        z1, z2 = (torch.randn(8, 6) @ torch.randn(6, 6)).chunk(2, dim=1)[0], torch.randn(8, 3)
+        z1 = z1[rank * 4:(rank + 1) * 4].requires_grad_(True)
+        loss, _ = losses.vicreg(z1, z2[rank * 4:(rank + 1) * 4])
+        loss.backward()
+        res.update(vic_loss=loss.detach(), vic_grad=z1.grad / 2)  # / world size: DDP's average
+        torch.save(res, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_global_batchnorm_and_gathered_losses_equal_one_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(_pieces_worker, args=(_free_port(), str(tmp_path / "res")), nprocs=2, start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"res.{r}") for r in range(2))
+    assert r0["kind"] == "GlobalBatchNorm"
+    # the same computation in one process with the whole batch and torch's BatchNorm2d
+    torch.manual_seed(0)
+    x = (torch.randn(8, 3, 5, 5) * 3 + 1).requires_grad_(True)
+    bn = torch.nn.BatchNorm2d(3, momentum=0.3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
+    y = bn(x)
+    w = torch.arange(8 * 3 * 25, dtype=torch.float32).reshape(8, 3, 5, 5).sin()
+    (y * w).sum().backward()
+    torch.testing.assert_close(torch.cat([r0["y"], r1["y"]]), y.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat([r0["x_grad"], r1["x_grad"]]) / 2, x.grad, atol=1e-5, rtol=1e-5)
+    for r in (r0, r1):  # parameters and running statistics: identical on both ranks, equal to one process
+        torch.testing.assert_close(r["w_grad"], bn.weight.grad, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(r["b_grad"], bn.bias.grad, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(r["rm"], bn.running_mean, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(r["rv"], bn.running_var, atol=1e-6, rtol=1e-5)  # unbiased over all 200 values
+    from squeezespan.methods import losses
+
+    torch.manual_seed(1)
+    z1, z2 = (torch.randn(8, 6) @ torch.randn(6, 6)).chunk(2, dim=1)[0], torch.randn(8, 3)
+    z1.requires_grad_(True)
+    loss, _ = losses.vicreg(z1, z2)
+    loss.backward()
+    assert torch.allclose(r0["vic_loss"], loss) and torch.allclose(r1["vic_loss"], loss)
+    torch.testing.assert_close(torch.cat([r0["vic_grad"], r1["vic_grad"]]), z1.grad, atol=1e-6, rtol=1e-5)
+
+
+def test_gather_and_batchnorm_are_plain_in_one_process():
+    from squeezespan.engine.distributed import GlobalBatchNorm, World, convert_batchnorm, gather_batch
+
+    z = torch.randn(4, 3)
+    assert gather_batch(z) is z
+    net = convert_batchnorm(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)), torch.device("cpu"))
+    assert isinstance(net[1], GlobalBatchNorm)
+    ref = torch.nn.BatchNorm1d(3)
+    ref.load_state_dict(net[1].state_dict())  # same keys as BatchNorm1d
+    x = torch.randn(6, 3)
+    torch.testing.assert_close(net[1](x), ref(x))
+    w = World(rank=1, size=4)
+    assert w.shard(16) == slice(4, 8) and not w.is_main
+
+
+def test_batch_must_split_evenly_over_processes():
+    from squeezespan.engine.trainer import _check_divisible
+
+    _check_divisible(16, 8, 8, 2)
+    with pytest.raises(SnsError, match=r"synthetic images per step = 9 does not split evenly over WORLD_SIZE=2"):
+        _check_divisible(18, 9, 9, 2)
+
+
+def test_world_size_without_torchrun_is_a_clear_error(monkeypatch):
+    from squeezespan.engine.distributed import setup
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(SnsError, match="MASTER_ADDR is not set: launch multi-process runs with torchrun"):
+        setup("cpu")
+
+
+@pytest.mark.slow
+def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
+    """SIGKILL to the whole job (as a node failure would), then `torchrun ... --resume` with augmentation on."""
+    args = ["--method", "sns", "steps=6", "ckpt_every=1", "keep_ckpts=2"]
+    _pretrain(2, tmp_path / "straight", *args)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(2) + ["--out", str(out), *TINY, *args], env=_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while not (out / "checkpoints" / "ckpt-00000003.pt").exists():
+            assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "backbone.safetensors").exists()
+    _pretrain(2, out, *args, "--resume")
+    a, b = load_file(str(tmp_path / "straight" / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same checkpoint resumed by ONE process: it continues and says why it cannot be bit-identical
+    one = subprocess.run(_cmd(1) + ["--out", str(out), "--resume", "--no-progress"], env=_env(), capture_output=True,
+                         text=True, timeout=240)
+    assert one.returncode == 0 and "written by 2 process(es), this run has 1" in one.stdout + one.stderr
