@@ -305,7 +305,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
                 flags = world.sum_(torch.tensor([float(not torch.isfinite(loss)), float(stop.requested is not None)],
                                                 device=device))
                 if flags[0] > 0:
-                    raise SnsError(f"loss became {loss.item() if world.size == 1 else 'non-finite'} at step {step}; "
+                    raise SnsError(f"loss became {loss.item() if world.size == 1 else 'non-finite'} at step {step + 1}; "
                                    f"stopped, last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)")
                 stop_now = bool(flags[1] > 0) if world.size > 1 else None
                 optimizer.zero_grad(set_to_none=True)
