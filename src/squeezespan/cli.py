@@ -56,13 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset name")
     p.add_argument("--root", help="dataset root")
     p.add_argument("--backbone", action="append", default=None,
-                   help="exported backbone (.safetensors/.json or run dir), 'raw' or 'random'; repeatable "
+                   help="exported backbone (.safetensors/.json or run dir), 'raw', 'random', or disc:TEACHER[:multi] "
+                        "(the teacher's discriminator features); repeatable "
                         "(default: raw and random)")
     p.add_argument("--protocol", choices=["fast", "paper"], help="linear probe on frozen features (fast) or on augmented images (paper)")
     _run_flags(p)
 
     p = sub.add_parser("pretrain", help="train a student with Squeeze and Span or a baseline")
-    p.add_argument("--method", help="sns | squeeze | kd | vicreg | simsiam")
+    p.add_argument("--method", help="sns | squeeze | kd | vicreg | simsiam | encode")
     p.add_argument("--data", help="dataset name")
     p.add_argument("--root", help="dataset root")
     p.add_argument("--teacher", help="teacher: `sns train-gan` run dir, stylegan2-pkl:PATH, or module.path:factory")
