@@ -169,7 +169,8 @@ def trial(i: int, how: str, when: float | None, nproc: int, steps: int, work: Pa
         wait_for(proc, lambda: any(ck.glob(".ckpt-*")), 60)
     elif how == "export-write":
         # the export's temporary files exist only for milliseconds: poll fast, give up once the export is done
-        wait_for(proc, lambda: any(out.glob("*.tmp")) or (out / "backbone.json").exists(), 900)
+        tmp, done = out / "backbone.safetensors.tmp", out / "backbone.json"
+        wait_for(proc, lambda: tmp.exists() or done.exists(), 900, 0.0002)
     killed_at = time.time() - t0
     snap = snapshot(out)
     was_running = kill(proc)

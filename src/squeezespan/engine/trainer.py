@@ -222,6 +222,8 @@ def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, pro
 def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after, world: World) -> dict[str, Any]:
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
+    # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
+    cfg = world.broadcast(cfg)
     device = world.device
     run = build_run(cfg, device)
     train, teacher, student, objective = run["train"], run["teacher"], run["student"], run["objective"]
