@@ -210,3 +210,11 @@ def test_clear_errors_for_bad_input(tmp_path):
         run(tmp_path, "y", resolution=16)
     with pytest.raises(SnsError, match="teacher.json"):
         load_teacher_dir(tmp_path)
+
+
+def test_max_minutes_stops_cleanly_and_resume_continues(tmp_path):
+    s = run(tmp_path, "t", kimg=0.012, max_minutes=1e-6)
+    assert s["stopped_by_time"] and s["steps"] == 1
+    assert (tmp_path / "t" / "teacher" / "G_ema.safetensors").exists()
+    s = run(tmp_path, "t", resume=True, kimg=0.012)
+    assert not s["stopped_by_time"] and s["steps"] == 3 and s["resumed_from_step"] == 1

@@ -45,6 +45,7 @@ GAN_DEFAULTS: dict[str, Any] = {
     "z_dim": 128,
     "w_dim": 128,
     "mapping_layers": 2,
+    "mapping_lr_mult": 0.01,     # learning-rate multiplier of the mapping network (StyleGAN2: 0.01)
     "channel_base": 2048,
     "channel_max": 128,
     "g_architecture": "skip",
@@ -69,6 +70,8 @@ GAN_DEFAULTS: dict[str, Any] = {
     "ada_kimg": 100.0,           # kimg for p to move by 1
     "bf16": False,               # bf16 autocast for G/D forward passes (R1 stays fp32)
     "seed": 0,
+    "threads": None,             # CPU threads for this run (None: torch's setting); 1 is fastest on a busy CPU
+    "max_minutes": None,         # stop cleanly (final samples, FD-ref, checkpoint, teacher) after this wall time
     # bookkeeping
     "snapshot_kimg": 10.0,       # checkpoint (and snapshot teacher) every N kimg
     "keep_checkpoints": 2,
@@ -84,7 +87,7 @@ GAN_DEFAULTS: dict[str, Any] = {
 }
 
 # Keys that fix the networks' shapes: a resumed run must agree with its checkpoint on these.
-ARCH_KEYS = ("resolution", "channels", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
+ARCH_KEYS = ("resolution", "channels", "z_dim", "w_dim", "mapping_layers", "mapping_lr_mult", "channel_base", "channel_max",
              "g_architecture", "d_architecture", "mbstd_group_size", "conv_clamp")
 
 
@@ -94,7 +97,8 @@ def network_kwargs(cfg: dict[str, Any], img_channels: int) -> tuple[dict[str, An
     """Official-style constructor kwargs (Generator(**G_kwargs), Discriminator(**D_kwargs)) from a config."""
     G_kwargs = dict(z_dim=int(cfg["z_dim"]), c_dim=0, w_dim=int(cfg["w_dim"]), img_resolution=int(cfg["resolution"]),
                     img_channels=int(img_channels),
-                    mapping_kwargs=dict(num_layers=int(cfg["mapping_layers"])),
+                    mapping_kwargs=dict(num_layers=int(cfg["mapping_layers"]),
+                                        lr_multiplier=float(cfg["mapping_lr_mult"])),
                     synthesis_kwargs=dict(channel_base=int(cfg["channel_base"]), channel_max=int(cfg["channel_max"]),
                                           conv_clamp=cfg["conv_clamp"], architecture=cfg["g_architecture"]))
     D_kwargs = dict(c_dim=0, img_resolution=int(cfg["resolution"]), img_channels=int(img_channels),
@@ -282,8 +286,15 @@ def train_gan(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, de
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return _train(cfg, run_dir, resume, device, progress, dataset, log)
+    threads_before = torch.get_num_threads()
+    if cfg["threads"] and device.type == "cpu":
+        # OpenMP threads spin-wait on each other: on an oversubscribed CPU two threads can be 10x slower than one.
+        torch.set_num_threads(int(cfg["threads"]))
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            return _train(cfg, run_dir, resume, device, progress, dataset, log)
+    finally:
+        torch.set_num_threads(threads_before)
 
 
 def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: bool, dataset, log) -> dict[str, Any]:
@@ -412,6 +423,7 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     last_sample = None
+    stopped_by_time = False
     t_tick, nimg_tick = time.time(), state["cur_nimg"]
 
     def acc(name: str, value: torch.Tensor) -> None:
@@ -484,6 +496,10 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         state["cur_nimg"] += batch
         state["step"] += 1
         cur_nimg, done = state["cur_nimg"], state["cur_nimg"] >= total_nimg
+        if not done and cfg["max_minutes"] and time.time() - t_start > float(cfg["max_minutes"]) * 60:
+            done = stopped_by_time = True
+            log(f"train-gan: max_minutes={cfg['max_minutes']} reached at {cur_nimg / 1000:.1f} kimg; stopping "
+                "(resume with --resume to continue)")
         if bar is not None:
             bar.update(min(cur_nimg, total_nimg) - min(prev_nimg, total_nimg))
 
@@ -518,6 +534,8 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
                 export(run_dir / "snapshots" / f"kimg-{int(round(cur_nimg / 1000)):06d}",
                        state["last_fd"] if fd_now else None)
             checkpoint()
+        if done:
+            break
 
     if bar is not None:
         bar.close()
@@ -527,7 +545,8 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     summary = dict(run_dir=str(run_dir), kimg=state["cur_nimg"] / 1000, steps=state["step"],
                    seconds=round(time.time() - t_start, 1), fd_ref=state["last_fd"], best_fd_ref=state["best_fd"],
                    best_kimg=state["best_kimg"], teacher_dir=str(run_dir / "teacher"),
-                   samples=str(last_sample) if last_sample else None, resumed_from_step=resumed_from)
+                   samples=str(last_sample) if last_sample else None, resumed_from_step=resumed_from,
+                   stopped_by_time=stopped_by_time)
     atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
