@@ -206,13 +206,33 @@ def test_world_size_without_torchrun_is_a_clear_error(monkeypatch):
         setup("cpu")
 
 
+def _kill_tree(proc) -> None:
+    """SIGKILL torchrun and its workers (each worker runs in a session of its own, so not its process group)."""
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    todo, tree = [proc.pid], []
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    for pid in tree:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
+
+
 @pytest.mark.slow
 def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
-    """SIGKILL to the whole job (as a node failure would), then `torchrun ... --resume` with augmentation on."""
+    """SIGKILL to torchrun and all its workers (as a node failure would), then `torchrun ... --resume`, augmentation on."""
     args = ["--method", "sns", "steps=6", "ckpt_every=1", "keep_ckpts=2"]
     _pretrain(2, tmp_path / "straight", *args)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(2) + ["--out", str(out), *TINY, *args], env=_env(), start_new_session=True,
+    proc = subprocess.Popen(_cmd(2) + ["--out", str(out), *TINY, *args], env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 180
@@ -220,8 +240,10 @@ def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
             assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
             time.sleep(0.02)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        _kill_tree(proc)
+    left = list_checkpoints(out / "checkpoints")
+    time.sleep(1.0)
+    assert list_checkpoints(out / "checkpoints") == left  # the workers died too: nothing moves any more
     assert not (out / "backbone.safetensors").exists()
     _pretrain(2, out, *args, "--resume")
     a, b = load_file(str(tmp_path / "straight" / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
