@@ -1,8 +1,14 @@
 """Shared test fixtures: tiny configs that train in seconds on a CPU."""
-import pytest
-import torch
+import os
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Test tensors are tiny: one thread is as fast, and it cannot thrash when the machine is busy
+# (2 spinning OpenMP threads per process on a loaded 2-core box made steps ~50x slower).
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the subprocess tests (torchrun, python -m)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture
