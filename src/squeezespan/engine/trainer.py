@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from ..data.pixels import STD_FLOOR
 from ..errors import SnsError
 from .checkpoint import (checkpoint_path, list_checkpoints, load_latest, prune_checkpoints, remove_stale_temporaries,
                          rng_state, save_checkpoint, set_rng_state)
@@ -43,6 +44,9 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "w_cov": None,
     "augment_syn": True,             # Table 5 row a: false
     "augment_real": True,
+    "w_latent": None,                # encode: weight of MSE(w_hat, w)
+    "w_rec": None,                   # encode: weight of the reconstruction distance through G
+    "lpips_weights": None,           # encode: lpips.LPIPS state dict for the reconstruction (else L1)
     "batch_size": 512,
     "epochs": 800.0,                 # epochs of the real train set (steps = epochs * N / batch_size)
     "steps": 0,                      # >0 overrides epochs
@@ -110,11 +114,25 @@ def _validate(cfg: dict[str, Any], n_real: int) -> None:
     for key in ("lr", "epochs"):
         if not cfg[key] > 0 or not math.isfinite(cfg[key]):
             raise SnsError(f"{key}={cfg[key]} must be a positive number")
-    for key in ("steps", "warmup_steps", "log_every", "ckpt_every", "knn_every", "real_subset"):
+    for key in ("steps", "warmup_steps", "ckpt_every", "knn_every", "real_subset", "weight_decay", "grad_clip"):
         if cfg[key] < 0:
             raise SnsError(f"{key}={cfg[key]} must be >= 0")
+    if cfg["log_every"] < 1:
+        raise SnsError(f"log_every={cfg['log_every']} must be >= 1")
+    if not 0 <= cfg["momentum"] < 1:
+        raise SnsError(f"momentum={cfg['momentum']} must be in [0, 1)")
     if cfg["width"] <= 0:
         raise SnsError(f"width={cfg['width']} must be > 0")
+
+
+def _check_split(cfg: dict[str, Any], syn_ratio: float) -> None:
+    """Each part of the batch a method uses needs 2+ images: BatchNorm and the var/cov terms are batch statistics."""
+    B = cfg["batch_size"]
+    n_syn = int(round(syn_ratio * B))
+    for part, n, used in (("synthetic", n_syn, syn_ratio > 0), ("real", B - n_syn, syn_ratio < 1)):
+        if used and n < 2:
+            raise SnsError(f"batch_size={B} with syn_ratio={syn_ratio} gives {n} {part} image(s) per step; "
+                           "the batch statistics need at least 2: raise batch_size")
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -164,9 +182,14 @@ def build_run(cfg: dict[str, Any], device: torch.device):
     from ..methods import build_objective, method_settings
     from ..models import build_student
 
+    from ..methods import METHODS
+
+    if cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w and not cfg["tap_w"]:
+        cfg = {**cfg, "tap_w": True}  # e.g. encode predicts w: tap it without asking the user
     settings = method_settings(cfg)
     train = load_dataset(cfg["data"], root=cfg["data_root"], split="train", resolution=cfg["resolution"])
     _validate(cfg, len(train))
+    _check_split(cfg, settings["syn_ratio"])
     teacher = None
     tap_channels: list[int] = []
     if settings["syn_ratio"] > 0:
@@ -194,7 +217,7 @@ def build_run(cfg: dict[str, Any], device: torch.device):
     params = list(student.parameters()) + list(objective.parameters())
     optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     mean = torch.tensor(train.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(train.std, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(train.std, device=device).clamp_min(STD_FLOOR).view(1, -1, 1, 1)  # constant channel: std 0
     return dict(train=train, teacher=teacher, student=student, objective=objective, augment=augment,
                 optimizer=optimizer, base_lr=lr, mean=mean, std=std, settings=settings, normalize=normalize)
 
@@ -476,6 +499,6 @@ def _export(cfg, student, train, run_dir: Path) -> Path:
     from ..export import export_backbone
 
     meta = dict(arch=cfg["arch"], variant=cfg["variant"], width=cfg["width"], in_channels=train.channels,
-                resolution=cfg["resolution"], mean=list(train.mean), std=list(train.std),
+                resolution=cfg["resolution"], mean=list(train.mean), std=[max(s, STD_FLOOR) for s in train.std],
                 feature_dim=student.feature_dim, method=cfg["method"], dataset=cfg["data"])
     return export_backbone(student, run_dir / "backbone.safetensors", meta)[0]

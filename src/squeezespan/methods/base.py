@@ -32,6 +32,7 @@ class Objective(nn.Module):
 
     syn_ratio: float = 0.0
     needs_taps: bool = False
+    needs_w: bool = False  # the teacher must tap its latent w (the engine turns tap_w on)
 
     def forward(self, inputs: StepInputs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # pragma: no cover
         raise NotImplementedError

@@ -38,6 +38,8 @@ class LatentEncoding(Objective):
     the frozen G, whose parameters are never trained (requires_grad off, not in this module's state).
     """
 
+    needs_w = True
+
     def __init__(self, student_dim: int, w_dim: int, syn_ratio: float = 1.0, proj_layers: int = 2,
                  proj_hidden: int = 512, w_latent: float = 1.0, w_rec: float = 1.0,
                  lpips_weights: str | None = None, **_):
