@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)")
     _run_flags(p, out_required=False)
 
+    p = sub.add_parser("bench", help="benchmarks: fashion (incremental table), throughput, figures (bench/ scripts)")
+    p.add_argument("bench", choices=["fashion", "throughput", "figures"], help="which benchmark; "
+                   "`sns bench NAME --help` lists its flags")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
+
     sub.add_parser("presets", help="list the presets in configs/")
     return parser
 
@@ -154,6 +159,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from . import bench
+
+    return bench.run(args.bench, args.bench_args)
+
+
 def cmd_presets(args) -> int:
     from .config import list_presets
 
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     handlers = {"eval": cmd_eval, "pretrain": cmd_pretrain, "train-gan": cmd_train_gan, "demo": cmd_demo,
-                "presets": cmd_presets}
+                "bench": cmd_bench, "presets": cmd_presets}
     if args.command is None:
         parser.print_help()
         return 2
