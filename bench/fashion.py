@@ -1,0 +1,695 @@
+"""Fashion-MNIST benchmark: every method, same student and budget, one cached resumable run per table cell.
+
+Usage: python bench/fashion.py [--quick] [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
+                               [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
+
+A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
+<work>/<track>/<row>/lr<lr>-s<seed> (resumable) whose result is cached as a JSON file in
+bench/results/fashion[-quick]/runs/; a cached result is reused unless --force or its config changed.
+Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out part of the train set
+(never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick].{json,md}.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import fnmatch
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from squeezespan.errors import SnsError
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PRESET = "fashion-cpu"
+DATA = "fashion-mnist"
+TRACKS = ("full", "scarce")
+SCARCE_IMAGES = 2000
+
+# The budget, in student image passes (one image through the student, forward + backward): 10 epochs of the
+# 60k real images in two views, i.e. exactly 10 epochs for VICReg/SimSiam on real data at any batch size.
+# Methods whose steps pass fewer images get proportionally more steps (sns: 384 passes per step of 256).
+FULL = dict(budget_passes=10 * 60000 * 2, lrs=(0.03, 0.1, 0.3), seeds=3, eval_train=None, eval_test=None,
+            val_images=10000, overrides=())
+# --quick: the same rows and code paths with tiny budgets and evaluation subsets; a smoke test, not a result.
+# Its student is narrower (width 0.25) so that all 38 cells fit in about ten minutes of one free core.
+QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, eval_test=1000, val_images=500,
+             overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
+                        "ckpt_every=8", "log_every=4"))
+
+# Teachers (StyleGAN2, 32 px, 1 channel) when `sns presets` has no gan-fashion-cpu yet: the settings that
+# trained the digits teachers in a few minutes, sized up for Fashion-MNIST's textures.
+GAN_FALLBACK = ("channels=1", "channel_base=1024", "channel_max=64", "batch=32", "kimg=200", "bf16=true",
+                "threads=1", "mapping_lr_mult=0.1", "diffaug=translation,color", "augment_p=0", "ada_target=0.6",
+                "ada_kimg=10", "snapshot_kimg=10", "sample_kimg=10", "fd_ref_kimg=20")
+GAN_QUICK = ("kimg=2", "max_minutes=4", "fd_ref_kimg=0", "snapshot_kimg=1", "sample_kimg=1", "teacher_pick=last")
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    group: str
+    overrides: tuple[str, ...] = ()
+    kind: str = "pretrain"          # pretrain | supervised | random | raw | unsupported
+    seeds: int = 1                  # 3 for core rows (mean and std); capped by the mode's seed count
+    note: str = ""
+
+
+ROWS: tuple[Row, ...] = (
+    Row("sns", "core", ("method=sns",), seeds=3, note="Squeeze and Span, syn_ratio 0.5; separate BN passes"),
+    Row("vicreg-real", "core", ("method=vicreg", "syn_ratio=0.0"), seeds=3),
+    Row("simsiam-real", "core", ("method=simsiam", "syn_ratio=0.0"), seeds=3),
+    Row("squeeze", "core", ("method=squeeze",), seeds=3, note="syn_ratio 1.0; = Table 5 row e (var + cov)"),
+    Row("supervised", "reference", kind="supervised",
+        note="upper bound: cross-entropy on the labels of the pretraining images, same budget"),
+    Row("random-init", "reference", kind="random", note="no training"),
+    Row("raw-pixels", "reference", kind="raw", note="the image as the feature"),
+    Row("vicreg-syn", "data", ("method=vicreg", "syn_ratio=1.0")),
+    Row("vicreg-mixed", "data", ("method=vicreg", "syn_ratio=0.5")),
+    Row("simsiam-syn", "data", ("method=simsiam", "syn_ratio=1.0")),
+    Row("simsiam-mixed", "data", ("method=simsiam", "syn_ratio=0.5")),
+    Row("kd-noaug", "kd", ("method=kd", "augment_syn=false"), note="Table 5 row a"),
+    Row("kd-aug", "kd", ("method=kd",), note="Table 5 row b"),
+    Row("squeeze-novarcov", "ablation", ("method=squeeze", "w_var=0", "w_cov=0"), note="Table 5 row c (collapse)"),
+    Row("squeeze-var", "ablation", ("method=squeeze", "w_cov=0"), note="Table 5 row d"),
+    Row("sns-sharedbn", "ablation", ("method=sns",), kind="unsupported",
+        note="needs a shared-BatchNorm option in methods/sns.py (one student pass over syn + both real views)"),
+)
+ROW_BY_NAME = {r.name: r for r in ROWS}
+
+TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("Core", ("sns", "vicreg-real", "simsiam-real", "squeeze")),
+    ("References", ("supervised", "random-init", "raw-pixels")),
+    ("Pretraining data of the SSL baselines (real / synthetic / mixed)",
+     ("vicreg-real", "vicreg-syn", "vicreg-mixed", "simsiam-real", "simsiam-syn", "simsiam-mixed", "sns")),
+    ("Table 5 ablation (a-f) and BatchNorm passes",
+     ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn")),
+)
+
+
+# ------------------------------------------------------------------------------------------------ planning
+
+def select_rows(patterns: str | None) -> list[Row]:
+    """Rows whose names match any comma-separated glob (``sns,vicreg-*``), in table order (core first)."""
+    if not patterns:
+        return list(ROWS)
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [r for r in ROWS if any(fnmatch.fnmatchcase(r.name, p) for p in pats)]
+    unmatched = [p for p in pats if not any(fnmatch.fnmatchcase(r.name, p) for r in ROWS)]
+    if unmatched:
+        raise SnsError(f"--rows {','.join(unmatched)} matches no row; rows: {', '.join(r.name for r in ROWS)}")
+    return chosen
+
+
+def mode_settings(quick: bool) -> dict[str, Any]:
+    return copy.deepcopy(QUICK if quick else FULL)
+
+
+def passes_per_step(method: str, syn_ratio: float, batch_size: int) -> int:
+    """Student image passes of one step: two views per real image; one per synthetic image for the squeeze
+    family (its target comes from the teacher), two for VICReg/SimSiam on synthetic images."""
+    n_syn = int(round(syn_ratio * batch_size))
+    n_real = batch_size - n_syn
+    syn_views = 2 if method in ("vicreg", "simsiam") else 1
+    return n_syn * syn_views + n_real * 2
+
+
+def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool, teacher: str | None = None
+                       ) -> dict[str, Any]:
+    """The full pretrain config of one run: fashion-cpu preset < mode overrides < row overrides < run keys."""
+    from squeezespan.config import resolve_config
+    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+    from squeezespan.methods import method_settings
+
+    mode = mode_settings(quick)
+    overrides = list(mode["overrides"]) + list(row.overrides)
+    if track == "scarce":
+        overrides.append(f"real_subset={SCARCE_IMAGES}")
+    elif track != "full":
+        raise SnsError(f"--tracks {track!r}: expected full or scarce")
+    cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", PRESET, None, overrides,
+                         {"lr": float(lr), "seed": int(seed), "data": DATA})
+    cfg["final_eval"] = False  # the bench evaluates the export itself (full bank, probe, held-out split)
+    settings = method_settings(cfg) if row.kind == "pretrain" or row.kind == "unsupported" else {"syn_ratio": 0.0}
+    per_step = passes_per_step(cfg["method"] if row.kind != "supervised" else "supervised",
+                               settings["syn_ratio"], cfg["batch_size"])
+    if row.kind == "supervised":
+        per_step = cfg["batch_size"]  # one view per labelled image
+    cfg["steps"] = max(1, int(round(mode["budget_passes"] / per_step)))
+    if row.kind == "supervised":
+        cfg["method"] = "supervised"  # not an engine method: bench/fashion.py trains it (train_supervised)
+    if settings["syn_ratio"] > 0:
+        cfg["teacher"] = teacher
+    return cfg
+
+
+def plan_runs(row: Row, quick: bool, cached: dict[tuple[float, int], dict | None]) -> list[tuple[float, int]]:
+    """(lr, seed) pairs still to run for a row: the lr sweep at seed 0, then further seeds at the best lr.
+
+    ``cached`` maps (lr, seed) to a valid cached result (or None); seeds past 0 wait for a complete sweep.
+    """
+    if row.kind in ("random", "raw"):
+        return [] if cached.get((0.0, 0)) else [(0.0, 0)]
+    if row.kind == "unsupported":
+        return []
+    mode = mode_settings(quick)
+    todo = [(lr, 0) for lr in mode["lrs"] if not cached.get((lr, 0))]
+    if todo:
+        return todo
+    best = best_lr(mode["lrs"], cached)
+    n_seeds = min(row.seeds, mode["seeds"])
+    return [(best, s) for s in range(1, n_seeds) if not cached.get((best, s))]
+
+
+def best_lr(lrs, cached: dict[tuple[float, int], dict | None]) -> float:
+    """The lr whose seed-0 run has the best held-out kNN top-1 (ties: the smaller lr)."""
+    scored = [(cached[(lr, 0)]["val_knn_top1"], -lr, lr) for lr in lrs if cached.get((lr, 0))]
+    if not scored:
+        raise SnsError("no finished lr-sweep run to choose a learning rate from")
+    return max(scored)[2]
+
+
+# ------------------------------------------------------------------------------------------------ caching
+
+def fingerprint(obj: Any) -> str:
+    """Stable hash of what determines a result (config, teacher identity, evaluation settings)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def result_path(results_dir: Path, track: str, row: str, lr: float, seed: int) -> Path:
+    return Path(results_dir) / "runs" / f"{track}__{row}__lr{lr:g}__s{seed}.json"
+
+
+def load_cached(path: Path, fp: str | None) -> dict | None:
+    """A cached result if it exists, parses and (when ``fp`` is given) was made with the same fingerprint."""
+    try:
+        res = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if fp is not None and res.get("fingerprint") != fp:
+        return None
+    return res
+
+
+def needs_run(path: Path, fp: str, force: bool) -> bool:
+    """True unless a finished result with this fingerprint is cached (and --force is not given)."""
+    return force or load_cached(path, fp) is None
+
+
+def write_json(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------ teachers
+
+def teacher_identity(spec: str) -> dict[str, Any]:
+    """What the results record about a teacher: spec, G_ema checksum, training length and FD-ref."""
+    p = Path(spec)
+    tdir = p / "teacher" if (p / "teacher" / "teacher.json").exists() else p
+    out: dict[str, Any] = {"spec": str(spec)}
+    g = tdir / "G_ema.safetensors"
+    if g.exists():
+        out["G_ema_sha256"] = hashlib.sha256(g.read_bytes()).hexdigest()[:16]
+        out["G_ema_bytes"] = g.stat().st_size
+    summ = tdir.parent / "summary.json" if tdir.name == "teacher" else tdir / "summary.json"
+    for src in (tdir / "teacher.json", summ):
+        try:
+            meta = json.loads(src.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        for k in ("kimg", "fd_ref", "best_fd_ref", "best_kimg", "dataset", "images"):
+            if k in meta and not isinstance(meta[k], (dict, list)):
+                out.setdefault(k, meta[k])
+    return out
+
+
+def scarce_dataset(train):
+    """The 2,000 real images the scarce track pretrains on: the engine's own fixed choice (real_subset)."""
+    from squeezespan.data import ImageDataset
+    from squeezespan.engine.trainer import _subset
+
+    idx = _subset({"real_subset": SCARCE_IMAGES}, len(train))
+    return ImageDataset(train.name, train.split, [train.take(idx)], train.labels[idx], train.classes, train.mean,
+                        train.std, train.channels, train.resolution, source=f"{getattr(train, 'source', '')}"
+                        f" [scarce subset: {SCARCE_IMAGES} images]")
+
+
+def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: Callable) -> str:
+    """A teacher spec for ``track``: the given one, the committed one, or one trained now (and recorded)."""
+    if given:
+        return given
+    committed = RESULTS / "teachers" / f"fashion-{track}"
+    if not quick and (committed / "teacher.json").exists():
+        return str(committed)
+    run_dir = work / "teachers" / f"fashion-{track}{'-quick' if quick else ''}"
+    if (run_dir / "teacher" / "teacher.json").exists() and (run_dir / "summary.json").exists():
+        return str(run_dir)
+    from squeezespan.config import list_presets, resolve_config
+    from squeezespan.data import load_dataset
+    from squeezespan.teachers.train_gan import GAN_DEFAULTS, train_gan
+
+    preset = "gan-fashion-cpu" if "gan-fashion-cpu" in list_presets("gan") else None
+    overrides = list(() if preset else GAN_FALLBACK) + list(GAN_QUICK if quick else ())
+    cfg = resolve_config(GAN_DEFAULTS, "gan", preset, None, overrides, {"data": DATA})
+    train = load_dataset(DATA, split="train", resolution=cfg["resolution"])
+    dataset = scarce_dataset(train) if track == "scarce" else train
+    log(f"training the {track} teacher ({len(dataset)} images, preset {preset or 'bench fallback'}) in {run_dir}")
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_gan(cfg, run_dir, resume=resume, device="cpu", progress=False, dataset=dataset, log=log)
+    if not quick:
+        # committed with the results (G_ema + D + json, a few MB) so the table can be rebuilt against it
+        committed.mkdir(parents=True, exist_ok=True)
+        for f in (run_dir / "teacher").iterdir():
+            if f.suffix in (".json", ".safetensors") and f.name != "G.safetensors":
+                shutil.copy2(f, committed / f.name)
+        shutil.copy2(run_dir / "summary.json", committed / "summary.json")
+        return str(committed)
+    return str(run_dir)
+
+
+# ------------------------------------------------------------------------------------------------ running
+
+@dataclass
+class EvalData:
+    train: Any
+    test: Any
+    val_idx: torch.Tensor         # positions in `train` held out for choosing the lr (never the test set)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def eval_data(quick: bool) -> EvalData:
+    from squeezespan.data import load_dataset
+    from squeezespan.engine.trainer import _Subset
+
+    mode = mode_settings(quick)
+    train = load_dataset(DATA, split="train", resolution=32)
+    test = load_dataset(DATA, split="test", resolution=32)
+    g = torch.Generator().manual_seed(0)
+    if mode["eval_train"]:
+        train = _Subset(train, torch.randperm(len(train), generator=g)[: mode["eval_train"]])
+    if mode["eval_test"]:
+        test = _Subset(test, torch.randperm(len(test), generator=g)[: mode["eval_test"]])
+    val_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: mode["val_images"]]
+    settings = {"train_images": len(train), "test_images": len(test), "val_images": len(val_idx),
+                "knn": {"k": 200, "t": 0.1}, "linear": {"protocol": "fast", "solver": "lbfgs", "epochs": 100}}
+    return EvalData(train, test, val_idx, settings)
+
+
+def evaluate_backbone(backbone, ev: EvalData, normalize: bool) -> dict[str, Any]:
+    """kNN and fast linear probe on the test set, plus kNN on the held-out train images (for the lr choice)."""
+    from squeezespan.eval import extract_features, knn_eval, linear_probe
+
+    t0 = time.perf_counter()
+    tr_f, tr_y = extract_features(backbone, ev.train, device="cpu", normalize=normalize)
+    te_f, te_y = extract_features(backbone, ev.test, device="cpu", normalize=normalize)
+    knn = knn_eval(tr_f, tr_y, te_f, te_y, k=200, t=0.1, num_classes=10)
+    keep = torch.ones(len(tr_y), dtype=torch.bool)
+    keep[ev.val_idx] = False
+    val = knn_eval(tr_f[keep], tr_y[keep], tr_f[ev.val_idx], tr_y[ev.val_idx], k=200, t=0.1, num_classes=10)
+    lin = linear_probe(tr_f, tr_y, te_f, te_y, epochs=100, num_classes=10)
+    return {"knn_top1": knn["top1"], "knn_top5": knn["top5"], "linear_top1": lin["top1"], "linear_top5": lin["top5"],
+            "val_knn_top1": val["top1"], "feature_dim": int(tr_f.shape[1]), "eval_s": round(time.perf_counter() - t0, 1)}
+
+
+def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Callable) -> dict[str, Any]:
+    """The supervised upper bound: the student + a linear head trained with cross-entropy on the labels of the
+    images pretraining may see, same steps, lr schedule, optimizer and augmentation as the other rows.
+    Resumable: the data order is the engine's RealStream (a function of seed and step) and RNGs are saved."""
+    from squeezespan.data import Augment, AugmentConfig, load_dataset
+    from squeezespan.engine.checkpoint import (checkpoint_path, load_latest, prune_checkpoints, rng_state,
+                                               save_checkpoint, set_rng_state)
+    from squeezespan.engine.trainer import RealStream, _lr_at, _subset, _export
+    from squeezespan.models import build_student
+
+    train = load_dataset(cfg["data"], split="train", resolution=cfg["resolution"])
+    torch.manual_seed(cfg["seed"])
+    student = build_student(cfg["arch"], cfg["variant"], cfg["width"], in_channels=train.channels)
+    head = torch.nn.Linear(student.feature_dim, train.num_classes)
+    augment = Augment(AugmentConfig.from_dict(cfg["augment"]), train.channels, cfg["resolution"])
+    params = list(student.parameters()) + list(head.parameters())
+    base_lr = cfg["lr"] * cfg["batch_size"] / 256
+    opt = torch.optim.SGD(params, lr=base_lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    stream = RealStream(train, cfg["batch_size"], cfg["seed"], _subset(cfg, len(train)))
+    mean = torch.tensor(train.mean).view(1, -1, 1, 1)
+    std = torch.tensor(train.std).view(1, -1, 1, 1)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    start, total = 0, cfg["steps"]
+    found = load_latest(ckpt_dir, warn=log) if resume else None
+    if found is not None:
+        state, _ = found
+        student.load_state_dict(state["student"])
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+    else:
+        torch.manual_seed(cfg["seed"] + 1)
+    student.train()
+    t0 = time.time()
+    metrics = open(run_dir / "metrics.jsonl", "a" if start else "w")
+    for step in range(start, total):
+        for gr in opt.param_groups:
+            gr["lr"] = _lr_at(step, total, base_lr, cfg["warmup_steps"])
+        idx = stream.indices(step)
+        x = train.take(idx).float().div_(255)
+        y = train.labels[idx]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(cfg["bf16"])):
+            logits = head(student((augment(x) - mean) / std))
+        loss = torch.nn.functional.cross_entropy(logits.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
+        opt.step()
+        done = step + 1
+        if done % cfg["log_every"] == 0 or done == total:
+            metrics.write(json.dumps({"step": done, "time": round(time.time(), 3), "loss": loss.item()}) + "\n")
+            metrics.flush()
+        if done % cfg["ckpt_every"] == 0 or done == total:
+            save_checkpoint(checkpoint_path(ckpt_dir, done), dict(step=done, student=student.state_dict(),
+                            head=head.state_dict(), optimizer=opt.state_dict(), rng=rng_state()))
+            prune_checkpoints(ckpt_dir, 2)
+    metrics.close()
+    cfg = dict(cfg, method="supervised")
+    _export(cfg, student, train, run_dir)
+    return {"steps": total, "train_time_s": round(time.time() - t0, 1)}
+
+
+def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | None, ev: EvalData, work: Path,
+            force: bool, progress: bool, log: Callable) -> dict[str, Any] | None:
+    """Train (or resume) and evaluate one cell; None if training was interrupted (checkpoint kept)."""
+    from squeezespan.engine.trainer import pretrain
+    from squeezespan.eval import RawPixels, random_init_student
+    from squeezespan.export import load_backbone
+
+    t0 = time.time()
+    out: dict[str, Any] = {}
+    if row.kind == "raw":
+        out.update(evaluate_backbone(RawPixels(1, 32), ev, normalize=True))
+    elif row.kind == "random":
+        base = resolve_run_config(ROW_BY_NAME["vicreg-real"], track, 0.1, seed, False)
+        m = random_init_student(base["arch"], base["variant"], base["width"], in_channels=1, seed=seed)
+        out.update(evaluate_backbone(m, ev, normalize=True))
+    else:
+        run_dir = work / track / row.name / f"lr{lr:g}-s{seed}"
+        if force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("ckpt-*.pt"))
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume:
+            log(f"  resuming {run_dir}")
+        if row.kind == "supervised":
+            summary = train_supervised(cfg, run_dir, resume, log)
+        else:
+            summary = pretrain(cfg, run_dir, resume=resume, progress=progress, log=log)
+        if summary.get("interrupted"):
+            return None
+        out.update(steps=summary["steps"], train_time_s=summary["train_time_s"], run_dir=str(run_dir))
+        out.update(evaluate_backbone(load_backbone(run_dir / "backbone.safetensors"), ev, normalize=False))
+    out["wall_s"] = round(time.time() - t0, 1)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def git_commit() -> str | None:
+    try:
+        import subprocess
+
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except Exception:  # noqa: BLE001 - provenance only
+        return None
+
+
+def run_bench(quick: bool = False, rows: str | None = None, tracks: tuple[str, ...] = TRACKS, force: bool = False,
+              work: str | Path | None = None, teachers: dict[str, str] | None = None,
+              budget_minutes: float | None = None, results_dir: str | Path | None = None, progress: bool = False,
+              threads: int | None = 1, log: Callable = print) -> dict[str, Any]:
+    """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
+
+    ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
+    measured 8-12x slower per step than one (bench/results/throughput.md).
+    """
+    threads_before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        return _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log):
+    selected = select_rows(rows)
+    for t in tracks:
+        if t not in TRACKS:
+            raise SnsError(f"--tracks {t!r}: expected a comma list of {', '.join(TRACKS)}")
+    results_dir = Path(results_dir) if results_dir else RESULTS / ("fashion-quick" if quick else "fashion")
+    work = Path(work) if work else Path("runs") / ("bench-fashion-quick" if quick else "bench-fashion")
+    teachers = dict(teachers or {})
+    mode = mode_settings(quick)
+    started = time.time()
+    ev = None
+    forced_done: set[Path] = set()  # --force redoes each cell once per invocation, not again after the sweep
+    stopped = False
+    for track in tracks:
+        for row in selected:
+            while not stopped:
+                teacher = None
+                if row.kind == "pretrain" and _uses_teacher(row, track, quick):
+                    teachers[track] = teacher = ensure_teacher(track, quick, work, teachers.get(track), log)
+                cached, fps = _cached_cells(row, track, quick, teacher, results_dir, force, forced_done)
+                todo = plan_runs(row, quick, cached)
+                if not todo:
+                    break
+                lr, seed = todo[0]
+                if budget_minutes is not None and time.time() - started > budget_minutes * 60:
+                    log(f"--budget-minutes {budget_minutes:g} used up; re-run to continue from {track}/{row.name}")
+                    stopped = True
+                    break
+                ev = ev or eval_data(quick)
+                cfg = None if row.kind in ("raw", "random") else resolve_run_config(row, track, lr, seed, quick,
+                                                                                     teacher)
+                log(f"[{track}] {row.name} lr={lr:g} seed={seed}" + (f" ({cfg['steps']} steps)" if cfg else ""))
+                path = result_path(results_dir, track, row.name, lr, seed)
+                res = run_one(row, track, lr, seed, cfg, ev, work, force and path not in forced_done, progress, log)
+                if res is None:
+                    log("interrupted: the run kept its checkpoint; re-run the same command to resume")
+                    stopped = True
+                    break
+                forced_done.add(path)
+                write_json(path, {"row": row.name, "track": track, "lr": lr, "seed": seed, "smoke": quick,
+                                  "fingerprint": fps[(lr, seed)], "teacher": teacher_identity(teacher) if teacher
+                                  else None, "config": cfg, "eval": ev.settings, "machine": machine(),
+                                  "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **res})
+                log(f"  kNN {res['knn_top1']:.2f}  linear {res['linear_top1']:.2f}  val-kNN {res['val_knn_top1']:.2f}"
+                    f"  ({res['wall_s']:.0f} s)")
+            if stopped:
+                break
+        if stopped:
+            break
+    table = collect(results_dir, quick, tracks=TRACKS)
+    table["settings"] = {k: v for k, v in mode.items()}
+    table["teachers"] = {t: teacher_identity(s) for t, s in teachers.items()}
+    table["complete"] = not stopped
+    write_json(results_dir.with_suffix(".json"), table)
+    results_dir.with_suffix(".md").write_text(render_markdown(table))
+    log(f"wrote {results_dir.with_suffix('.json')} and {results_dir.with_suffix('.md')}")
+    return table
+
+
+def _uses_teacher(row: Row, track: str, quick: bool) -> bool:
+    from squeezespan.methods import method_settings
+
+    return method_settings(resolve_run_config(row, track, 0.1, 0, quick, "x"))["syn_ratio"] > 0
+
+
+def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done):
+    """Valid cached results of a row's cells, keyed (lr, seed), and each cell's fingerprint."""
+    mode = mode_settings(quick)
+    cells = [(0.0, 0)] if row.kind in ("random", "raw") else [(lr, s) for lr in mode["lrs"] for s in range(mode["seeds"])]
+    cached, fps = {}, {}
+    tid = teacher_identity(teacher).get("G_ema_sha256", teacher) if teacher else None
+    for lr, seed in cells:
+        cfg = None if row.kind in ("random", "raw") else resolve_run_config(row, track, lr, seed, quick, teacher)
+        if cfg is not None and cfg.get("teacher"):
+            cfg = dict(cfg, teacher=tid)  # the teacher's weights, not where they sit, decide the result
+        fps[(lr, seed)] = fp = fingerprint({"row": row.name, "kind": row.kind, "config": cfg, "quick": quick,
+                                            "budget": mode["budget_passes"], "eval": [mode["eval_train"],
+                                            mode["eval_test"], mode["val_images"]], "track": track})
+        path = result_path(results_dir, track, row.name, lr, seed)
+        valid = not needs_run(path, fp, force and path not in forced_done)
+        cached[(lr, seed)] = load_cached(path, fp) if valid else None
+    return cached, fps
+
+
+# ------------------------------------------------------------------------------------------------ tables
+
+def _stats(values: list[float]) -> dict[str, float | int]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def aggregate(row: Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[str, Any]:
+    """One table row from a row's cached runs: best lr by held-out kNN, mean/std over seeds at that lr."""
+    out: dict[str, Any] = {"row": row.name, "group": row.group, "kind": row.kind, "note": row.note}
+    if row.kind == "unsupported":
+        out["status"] = "not supported by the engine"
+        return out
+    if not runs:
+        out["status"] = "not run"
+        return out
+    by = {(r["lr"], r["seed"]): r for r in runs}
+    if row.kind in ("random", "raw"):
+        chosen, out["lr"] = [by[(0.0, 0)]] if (0.0, 0) in by else runs[:1], None
+    else:
+        swept = [lr for lr in lrs if (lr, 0) in by]
+        if not swept:
+            out["status"] = "sweep not started"
+            return out
+        best = best_lr(swept, by)
+        out["lr"] = best
+        out["sweep"] = {f"{lr:g}": by[(lr, 0)]["val_knn_top1"] for lr in swept}
+        chosen = [r for (lr, s), r in sorted(by.items()) if lr == best]
+        done = len(swept) == len(lrs) and len(chosen) >= min(row.seeds, max_seeds)
+        out["status"] = "done" if done else f"partial: sweep {len(swept)}/{len(lrs)}, seeds {len(chosen)}"
+    if row.kind in ("random", "raw"):
+        out["status"] = "done"
+    for key in ("knn_top1", "linear_top1", "wall_s"):
+        out[key] = _stats([float(r[key]) for r in chosen])
+    out["seeds"] = sorted(r["seed"] for r in chosen)
+    return out
+
+
+def collect(results_dir: Path, quick: bool, tracks=TRACKS) -> dict[str, Any]:
+    """Every cached run under ``results_dir``/runs, aggregated per track and row."""
+    mode = mode_settings(quick)
+    runs = []
+    for p in sorted((Path(results_dir) / "runs").glob("*.json")):
+        r = load_cached(p, None)
+        if r is not None:
+            runs.append(r)
+    rows = {t: [aggregate(row, [r for r in runs if r["track"] == t and r["row"] == row.name], mode["lrs"],
+                          mode["seeds"]) for row in ROWS] for t in tracks}
+    return {"smoke": quick, "benchmark": "fashion-mnist", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": machine(), "commit": git_commit(), "rows": rows,
+            "runs": [{k: v for k, v in r.items() if k not in ("config", "machine", "eval")} for r in runs]}
+
+
+def _cell(stat: dict | None, scale: float = 1.0, digits: int = 2) -> str:
+    if not stat:
+        return "-"
+    m = stat["mean"] * scale
+    return f"{m:.{digits}f} ± {stat['std'] * scale:.{digits}f}" if stat["n"] > 1 else f"{m:.{digits}f}"
+
+
+def render_markdown(table: dict[str, Any]) -> str:
+    """The Markdown tables of a collected result (one section per track, core rows first)."""
+    lines = []
+    if table.get("smoke"):
+        lines += ["# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK", "",
+                  "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
+                  "They say nothing about the methods.", ""]
+    else:
+        lines += ["# Fashion-MNIST bench", ""]
+    s = table.get("settings") or {}
+    if s:
+        lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; lr sweep {list(s.get('lrs', []))}"
+                     f" (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images); "
+                     f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
+                     "features); kNN: k=200, t=0.1; both on the test set. Wall time: training + evaluation.")
+        lines.append("")
+    for track, rows in table["rows"].items():
+        by = {r["row"]: r for r in rows}
+        title = {"full": "Full track: all 60,000 real images",
+                 "scarce": f"Scarce track: pretraining sees {SCARCE_IMAGES} real images (teacher trained on them)"}
+        lines += [f"## {title.get(track, track)}", ""]
+        for name, members in TABLES:
+            lines += [f"### {name}", "", "| row | linear top-1 | kNN top-1 | wall (min) | lr | seeds | status | note |",
+                      "|---|---:|---:|---:|---:|---:|---|---|"]
+            for m in members:
+                r = by.get(m, {"row": m})
+                lines.append(f"| {m} | {_cell(r.get('linear_top1'))} | {_cell(r.get('knn_top1'))} | "
+                             f"{_cell(r.get('wall_s'), 1 / 60, 1)} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
+                             f"{len(r.get('seeds', []))} | {r.get('status', '-')} | {r.get('note', '')} |")
+            lines.append("")
+    t = table.get("teachers") or {}
+    if t:
+        lines += ["Teachers: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in t.items()), ""]
+    m = table.get("machine", {})
+    lines.append(f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
+                 f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}.")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ command line
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentParser:
+    ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min)")
+    ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
+    ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
+    ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
+    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick])")
+    ap.add_argument("--teacher", action="append", default=[], metavar="TRACK=SPEC",
+                    help="use this teacher for a track instead of the committed/trained one")
+    ap.add_argument("--budget-minutes", type=float, help="start no new run after this many minutes")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick])")
+    ap.add_argument("--list", action="store_true", help="list the rows and their overrides, run nothing")
+    ap.add_argument("--progress", action="store_true", help="progress bars during training")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a shared CPU; "
+                    "0 keeps torch's default)")
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "python bench/fashion.py") -> int:
+    args = build_parser(prog).parse_args(argv)
+    if args.list:
+        for r in ROWS:
+            print(f"{r.name:<18} {r.group:<10} {r.kind:<12} {' '.join(r.overrides):<40} {r.note}")
+        return 0
+    teachers = {}
+    for item in args.teacher:
+        track, sep, spec = item.partition("=")
+        if not sep or track not in TRACKS or not spec:
+            raise SnsError(f"--teacher {item!r}: expected TRACK=SPEC with TRACK one of {', '.join(TRACKS)}")
+        teachers[track] = spec
+    tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
+    run_bench(quick=args.quick, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
+              budget_minutes=args.budget_minutes, results_dir=args.results, progress=args.progress,
+              threads=args.threads or None)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except SnsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

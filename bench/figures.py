@@ -1,0 +1,198 @@
+"""Figures of the Fashion-MNIST bench: UMAP of SnS and VICReg test features by class, kNN accuracy during training.
+
+Usage: python bench/figures.py [--quick] [--results DIR] [--tracks full,scarce] [--umap-images 5000]
+(= `sns bench figures ...`). Reads the cached runs of `sns bench fashion` (their run directories must still
+exist for the UMAP, which needs the exported backbones) and writes PNGs into <results>/figures/.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from squeezespan.errors import SnsError
+
+HERE = Path(__file__).resolve().parent
+UMAP_ROWS = ("sns", "vicreg-real")
+
+
+def _fashion():
+    """bench/fashion.py as a module (one row/track vocabulary for both scripts)."""
+    name = "squeezespan_bench_fashion"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "fashion.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def chosen_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
+    """Per row, the cached seed-0 run at the row's chosen lr (the one its table cell reports)."""
+    rows = {r["row"]: r for r in table["rows"].get(track, [])}
+    out = {}
+    for r in table["runs"]:
+        agg = rows.get(r["row"])
+        if r["track"] != track or agg is None or r.get("seed") != 0 or not r.get("run_dir"):
+            continue
+        if agg.get("lr") is not None and abs(r["lr"] - agg["lr"]) > 1e-12:
+            continue
+        out[r["row"]] = r
+    return out
+
+
+def knn_curve(run: dict, passes_per_step: int) -> list[tuple[float, float]]:
+    """(student image passes, kNN top-1) from a run's metrics.jsonl, ending with the bench's final test kNN."""
+    pts = []
+    path = Path(run["run_dir"]) / "metrics.jsonl"
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "knn_top1" in rec:
+                pts.append((rec["step"] * passes_per_step, float(rec["knn_top1"])))
+    if run.get("steps"):
+        pts.append((run["steps"] * passes_per_step, float(run["knn_top1"])))
+    return pts
+
+
+def plot_knn_curves(curves: dict[str, list], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for name, pts in curves.items():
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", ms=3, label=name)
+    ax.set_xlabel("student image passes")
+    ax.set_ylabel("kNN top-1 on test (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def umap_embed(features: torch.Tensor, seed: int = 0):
+    try:
+        import umap
+    except ImportError:
+        raise SnsError("the UMAP figure needs umap-learn: pip install -e '.[umap]'") from None
+    return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed).fit_transform(features.numpy())
+
+
+def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), dpi=120, squeeze=False)
+    for ax, (name, xy, labels) in zip(axes[0], panels):
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, vmin=-0.5, vmax=9.5)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    cb = fig.colorbar(sc, ax=axes[0].tolist(), ticks=range(10), fraction=0.03)
+    cb.ax.set_yticklabels(classes, fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def make_figures(quick: bool = False, results: str | Path | None = None, tracks=("full", "scarce"),
+                 umap_images: int = 5000, log=print) -> list[Path]:
+    fashion = _fashion()
+    results = Path(results) if results else fashion.RESULTS / ("fashion-quick" if quick else "fashion")
+    table_path = results.with_suffix(".json")
+    if not table_path.exists():
+        raise SnsError(f"{table_path} does not exist; run `sns bench fashion{' --quick' if quick else ''}` first")
+    table = json.loads(table_path.read_text())
+    fig_dir = results / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    smoke = " (SMOKE RUN, not the benchmark)" if table.get("smoke") else ""
+    written = []
+    for track in tracks:
+        runs = chosen_runs(table, track)
+        if not runs:
+            log(f"{track}: no finished runs, no figures")
+            continue
+        curves = {}
+        for name, run in runs.items():
+            cfg = run.get("config") or json.loads((results / "runs" / f"{track}__{name}__lr{run['lr']:g}__s0.json")
+                                                  .read_text()).get("config")
+            if not cfg or cfg.get("method") == "supervised":
+                per = cfg["batch_size"] if cfg else 1
+            else:
+                from squeezespan.methods import method_settings
+
+                per = fashion.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
+            curves[name] = knn_curve(run, per)
+        written.append(plot_knn_curves(curves, fig_dir / f"knn_curves_{track}.png",
+                                       f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}"))
+        panels = []
+        test = None
+        for name in UMAP_ROWS:
+            run = runs.get(name)
+            backbone_path = Path(run["run_dir"]) / "backbone.safetensors" if run else None
+            if backbone_path is None or not backbone_path.exists():
+                log(f"{track}: no exported backbone for {name}; UMAP panel skipped")
+                continue
+            from squeezespan.data import load_dataset
+            from squeezespan.eval import extract_features
+            from squeezespan.export import load_backbone
+
+            if test is None:
+                test = load_dataset("fashion-mnist", split="test", resolution=32)
+                idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
+                from squeezespan.engine.trainer import _Subset
+
+                test = _Subset(test, idx)
+            f, y = extract_features(load_backbone(backbone_path), test, device="cpu", normalize=False)
+            panels.append((f"{name} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
+                           umap_embed(f), y.numpy()))
+        if panels:
+            written.append(plot_umaps(panels, test.classes, fig_dir / f"umap_{track}.png",
+                                      f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}"))
+    for p in written:
+        log(f"wrote {p}")
+    return written
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -> int:
+    ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="figures of the --quick (smoke) results")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick])")
+    ap.add_argument("--tracks", default="full,scarce")
+    ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
+    args = ap.parse_args(argv)
+    make_figures(args.quick, args.results, tuple(t.strip() for t in args.tracks.split(",") if t.strip()),
+                 args.umap_images)
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except SnsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,135 @@
+"""Tests of the benchmark runner (bench/fashion.py via squeezespan.bench): cache skip/force, tables, quick configs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from squeezespan import bench
+from squeezespan.errors import SnsError
+
+fashion = bench.load_script("fashion")
+
+
+def test_unknown_bench_and_row_are_one_line_errors():
+    with pytest.raises(SnsError, match="benches: fashion, throughput, figures"):
+        bench.load_script("nope")
+    with pytest.raises(SnsError, match="matches no row"):
+        fashion.select_rows("sns,nosuchrow")
+    assert [r.name for r in fashion.select_rows("vicreg-*")] == ["vicreg-real", "vicreg-syn", "vicreg-mixed"]
+    assert fashion.select_rows(None)[0].name == "sns"  # core rows first
+
+
+def test_quick_configs_share_one_budget_of_student_passes():
+    q = fashion.mode_settings(True)
+    for name in ("sns", "vicreg-real", "simsiam-mixed", "squeeze", "kd-noaug", "supervised"):
+        row = fashion.ROW_BY_NAME[name]
+        cfg = fashion.resolve_run_config(row, "scarce", 0.1, 1, quick=True, teacher="T")
+        assert cfg["real_subset"] == 2000 and cfg["width"] == 0.25 and cfg["batch_size"] == 64
+        assert cfg["lr"] == 0.1 and cfg["seed"] == 1 and cfg["final_eval"] is False
+    sns = fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "full", 0.1, 0, True, "T")
+    vic = fashion.resolve_run_config(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, True, "T")
+    sq = fashion.resolve_run_config(fashion.ROW_BY_NAME["squeeze"], "full", 0.1, 0, True, "T")
+    # 2048 passes: vicreg 64 images x 2 views; sns 32 syn + 32 real x 2; squeeze 64 syn x 1
+    assert (vic["steps"], sns["steps"], sq["steps"]) == (16, 21, 32) and q["budget_passes"] == 2048
+    assert sns["teacher"] == "T" and vic["teacher"] is None and sns["real_subset"] == 0
+    assert fashion.resolve_run_config(fashion.ROW_BY_NAME["kd-noaug"], "full", 0.1, 0, True, "T")["augment_syn"] is False
+    full = fashion.resolve_run_config(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.03, 0, False)
+    assert full["steps"] == 2344 and full["width"] == 0.5  # 10 epochs of 60k images in two views, B=256
+    with pytest.raises(SnsError, match="expected full or scarce"):
+        fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "half", 0.1, 0, True)
+
+
+def test_plan_sweeps_seed0_first_then_seeds_at_best_lr(monkeypatch):
+    monkeypatch.setitem(fashion.FULL, "lrs", (0.03, 0.1, 0.3))
+    row = fashion.ROW_BY_NAME["sns"]
+    assert fashion.plan_runs(row, False, {}) == [(0.03, 0), (0.1, 0), (0.3, 0)]
+    cached = {(0.03, 0): {"val_knn_top1": 70.0}, (0.1, 0): {"val_knn_top1": 75.0}}
+    assert fashion.plan_runs(row, False, cached) == [(0.3, 0)]  # seeds wait for the full sweep
+    cached[(0.3, 0)] = {"val_knn_top1": 74.0}
+    assert fashion.plan_runs(row, False, cached) == [(0.1, 1), (0.1, 2)]
+    cached[(0.1, 1)] = {"val_knn_top1": 1.0}
+    assert fashion.plan_runs(row, False, cached) == [(0.1, 2)]
+    assert fashion.plan_runs(fashion.ROW_BY_NAME["kd-aug"], False, cached) == []  # one seed only
+    assert fashion.plan_runs(fashion.ROW_BY_NAME["raw-pixels"], False, {}) == [(0.0, 0)]
+    assert fashion.plan_runs(fashion.ROW_BY_NAME["sns-sharedbn"], False, {}) == []
+    assert fashion.best_lr((0.03, 0.1), {(0.03, 0): {"val_knn_top1": 5.0}, (0.1, 0): {"val_knn_top1": 5.0}}) == 0.03
+
+
+def test_cache_is_skipped_when_valid_and_redone_with_force_or_new_config(tmp_path):
+    p = tmp_path / "runs" / "full__sns__lr0.1__s0.json"
+    assert fashion.needs_run(p, "abc", force=False)  # nothing cached
+    fashion.write_json(p, {"fingerprint": "abc", "knn_top1": 1.0})
+    assert not fashion.needs_run(p, "abc", force=False)
+    assert fashion.needs_run(p, "abc", force=True)
+    assert fashion.needs_run(p, "other", force=False)  # config changed: stale
+    p.write_text("{torn")
+    assert fashion.needs_run(p, "abc", force=False)
+    assert fashion.fingerprint({"a": 1, "b": [2]}) == fashion.fingerprint({"b": [2], "a": 1})
+
+
+def _fake_run_one(calls):
+    def run_one(row, track, lr, seed, cfg, ev, work, force, progress, log):
+        calls.append((row.name, track, lr, seed, force))
+        return {"knn_top1": 50.0 + seed, "linear_top1": 60.0 + seed, "val_knn_top1": 40.0 + lr, "wall_s": 2.0,
+                "steps": (cfg or {}).get("steps")}
+    return run_one
+
+
+def test_run_bench_runs_each_cell_once_then_skips_and_force_redoes(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
+    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    kw = dict(quick=True, rows="vicreg-real,raw-pixels", tracks=("full",), work=tmp_path / "w",
+              results_dir=tmp_path / "res" / "fashion-quick", log=lambda *a: None)
+    table = fashion.run_bench(**kw)
+    assert calls == [("vicreg-real", "full", 0.1, 0, False), ("vicreg-real", "full", 0.1, 1, False),
+                     ("raw-pixels", "full", 0.0, 0, False)]
+    assert table["smoke"] is True and table["complete"] is True
+    rows = {r["row"]: r for r in table["rows"]["full"]}
+    assert rows["vicreg-real"]["status"] == "done" and rows["vicreg-real"]["knn_top1"]["mean"] == 50.5
+    md = (tmp_path / "res" / "fashion-quick.md").read_text()
+    assert "SMOKE RUN" in md and "| vicreg-real | 60.50 ± 0.71 | 50.50 ± 0.71 |" in md
+    calls.clear()
+    fashion.run_bench(**kw)
+    assert calls == []  # everything cached
+    fashion.run_bench(**dict(kw, force=True, rows="raw-pixels"))
+    assert calls == [("raw-pixels", "full", 0.0, 0, True)]  # redone once, not looped
+    saved = json.loads((tmp_path / "res" / "fashion-quick" / "runs" / "full__raw-pixels__lr0__s0.json").read_text())
+    assert saved["smoke"] is True and saved["fingerprint"]
+
+
+def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
+    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    table = fashion.run_bench(quick=True, rows="raw-pixels", tracks=("full",), budget_minutes=0, work=tmp_path,
+                              results_dir=tmp_path / "r", log=lambda *a: None)
+    assert calls == [] and table["complete"] is False
+
+
+def test_aggregate_and_markdown_by_hand():
+    row = fashion.ROW_BY_NAME["sns"]
+    runs = [{"lr": 0.03, "seed": 0, "val_knn_top1": 80.0, "knn_top1": 81.0, "linear_top1": 85.0, "wall_s": 60.0},
+            {"lr": 0.1, "seed": 0, "val_knn_top1": 82.0, "knn_top1": 83.0, "linear_top1": 86.0, "wall_s": 120.0},
+            {"lr": 0.1, "seed": 1, "val_knn_top1": 10.0, "knn_top1": 85.0, "linear_top1": 88.0, "wall_s": 180.0}]
+    agg = fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=3)
+    assert agg["lr"] == 0.1 and agg["seeds"] == [0, 1] and agg["status"].startswith("partial")
+    assert agg["knn_top1"]["mean"] == 84.0 and round(agg["knn_top1"]["std"], 4) == round(2 ** 0.5, 4)
+    assert fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=2)["status"] == "done"
+    assert fashion.aggregate(fashion.ROW_BY_NAME["sns-sharedbn"], [], (0.1,))["status"].startswith("not supported")
+    table = {"smoke": False, "rows": {"full": [agg]}, "machine": {}, "settings": {}}
+    md = fashion.render_markdown(table)
+    assert "SMOKE" not in md
+    assert "| sns | 87.00 ± 1.41 | 84.00 ± 1.41 | 2.5 ± 0.7 | 0.1 | 2 |" in md
+    assert "| squeeze | - | - | - |" in md  # rows not run still appear
+
+
+def test_sns_bench_subcommand_forwards_flags_and_errors_in_one_line(capsys):
+    from squeezespan.cli import main
+
+    assert main(["bench", "fashion", "--rows", "zzz"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --rows zzz matches no row") and "\n" not in err
+    assert main(["bench", "fashion", "--list"]) == 0
+    assert "squeeze-novarcov" in capsys.readouterr().out
