@@ -1,8 +1,8 @@
 """SIGKILL a real `sns pretrain` run at random moments, resume each with --resume, count bit-identical endings.
 
 Every trial starts the same tiny Squeeze-and-Span run (digits, 16 px, tiny random StyleGAN2 teacher,
-ckpt_every=1, kNN monitor and final evaluation on) as a subprocess, kills its whole process group with
-SIGKILL, then runs the same command with --resume (or, if the kill came before the run directory held
+ckpt_every=1, kNN monitor and final evaluation on) as a subprocess, kills it and every process it started
+(torchrun's workers too) with SIGKILL, then runs the same command with --resume (or, if the kill came before the run directory held
 anything, the plain command again) and compares the result with one uninterrupted run: exported backbone,
 and the final checkpoint's student, objective (projector, squeeze module) and optimizer state, all with
 torch.equal. Kill moments are uniform over the uninterrupted run's wall time; --targeted adds kills aimed
@@ -73,13 +73,32 @@ def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
     return proc.returncode, (out + err)[-2000:]
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc). torchrun starts each worker in a session of its own, so
+    killing torchrun's process group would leave the workers running; a lost node loses all of them."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo += children.get(p, [])
+    return tree
+
+
 def kill(proc: subprocess.Popen) -> bool:
-    """SIGKILL the whole process group (torchrun and its workers, as a lost node would). True if it was running."""
+    """SIGKILL the run and every process it started, all at once. True if it was still running."""
     alive = proc.poll() is None
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    for pid in process_tree(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     proc.communicate()
     return alive
 
@@ -233,7 +252,7 @@ def main() -> None:
                   f"{rec['resumed_with']:<10s} -> {'bit-identical' if rec['identical'] else 'DIFFERENT'}", flush=True)
         killed = [t for t in trials if t["was_running"]]
         result = {
-            "what": "SIGKILL a real `sns pretrain` run (subprocess, whole process group) at random moments, resume it, "
+            "what": "SIGKILL a real `sns pretrain` run (subprocess and all its descendants) at random moments, resume it, "
                     "compare exported backbone + final checkpoint (student, objective, optimizer) with torch.equal "
                     "against one uninterrupted run",
             "command": " ".join(["sns pretrain" if args.nproc == 1 else f"torchrun --nproc_per_node {args.nproc} -m squeezespan pretrain",

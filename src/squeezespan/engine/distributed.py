@@ -252,3 +252,23 @@ def wrap_ddp(model: nn.Module, world: World) -> nn.Module:
     if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:
         return DDP(model, device_ids=ids, forward_sync_buffers=False)
     return DDP(model, device_ids=ids, broadcast_buffers=False)
+
+
+def average_gradients(module: nn.Module, world: World) -> None:
+    """Average ``module``'s gradients over ranks with one all-reduce (what DDP does, done by hand).
+
+    For loops that DDP cannot follow: train-gan toggles requires_grad between G and D phases and takes
+    R1's double backward, as NVIDIA's StyleGAN2-ADA loop does with the same manual reduction.
+    """
+    if world.size == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world.size
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..engine.checkpoint import (atomic_write_bytes, checkpoint_path, load_latest, prune_checkpoints, rng_state,
                                  save_checkpoint, set_rng_state)
+from ..engine.distributed import World, average_gradients, setup
 from ..engine.logging import MetricsLogger
 from ..engine.rundir import autocast, resolve_device, save_config
 from ..errors import SnsError
@@ -284,21 +285,34 @@ def train_gan(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, de
     """
     cfg = _check_cfg(cfg)
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device) if isinstance(device, (str, type(None))) else torch.device(device)
+    # under torchrun: one rank per process (cuda:LOCAL_RANK on GPUs), gradients averaged over ranks
+    world = setup(str(device))
+    device = world.device
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        log = _silent
     threads_before = torch.get_num_threads()
     if cfg["threads"] and device.type == "cpu":
         # OpenMP threads spin-wait on each other: on an oversubscribed CPU two threads can be 10x slower than one.
         torch.set_num_threads(int(cfg["threads"]))
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            return _train(cfg, run_dir, resume, device, progress, dataset, log)
+            return _train(cfg, run_dir, resume, device, progress, dataset, log, world)
     finally:
         torch.set_num_threads(threads_before)
+        world.close()
 
 
-def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: bool, dataset, log) -> dict[str, Any]:
+def _silent(*args, **kwargs) -> None:
+    return None
+
+
+def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: bool, dataset, log,
+           world: Optional[World] = None) -> dict[str, Any]:
     t_start = time.time()
+    world = world or World(device=device)
     ckpt_dir = run_dir / "checkpoints"
     ds = dataset if dataset is not None else _load_data(cfg)
     images_u8 = _all_images(ds)
@@ -309,6 +323,11 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     if n < batch:
         raise SnsError(f"train-gan: dataset {getattr(ds, 'name', '?')} has {n} images, fewer than batch={batch}; "
                        "lower batch")
+    # batch is the global batch; each rank trains on its own 1/N of it
+    local = batch // world.size
+    if batch % world.size or local % min(int(cfg["mbstd_group_size"]), local):
+        raise SnsError(f"train-gan batch={batch} does not split over WORLD_SIZE={world.size} processes into "
+                       f"per-process batches that are multiples of mbstd_group_size={cfg['mbstd_group_size']}")
     cfg["channels"] = int(img_channels)
     images_u8 = images_u8.to(device)
 
@@ -325,11 +344,13 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     augment = DiffAugment(cfg["diffaug"], p=float(cfg["augment_p"]))
     order = DataOrder(n, batch, int(cfg["seed"]))
     grid_z = torch.randn(int(cfg["grid_size"]), G.z_dim, generator=torch.Generator().manual_seed(int(cfg["seed"])))
+    if world.rank:  # same networks everywhere; each other rank draws its own z, noise and augmentation
+        torch.manual_seed(int(cfg["seed"]) + 1_000_003 * world.rank)
 
     state = dict(cur_nimg=0, step=0, ada_sum=0.0, ada_count=0, best_fd=None, best_kimg=None, last_fd=None)
     resumed_from = None
     if resume:
-        found = load_latest(ckpt_dir, map_location="cpu", warn=log)
+        found = world.broadcast(load_latest(ckpt_dir, map_location="cpu", warn=log) if world.is_main else None)
         if found is None:
             log(f"warning: --resume: no checkpoint in {ckpt_dir}; starting from scratch")
         else:
@@ -347,19 +368,26 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
             order.load_state_dict(ckpt["data_order"])
             augment.p = float(ckpt["augment_p"])
             state.update(ckpt["state"])
-            set_rng_state(ckpt["rng"])
-            if "cuda_rng" in ckpt and device.type == "cuda":
-                torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+            ranks = ckpt.get("rng_ranks") or [{"rng": ckpt["rng"], "cuda_rng": ckpt.get("cuda_rng")}]
+            if len(ranks) == world.size:
+                set_rng_state(ranks[world.rank]["rng"])
+                if ranks[world.rank].get("cuda_rng") is not None and device.type == "cuda":
+                    torch.cuda.set_rng_state(ranks[world.rank]["cuda_rng"], device)
+            else:
+                log(f"warning: checkpoint was written by {len(ranks)} process(es), this run has {world.size}: "
+                    "random streams are reseeded, so the run is not bit-identical to an uninterrupted one")
+                torch.manual_seed(int(cfg["seed"]) * 7919 + int(state["step"]) + 1_000_003 * world.rank)
             resumed_from = state["step"]
             log(f"resumed from {path} at {state['cur_nimg'] / 1000:.1f} kimg (step {state['step']})")
 
-    save_config(run_dir, cfg)
-    (run_dir / "samples").mkdir(exist_ok=True)
-    logger = MetricsLogger(run_dir, resume_step=resumed_from)
+    if world.is_main:
+        save_config(run_dir, cfg)
+        (run_dir / "samples").mkdir(exist_ok=True)
+    logger = MetricsLogger(run_dir, enabled=world.is_main, resume_step=resumed_from)
     total_nimg = int(round(float(cfg["kimg"]) * 1000))
 
     # FD-ref: the reference net is trained (or loaded from its cache) before the GAN's RNG stream matters.
-    fd_enabled = cfg["fd_ref_kimg"] is not None
+    fd_enabled = cfg["fd_ref_kimg"] is not None and world.is_main
     ref_net = real_stats = None
     if fd_enabled:
         from ..eval.fdref import real_stats_cached, train_reference_net
@@ -386,11 +414,22 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         save_teacher_dir(path, G, G_ema, D, G_kwargs, D_kwargs, meta)
 
     def checkpoint() -> None:
+        mine = {"rng": rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        if world.size > 1:  # every rank applied the same averaged gradients: their weights must agree
+            mine["weights"] = [float(sum(p.double().sum() for p in m.parameters())) for m in (G, D)]
+        ranks = world.gather(mine)  # collective: every rank checkpoints at the same steps
+        if not world.is_main:
+            return
+        if any(r.get("weights") != ranks[0].get("weights") for r in ranks):
+            raise SnsError(f"train-gan: the {world.size} processes hold different weights at step {state['step']} "
+                           f"({[r['weights'] for r in ranks]}); this is a bug, please report it")
         ckpt = dict(G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(), opt_G=opt_G.state_dict(),
                     opt_D=opt_D.state_dict(), data_order=order.state_dict(), augment_p=augment.p,
-                    state=dict(state), rng=rng_state(), cfg=cfg)
+                    state=dict(state), rng=mine["rng"], cfg=cfg)
         if device.type == "cuda":
-            ckpt["cuda_rng"] = torch.cuda.get_rng_state(device)
+            ckpt["cuda_rng"] = mine["cuda_rng"]
+        if world.size > 1:
+            ckpt["rng_ranks"] = [{"rng": r["rng"], "cuda_rng": r["cuda_rng"]} for r in ranks]
         save_checkpoint(checkpoint_path(ckpt_dir, state["step"]), ckpt)
         prune_checkpoints(ckpt_dir, int(cfg["keep_checkpoints"]))
 
@@ -400,8 +439,9 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
 
         return save_image_grid(imgs, run_dir / "samples" / f"fakes-kimg{tag}.png", nrow=_grid_nrow(len(imgs)), scale=2)
 
-    ckpt_dir.mkdir(exist_ok=True)
-    if resumed_from is None:
+    if world.is_main:
+        ckpt_dir.mkdir(exist_ok=True)
+    if resumed_from is None and world.is_main:
         from ..report.grid import save_image_grid
 
         reals = images_u8[: int(cfg["grid_size"])].float().cpu() / 255.0
@@ -409,13 +449,13 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         save_samples(f"{0:08.3f}")
 
     bar = None
-    if progress:
+    if progress and world.is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total_nimg, initial=min(state["cur_nimg"], total_nimg), unit="img", unit_scale=True,
                    dynamic_ncols=True, desc="train-gan")
 
-    c_empty = torch.zeros(batch, 0, device=device)
+    c_empty = torch.zeros(local, 0, device=device)
     bf16 = bool(cfg["bf16"])
     r1_gamma = float(cfg["r1_gamma"] or 0.0)
     ada_target = cfg["ada_target"]
@@ -432,28 +472,29 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
 
     while state["cur_nimg"] < total_nimg:
         step = state["step"]
-        real = images_u8[order.next().to(device)].float() / 127.5 - 1.0
+        real = images_u8[order.next()[world.shard(batch)].to(device)].float() / 127.5 - 1.0
         if mirror:
-            flip = torch.rand(batch, device=device) < 0.5
+            flip = torch.rand(local, device=device) < 0.5
             real = torch.where(flip.view(-1, 1, 1, 1), real.flip(3), real)
 
         # Gmain: make D call the fakes real.
         G.requires_grad_(True)
         D.requires_grad_(False)
-        z = torch.randn(batch, G.z_dim, device=device)
+        z = torch.randn(local, G.z_dim, device=device)
         with autocast(device, bf16):
             fake = G(z, c_empty, noise_mode="random", update_emas=True)
             fake_logits = D(augment(fake), c_empty).float()
         loss_G = g_loss_nonsaturating(fake_logits)
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
+        average_gradients(G, world)
         opt_G.step()
         acc("loss/G", loss_G.detach())
 
         # Dmain: tell reals from fakes.
         G.requires_grad_(False)
         D.requires_grad_(True)
-        z = torch.randn(batch, G.z_dim, device=device)
+        z = torch.randn(local, G.z_dim, device=device)
         with autocast(device, bf16):
             with torch.no_grad():
                 fake = G(z, c_empty, noise_mode="random")
@@ -462,12 +503,17 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         loss_D = d_loss_logistic(real_logits, fake_logits)
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
+        average_gradients(D, world)
         opt_D.step()
         acc("loss/D", loss_D.detach())
         acc("D/real", real_logits.detach().mean())
         acc("D/fake", fake_logits.detach().mean())
-        state["ada_sum"] += float(real_logits.detach().sign().sum())
+        # one small all-reduce: ADA's statistic over the global batch, and one clock for all ranks
+        agreed = world.sum_(torch.tensor([float(real_logits.detach().sign().sum()), float(
+            bool(cfg["max_minutes"]) and time.time() - t_start > float(cfg["max_minutes"]) * 60)], device=device))
+        state["ada_sum"] += float(agreed[0])
         state["ada_count"] += batch
+        time_up = bool(agreed[1] > 0)
 
         # Dreg: lazy R1 on reals, scaled by the interval so its average strength is gamma / 2 per step.
         if r1_gamma > 0 and r1_interval and step % r1_interval == 0:
@@ -477,6 +523,7 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
             loss_r1 = penalty.mean() * (r1_gamma / 2) * r1_interval
             opt_D.zero_grad(set_to_none=True)
             loss_r1.backward()
+            average_gradients(D, world)
             opt_D.step()
             acc("loss/r1", penalty.detach().mean())
         D.requires_grad_(False)
@@ -496,7 +543,7 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         state["cur_nimg"] += batch
         state["step"] += 1
         cur_nimg, done = state["cur_nimg"], state["cur_nimg"] >= total_nimg
-        if not done and cfg["max_minutes"] and time.time() - t_start > float(cfg["max_minutes"]) * 60:
+        if not done and time_up:
             done = stopped_by_time = True
             log(f"train-gan: max_minutes={cfg['max_minutes']} reached at {cur_nimg / 1000:.1f} kimg; stopping "
                 "(resume with --resume to continue)")
@@ -517,7 +564,7 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
             counts.clear()
             t_tick, nimg_tick = now, cur_nimg
 
-        if _every(cfg["sample_kimg"], prev_nimg, cur_nimg) or done:
+        if (_every(cfg["sample_kimg"], prev_nimg, cur_nimg) or done) and world.is_main:
             last_sample = save_samples(f"{cur_nimg / 1000:08.3f}")
 
         fd_now = fd_enabled and (_every(cfg["fd_ref_kimg"], prev_nimg, cur_nimg) or done)
@@ -530,7 +577,7 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
                 if cfg["teacher_pick"] == "best_fd":
                     export(run_dir / "teacher", fd)
         if _every(cfg["snapshot_kimg"], prev_nimg, cur_nimg) or done:
-            if cfg["export_snapshots"]:
+            if cfg["export_snapshots"] and world.is_main:
                 export(run_dir / "snapshots" / f"kimg-{int(round(cur_nimg / 1000)):06d}",
                        state["last_fd"] if fd_now else None)
             checkpoint()
@@ -539,6 +586,10 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
 
     if bar is not None:
         bar.close()
+    world.barrier()
+    if not world.is_main:
+        logger.close()
+        return dict(run_dir=str(run_dir), steps=state["step"], rank=world.rank)
     if not fd_enabled or cfg["teacher_pick"] == "last" or not (run_dir / "teacher" / "teacher.json").exists():
         export(run_dir / "teacher", state["last_fd"])
     logger.close()
