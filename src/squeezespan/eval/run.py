@@ -54,7 +54,8 @@ def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
         raise SnsError(f"--backbone {spec} expects {meta['in_channels']}-channel images but {cfg['data']} has "
                        f"{train.channels}")
     label = path.parent.name if path.suffix in (".safetensors", ".json") else path.name
-    return f"{meta.get('method') or 'backbone'} ({label})", backbone, False
+    method = meta.get("method") or "backbone"
+    return (method if label == method else f"{method} ({label})"), backbone, False
 
 
 def run_eval(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, log=print) -> list[dict[str, Any]]:
