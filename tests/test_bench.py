@@ -133,3 +133,15 @@ def test_sns_bench_subcommand_forwards_flags_and_errors_in_one_line(capsys):
     assert err.startswith("error: --rows zzz matches no row") and "\n" not in err
     assert main(["bench", "fashion", "--list"]) == 0
     assert "squeeze-novarcov" in capsys.readouterr().out
+
+
+def test_cache_survives_a_new_null_config_key_but_not_a_changed_value(tmp_path):
+    row = fashion.ROW_BY_NAME["vicreg-real"]
+    cfg = fashion.resolve_run_config(row, "full", 0.1, 0, True)
+    path = fashion.result_path(tmp_path, "full", row.name, 0.1, 0)
+    fashion.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, key_from_before=None)})
+    cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
+    assert cached[(0.1, 0)] is not None and cached[(0.1, 1)] is None
+    fashion.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, width=1.0)})
+    cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
+    assert cached[(0.1, 0)] is None  # a real config change: run again
