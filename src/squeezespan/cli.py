@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .engine.distributed import launched_rank
 from .errors import SnsError
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
@@ -98,6 +99,8 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
     if args.resume and (run_dir / "config.yaml").exists() and not (args.preset or args.config or args.overrides):
         # a bare --resume continues the run with the config it was started with
         cfg = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), (), extra)
+    if launched_rank() != 0:
+        return cfg, run_dir  # under torchrun rank 0 alone checks/creates --out; the engine sends its config
     run_dir = prepare_run_dir(run_dir, resume=args.resume, force=args.force)
     return cfg, run_dir
 
@@ -131,7 +134,8 @@ def cmd_pretrain(args) -> int:
              "teacher_weights": args.teacher_weights}
     cfg, run_dir = _prepare(args, PRETRAIN_DEFAULTS, "pretrain", extra)
     summary = pretrain(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
-    print(json.dumps(summary, indent=2))
+    if launched_rank() == 0:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -143,7 +147,8 @@ def cmd_train_gan(args) -> int:
     cfg, run_dir = _prepare(args, GAN_DEFAULTS, "gan", extra)
     summary = train_gan(cfg, run_dir, resume=args.resume, device=resolve_device(args.device),
                         progress=not args.no_progress)
-    print(json.dumps(summary, indent=2, default=str))
+    if launched_rank() == 0:
+        print(json.dumps(summary, indent=2, default=str))
     return 0
 
 
