@@ -260,7 +260,9 @@ def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: 
         return str(committed)
     run_dir = work / "teachers" / f"fashion-{track}{'-quick' if quick else ''}"
     if (run_dir / "teacher" / "teacher.json").exists() and (run_dir / "summary.json").exists():
-        return str(run_dir)
+        stopped = json.loads((run_dir / "summary.json").read_text()).get("stopped_by_time")
+        if quick or not stopped:  # a full-mode teacher stopped by max_minutes continues in the next sitting
+            return str(run_dir)
     from squeezespan.config import list_presets, resolve_config
     from squeezespan.data import load_dataset
     from squeezespan.teachers.train_gan import GAN_DEFAULTS, train_gan
@@ -273,7 +275,11 @@ def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: 
     log(f"training the {track} teacher ({len(dataset)} images, preset {preset or 'bench fallback'}) in {run_dir}")
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_gan(cfg, run_dir, resume=resume, device="cpu", progress=False, dataset=dataset, log=log)
+    summary = train_gan(cfg, run_dir, resume=resume, device="cpu", progress=False, dataset=dataset, log=log)
+    if not quick and summary.get("stopped_by_time"):
+        raise SnsError(f"the {track} teacher in {run_dir} stopped at its max_minutes ({summary.get('kimg')} kimg); "
+                       "run the same command again to continue it (rows without a teacher can run meanwhile: "
+                       "--rows vicreg-real,simsiam-real,supervised,random-init,raw-pixels)")
     if not quick:
         # committed with the results (G_ema + D + json, a few MB) so the table can be rebuilt against it
         committed.mkdir(parents=True, exist_ok=True)

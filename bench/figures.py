@@ -47,8 +47,9 @@ def chosen_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
     return out
 
 
-def knn_curve(run: dict, passes_per_step: int) -> list[tuple[float, float]]:
-    """(student image passes, kNN top-1) from a run's metrics.jsonl, ending with the bench's final test kNN."""
+def knn_curve(run: dict, passes_per_step: int) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
+    """From a run: the in-training kNN monitor as (student image passes, top-1) points (metrics.jsonl), and the
+    bench's final test kNN as one more point; the two use different banks, so they are drawn apart."""
     pts = []
     path = Path(run["run_dir"]) / "metrics.jsonl"
     if path.exists():
@@ -59,25 +60,29 @@ def knn_curve(run: dict, passes_per_step: int) -> list[tuple[float, float]]:
                 continue
             if "knn_top1" in rec:
                 pts.append((rec["step"] * passes_per_step, float(rec["knn_top1"])))
-    if run.get("steps"):
-        pts.append((run["steps"] * passes_per_step, float(run["knn_top1"])))
-    return pts
+    final = (run["steps"] * passes_per_step, float(run["knn_top1"])) if run.get("steps") else None
+    return pts, final
 
 
-def plot_knn_curves(curves: dict[str, list], path: Path, title: str) -> Path:
+def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for name, pts in curves.items():
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
+    colors = plt.get_cmap("tab20").colors
+    for i, (name, (pts, final)) in enumerate(sorted(curves.items())):
+        color, style = colors[i % len(colors)], ("-", "--", ":")[i % 3]
         if pts:
             xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o", ms=3, label=name)
+            ax.plot(xs, ys, style, marker="o", ms=3, color=color, label=name)
+        if final:
+            ax.plot(*final, marker="*", ms=9, color=color, linestyle="none", label=None if pts else name)
     ax.set_xlabel("student image passes")
     ax.set_ylabel("kNN top-1 on test (%)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title + "\nlines: in-training monitor (knn_bank train images, whole test set); "
+                 "stars: final bench evaluation", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
