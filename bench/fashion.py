@@ -269,6 +269,8 @@ def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: 
 
     preset = "gan-fashion-cpu" if "gan-fashion-cpu" in list_presets("gan") else None
     overrides = list(() if preset else GAN_FALLBACK) + list(GAN_QUICK if quick else ())
+    if track == "scarce":
+        overrides.append("ada_target=0.6")  # 2,000 images: D overfits without adaptive augmentation (ADA)
     cfg = resolve_config(GAN_DEFAULTS, "gan", preset, None, overrides, {"data": DATA})
     train = load_dataset(DATA, split="train", resolution=cfg["resolution"])
     dataset = scarce_dataset(train) if track == "scarce" else train
