@@ -63,7 +63,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "knn_k": 200,
     "knn_t": 0.1,
     "knn_bank": 10000,               # at most this many train images in the kNN memory bank
-    "final_eval": True,              # kNN + fast linear probe of the exported backbone at the end
+    "final_eval": True,              # kNN of the final backbone (the run summary); linear probes: `sns eval`
     "log_every": 10,
     "ckpt_every": 500,
     "keep_ckpts": 2,
@@ -288,6 +288,8 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
 
     mean, std = run["mean"], run["std"]
     res = cfg["resolution"]
+    # compile the student's forward only: its state_dict (checkpoints, export) keeps the plain names
+    student_fwd = torch.compile(student) if cfg["compile"] else student
 
     def encode(x):
         if x.shape[-1] != res:
@@ -295,7 +297,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         x = (x - mean) / std
         if cfg["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
-        return student(x)
+        return student_fwd(x)
 
     def save(step):
         rngs = world.gather(rng_state())  # collective: every rank calls save at the same steps
