@@ -1,13 +1,13 @@
 """Batched feature extraction from a frozen backbone over a dataset (uint8 images in, float32 features out)."""
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from squeezespan.data import ImageDataset, batches, normalize as normalize_images
+from squeezespan.engine.rundir import autocast
 from squeezespan.errors import SnsError
 
 
@@ -40,13 +40,6 @@ def module_device(module, default: str = "cpu") -> torch.device:
         for t in list(module.parameters()) + list(module.buffers()):
             return t.device
     return torch.device(default)
-
-
-def autocast(device: torch.device, bf16: bool):
-    """bfloat16 autocast on ``device`` when asked, else a no-op context."""
-    if not bf16:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 class frozen:
