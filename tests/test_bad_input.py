@@ -392,7 +392,6 @@ def case_train_gan_negative_lr(t):
 
 
 XFAIL = {
-    "train_gan_negative_lr": "teachers/train_gan.py: _check_cfg lets lr < 0 reach torch.optim.Adam (ValueError)",
 }
 CASES = {name[len("case_"):]: fn for name, fn in dict(globals()).items() if name.startswith("case_")}
 PARAMS = [pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[name])] if name in XFAIL

@@ -224,8 +224,15 @@ def _check_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
         raise SnsError(f"train-gan kimg={cfg['kimg']}: expected a positive number of thousands of images")
     if cfg["teacher_pick"] not in ("best_fd", "last"):
         raise SnsError(f"train-gan teacher_pick={cfg['teacher_pick']!r}: expected 'best_fd' or 'last'")
-    if not (isinstance(cfg["betas"], (list, tuple)) and len(cfg["betas"]) == 2):
-        raise SnsError(f"train-gan betas={cfg['betas']!r}: expected two numbers, e.g. [0.0, 0.99]")
+    if not (isinstance(cfg["betas"], (list, tuple)) and len(cfg["betas"]) == 2
+            and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg["betas"])):
+        raise SnsError(f"train-gan betas={cfg['betas']!r}: expected two numbers in [0, 1), e.g. [0.0, 0.99]")
+    for key in ("lr", "eps"):
+        if not float(cfg[key]) > 0:
+            raise SnsError(f"train-gan {key}={cfg[key]}: expected a positive number")
+    for key in ("ema_kimg", "r1_gamma", "ema_rampup"):
+        if cfg[key] is not None and float(cfg[key]) < 0:
+            raise SnsError(f"train-gan {key}={cfg[key]}: expected a number >= 0")
     parse_policy(cfg["diffaug"])
     return cfg
 
