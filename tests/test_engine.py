@@ -81,3 +81,17 @@ def test_nan_loss_stops_with_clear_message(tmp_path, tiny_pretrain_cfg):
 def test_bad_values_are_refused(tmp_path, tiny_pretrain_cfg, over, match):
     with pytest.raises(SnsError, match=match):
         pretrain(tiny_pretrain_cfg(**over), tmp_path, progress=False, log=lambda *a: None)
+
+
+def test_pretraining_on_unlabelled_split_with_labelled_knn_bank(tmp_path, tiny_pretrain_cfg):
+    """STL-10 style: pretrain on train+unlabeled (labels -1), monitor kNN with the labelled train split as bank."""
+    from test_data import write_stl
+
+    write_stl(tmp_path / "data", n_train=2, n_test=1, n_unlabeled=6)
+    cfg = tiny_pretrain_cfg(method="vicreg", data="stl10", data_root=str(tmp_path / "data"), train_split="train+unlabeled",
+                            monitor_split="train", batch_size=8, steps=2, final_eval=True, variant="imagenet",
+                            resolution=32)
+    summary = pretrain(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
+    assert 0 <= summary["knn"]["top1"] <= 100
+    with pytest.raises(SnsError):  # an unlabelled bank is refused, not silently scored
+        pretrain(dict(cfg, monitor_split="train+unlabeled"), tmp_path / "run2", progress=False, log=lambda *a: None)

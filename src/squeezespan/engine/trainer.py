@@ -24,6 +24,9 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "method": "sns",                 # sns | squeeze | kd | vicreg | simsiam
     "data": "digits",                # dataset name (see `sns data info`)
     "data_root": None,
+    "train_split": None,             # pretraining split (null = train; STL-10: train+unlabeled)
+    "monitor_split": None,           # labelled split for the kNN memory bank (null = train)
+    "test_split": None,              # kNN queries (null = test)
     "resolution": 32,
     "real_subset": 0,                # >0: pretraining sees only this many real images (fixed, seeded choice)
     "teacher": None,                 # teacher dir from `sns train-gan`, stylegan2-pkl:PATH, or module:factory
@@ -187,7 +190,8 @@ def build_run(cfg: dict[str, Any], device: torch.device):
     if cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w and not cfg["tap_w"]:
         cfg = {**cfg, "tap_w": True}  # e.g. encode predicts w: tap it without asking the user
     settings = method_settings(cfg)
-    train = load_dataset(cfg["data"], root=cfg["data_root"], split="train", resolution=cfg["resolution"])
+    train = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["train_split"] or "train",
+                         resolution=cfg["resolution"])
     _validate(cfg, len(train))
     _check_split(cfg, settings["syn_ratio"])
     teacher = None
@@ -471,8 +475,12 @@ def knn_monitor(cfg, student, run, device) -> dict[str, float]:
     from ..eval import extract_features, knn_eval
 
     if "test" not in run:
-        run["test"] = load_dataset(cfg["data"], root=cfg["data_root"], split="test", resolution=cfg["resolution"])
-    train, test = run["train"], run["test"]
+        run["test"] = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["test_split"] or "test",
+                                   resolution=cfg["resolution"])
+        monitor = cfg["monitor_split"] or "train"
+        run["bank"] = run["train"] if monitor == (cfg["train_split"] or "train") else load_dataset(
+            cfg["data"], root=cfg["data_root"], split=monitor, resolution=cfg["resolution"])
+    train, test = run["bank"], run["test"]
     bank = train
     if len(train) > cfg["knn_bank"]:
         g = torch.Generator().manual_seed(0)
@@ -486,7 +494,9 @@ class _Subset:
     """An in-memory dataset restricted to some indices (keeps images/labels/mean/std attributes)."""
 
     def __init__(self, ds, idx):
-        self.images, self.labels = ds.images[idx], ds.labels[idx]
+        # take() reads only these rows (STL-10's unlabeled split is memory-mapped)
+        self.images = ds.take(idx) if hasattr(ds, "take") else ds.images[idx]
+        self.labels = ds.labels[idx]
         for k in ("mean", "std", "channels", "resolution", "classes", "num_classes", "name", "split"):
             setattr(self, k, getattr(ds, k))
 
