@@ -31,6 +31,12 @@ def test_pretrain_then_resume_then_eval(tmp_path, capsys):
     assert "is not empty" in capsys.readouterr().err
     # a bare --resume continues with the run's own config (seed 3 included)
     assert main(["pretrain", "--out", str(run), "--resume", "--no-progress"]) == 0
+    # overrides apply on top of the run's own config (here: train 2 more steps), not on top of the defaults
+    assert main(["pretrain", "--out", str(run), "--resume", "--no-progress", "steps=4"]) == 0
+    import yaml
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["steps"] == 4 and saved["seed"] == 3 and saved["width"] == 0.125
+    assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()][-1] == 4
     ev = tmp_path / "ev"
     assert main(["eval", "--data", "digits", "--backbone", str(run), "--backbone", "raw", "--out", str(ev),
                  "resolution=16", "--no-progress"]) == 0

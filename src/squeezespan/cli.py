@@ -96,9 +96,12 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
     extra = {k: v for k, v in extra.items() if k in defaults}
     cfg = resolve_config(defaults, kind, args.preset, args.config, args.overrides, extra)
     run_dir = Path(args.out)
-    if args.resume and (run_dir / "config.yaml").exists() and not (args.preset or args.config or args.overrides):
-        # a bare --resume continues the run with the config it was started with
-        cfg = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), (), extra)
+    if args.resume and (run_dir / "config.yaml").exists():
+        # --resume continues the run with the config it was started with; flags and key=value apply on top
+        if args.preset or args.config:
+            raise SnsError(f"--resume continues {run_dir} with its own config.yaml; change it with key=value "
+                           "overrides, not --preset/--config")
+        cfg = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), args.overrides, extra)
     if launched_rank() != 0:
         return cfg, run_dir  # under torchrun rank 0 alone checks/creates --out; the engine sends its config
     run_dir = prepare_run_dir(run_dir, resume=args.resume, force=args.force)
