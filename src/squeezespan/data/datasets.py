@@ -70,6 +70,12 @@ class ImageDataset:
                 out[inside] = self._fit(part[index[inside] - lo])
         return out
 
+    def subset(self, index: torch.Tensor) -> "ImageDataset":
+        """The same dataset restricted to ``index`` (reads only those images, e.g. from STL-10's memmap)."""
+        index = torch.as_tensor(index, dtype=torch.int64)
+        return ImageDataset(self.name, self.split, [self.take(index)], self.labels[index], self.classes, self.mean,
+                            self.std, self.channels, self.resolution, source=self.source)
+
     @property
     def images(self) -> torch.Tensor:
         if self._images is None:

@@ -480,31 +480,14 @@ def knn_monitor(cfg, student, run, device) -> dict[str, float]:
         monitor = cfg["monitor_split"] or "train"
         run["bank"] = run["train"] if monitor == (cfg["train_split"] or "train") else load_dataset(
             cfg["data"], root=cfg["data_root"], split=monitor, resolution=cfg["resolution"])
-    train, test = run["bank"], run["test"]
-    bank = train
-    if len(train) > cfg["knn_bank"]:
-        g = torch.Generator().manual_seed(0)
-        bank = _Subset(train, torch.randperm(len(train), generator=g)[: cfg["knn_bank"]])
+        bank = run["bank"]
+        if len(bank) > cfg["knn_bank"] and hasattr(bank, "subset"):  # a fixed subset, chosen once per run
+            g = torch.Generator().manual_seed(0)
+            run["bank"] = bank.subset(torch.randperm(len(bank), generator=g)[: cfg["knn_bank"]])
+    bank, test = run["bank"], run["test"]
     f_tr, y_tr = extract_features(student, bank, device=device, bf16=cfg["bf16"])
     f_te, y_te = extract_features(student, test, device=device, bf16=cfg["bf16"])
     return knn_eval(f_tr, y_tr, f_te, y_te, k=cfg["knn_k"], t=cfg["knn_t"])
-
-
-class _Subset:
-    """An in-memory dataset restricted to some indices (keeps images/labels/mean/std attributes)."""
-
-    def __init__(self, ds, idx):
-        # take() reads only these rows (STL-10's unlabeled split is memory-mapped)
-        self.images = ds.take(idx) if hasattr(ds, "take") else ds.images[idx]
-        self.labels = ds.labels[idx]
-        for k in ("mean", "std", "channels", "resolution", "classes", "num_classes", "name", "split"):
-            setattr(self, k, getattr(ds, k))
-
-    def __len__(self):
-        return len(self.images)
-
-    def __getitem__(self, i):
-        return self.images[i], int(self.labels[i])
 
 
 def _export(cfg, student, train, run_dir: Path) -> Path:

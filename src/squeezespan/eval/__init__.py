@@ -95,8 +95,7 @@ def _labelled_only(ds):
                        "labelled images; evaluate on a labelled split (e.g. train, test)")
     if isinstance(ds, ImageDataset):
         # take() reads only the labelled rows, so STL-10's 100k unlabelled images are never decoded
-        return ImageDataset(ds.name, ds.split, [ds.take(keep)], labels[keep], ds.classes, ds.mean, ds.std,
-                            ds.channels, ds.resolution, source=getattr(ds, "source", ""))
+        return ds.subset(keep)
     if isinstance(getattr(ds, "images", None), torch.Tensor):
         view = copy.copy(ds)
         view.images, view.labels = ds.images[keep], labels[keep]
