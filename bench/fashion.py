@@ -242,13 +242,9 @@ def teacher_identity(spec: str) -> dict[str, Any]:
 
 def scarce_dataset(train):
     """The 2,000 real images the scarce track pretrains on: the engine's own fixed choice (real_subset)."""
-    from squeezespan.data import ImageDataset
     from squeezespan.engine.trainer import _subset
 
-    idx = _subset({"real_subset": SCARCE_IMAGES}, len(train))
-    return ImageDataset(train.name, train.split, [train.take(idx)], train.labels[idx], train.classes, train.mean,
-                        train.std, train.channels, train.resolution, source=f"{getattr(train, 'source', '')}"
-                        f" [scarce subset: {SCARCE_IMAGES} images]")
+    return train.subset(_subset({"real_subset": SCARCE_IMAGES}, len(train)))
 
 
 def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: Callable) -> str:
@@ -305,16 +301,14 @@ class EvalData:
 
 def eval_data(quick: bool) -> EvalData:
     from squeezespan.data import load_dataset
-    from squeezespan.engine.trainer import _Subset
-
     mode = mode_settings(quick)
     train = load_dataset(DATA, split="train", resolution=32)
     test = load_dataset(DATA, split="test", resolution=32)
     g = torch.Generator().manual_seed(0)
     if mode["eval_train"]:
-        train = _Subset(train, torch.randperm(len(train), generator=g)[: mode["eval_train"]])
+        train = train.subset(torch.randperm(len(train), generator=g)[: mode["eval_train"]])
     if mode["eval_test"]:
-        test = _Subset(test, torch.randperm(len(test), generator=g)[: mode["eval_test"]])
+        test = test.subset(torch.randperm(len(test), generator=g)[: mode["eval_test"]])
     val_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: mode["val_images"]]
     settings = {"train_images": len(train), "test_images": len(test), "val_images": len(val_idx),
                 "features_bf16": bool(mode["eval_bf16"]),

@@ -164,9 +164,7 @@ def make_figures(quick: bool = False, results: str | Path | None = None, tracks=
             if test is None:
                 test = load_dataset("fashion-mnist", split="test", resolution=32)
                 idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
-                from squeezespan.engine.trainer import _Subset
-
-                test = _Subset(test, idx)
+                test = test.subset(idx)
             f, y = extract_features(load_backbone(backbone_path), test, device="cpu", normalize=False)
             panels.append((f"{name} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
                            umap_embed(f), y.numpy()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from squeezespan import bench
 from squeezespan.errors import SnsError
@@ -145,3 +146,29 @@ def test_cache_survives_a_new_null_config_key_but_not_a_changed_value(tmp_path):
     fashion.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, width=1.0)})
     cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
     assert cached[(0.1, 0)] is None  # a real config change: run again
+
+
+def _fake_fashion(n: int, split: str):
+    from squeezespan.data import ImageDataset
+
+    g = torch.Generator().manual_seed(0 if split == "train" else 1)
+    images = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n) % 10
+    return ImageDataset("fashion-mnist", split, [images], labels, [str(i) for i in range(10)], (0.5,), (0.25,), 1, 32)
+
+
+def test_eval_data_subsets_and_scarce_dataset_run_on_a_real_dataset_object(monkeypatch):
+    import squeezespan.data as data
+
+    monkeypatch.setattr(data, "load_dataset", lambda name, split="train", resolution=None, **kw:
+                        _fake_fashion(5000 if split == "train" else 1500, split))
+    ev = fashion.eval_data(quick=True)
+    q = fashion.mode_settings(True)
+    assert (len(ev.train), len(ev.test), len(ev.val_idx)) == (q["eval_train"], q["eval_test"], q["val_images"])
+    assert ev.train.images.shape[1:] == (1, 32, 32) and int(ev.val_idx.max()) < len(ev.train)
+    scarce = fashion.scarce_dataset(_fake_fashion(5000, "train"))
+    assert len(scarce) == fashion.SCARCE_IMAGES and scarce.images.dtype == torch.uint8
+    from squeezespan.eval import RawPixels
+
+    res = fashion.evaluate_backbone(RawPixels(1, 32), ev, normalize=True)
+    assert 0.0 <= res["linear_top1"] <= 100.0 and res["feature_dim"] == 32 * 32
