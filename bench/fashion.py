@@ -1,13 +1,13 @@
 """Fashion-MNIST benchmark: every method, same student and budget, one cached resumable run per table cell.
 
-Usage: python bench/fashion.py [--quick] [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
+Usage: python bench/fashion.py [--quick | --mode quick|sitting|full] [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
                                [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
 
 A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
 <work>/<track>/<row>/lr<lr>-s<seed> (resumable) whose result is cached as a JSON file in
-bench/results/fashion[-quick]/runs/; a cached result is reused unless --force or its config changed.
+bench/results/fashion[-quick|-sitting]/runs/; a cached result is reused unless --force or its config changed.
 Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out part of the train set
-(never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick].{json,md}.
+(never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick|-sitting].{json,md}.
 """
 from __future__ import annotations
 
@@ -49,12 +49,21 @@ QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, ev
              eval_bf16=False,
              overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
                         "ckpt_every=8", "log_every=4"))
+# --mode sitting: what one ~2-hour sitting on 2 free cores can measure honestly. The full student, full evaluation,
+# full data and teachers, but a budget of ONE epoch-equivalent (60k x 2 passes: ~6-13 min per run at one thread),
+# one lr (0.1, no sweep) and 2 seeds for the core rows. Its table says what separates at that budget, no more.
+SITTING = dict(budget_passes=60000 * 2, lrs=(0.1,), seeds=2, eval_train=None, eval_test=None, val_images=10000,
+               eval_bf16=True, overrides=())
+MODES = {"quick": QUICK, "sitting": SITTING, "full": FULL}
 
 # Teachers (StyleGAN2, 32 px, 1 channel) when `sns presets` has no gan-fashion-cpu yet: the settings that
 # trained the digits teachers in a few minutes, sized up for Fashion-MNIST's textures.
 GAN_FALLBACK = ("channels=1", "channel_base=1024", "channel_max=64", "batch=32", "kimg=200", "bf16=true",
                 "threads=1", "mapping_lr_mult=0.1", "diffaug=translation,color", "augment_p=0", "ada_target=0.6",
                 "ada_kimg=10", "snapshot_kimg=10", "sample_kimg=10", "fd_ref_kimg=20")
+# The scarce-track teacher (2,000 images): as long as the committed full-track one (its best FD-ref snapshot was
+# at 60 kimg), FD-ref every 20 kimg picks the snapshot; 75 minutes is room for 60 kimg at one thread.
+GAN_SCARCE = ("kimg=60", "max_minutes=75")
 GAN_QUICK = ("kimg=2", "max_minutes=4", "fd_ref_kimg=0", "snapshot_kimg=1", "sample_kimg=1", "teacher_pick=last")
 
 
@@ -114,8 +123,23 @@ def select_rows(patterns: str | None) -> list[Row]:
     return chosen
 
 
-def mode_settings(quick: bool) -> dict[str, Any]:
-    return copy.deepcopy(QUICK if quick else FULL)
+def mode_name(mode: bool | str) -> str:
+    """quick | sitting | full (a bool is the old --quick switch: True = quick, False = full)."""
+    if isinstance(mode, bool):
+        return "quick" if mode else "full"
+    if mode not in MODES:
+        raise SnsError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
+    return mode
+
+
+def mode_settings(mode: bool | str) -> dict[str, Any]:
+    return copy.deepcopy(MODES[mode_name(mode)])
+
+
+def _suffix(mode: bool | str) -> str:
+    """File/folder suffix of a mode's results: fashion-quick, fashion-sitting, fashion (full)."""
+    name = mode_name(mode)
+    return "" if name == "full" else f"-{name}"
 
 
 def passes_per_step(method: str, syn_ratio: float, batch_size: int) -> int:
@@ -127,7 +151,7 @@ def passes_per_step(method: str, syn_ratio: float, batch_size: int) -> int:
     return n_syn * syn_views + n_real * 2
 
 
-def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool, teacher: str | None = None
+def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool | str, teacher: str | None = None
                        ) -> dict[str, Any]:
     """The full pretrain config of one run: fashion-cpu preset < mode overrides < row overrides < run keys."""
     from squeezespan.config import resolve_config
@@ -156,7 +180,7 @@ def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool, 
     return cfg
 
 
-def plan_runs(row: Row, quick: bool, cached: dict[tuple[float, int], dict | None]) -> list[tuple[float, int]]:
+def plan_runs(row: Row, quick: bool | str, cached: dict[tuple[float, int], dict | None]) -> list[tuple[float, int]]:
     """(lr, seed) pairs still to run for a row: the lr sweep at seed 0, then further seeds at the best lr.
 
     ``cached`` maps (lr, seed) to a valid cached result (or None); seeds past 0 wait for a complete sweep.
@@ -247,10 +271,11 @@ def scarce_dataset(train):
     return train.subset(_subset({"real_subset": SCARCE_IMAGES}, len(train)))
 
 
-def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: Callable) -> str:
+def ensure_teacher(track: str, mode: bool | str, work: Path, given: str | None, log: Callable) -> str:
     """A teacher spec for ``track``: the given one, the committed one, or one trained now (and recorded)."""
     if given:
         return given
+    quick = mode_name(mode) == "quick"
     committed = RESULTS / "teachers" / f"fashion-{track}"
     if not quick and (committed / "teacher.json").exists():
         return str(committed)
@@ -267,6 +292,8 @@ def ensure_teacher(track: str, quick: bool, work: Path, given: str | None, log: 
     overrides = list(() if preset else GAN_FALLBACK) + list(GAN_QUICK if quick else ())
     if track == "scarce":
         overrides.append("ada_target=0.6")  # 2,000 images: D overfits without adaptive augmentation (ADA)
+        if not quick:
+            overrides += list(GAN_SCARCE)
     cfg = resolve_config(GAN_DEFAULTS, "gan", preset, None, overrides, {"data": DATA})
     train = load_dataset(DATA, split="train", resolution=cfg["resolution"])
     dataset = scarce_dataset(train) if track == "scarce" else train
@@ -299,9 +326,9 @@ class EvalData:
     settings: dict[str, Any] = field(default_factory=dict)
 
 
-def eval_data(quick: bool) -> EvalData:
+def eval_data(mode: bool | str) -> EvalData:
     from squeezespan.data import load_dataset
-    mode = mode_settings(quick)
+    mode = mode_settings(mode)
     train = load_dataset(DATA, split="train", resolution=32)
     test = load_dataset(DATA, split="test", resolution=32)
     g = torch.Generator().manual_seed(0)
@@ -448,10 +475,10 @@ def git_commit() -> str | None:
         return None
 
 
-def run_bench(quick: bool = False, rows: str | None = None, tracks: tuple[str, ...] = TRACKS, force: bool = False,
+def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[str, ...] = TRACKS, force: bool = False,
               work: str | Path | None = None, teachers: dict[str, str] | None = None,
               budget_minutes: float | None = None, results_dir: str | Path | None = None, progress: bool = False,
-              threads: int | None = 1, log: Callable = print) -> dict[str, Any]:
+              threads: int | None = 1, log: Callable = print, mode: str | None = None) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
@@ -461,7 +488,7 @@ def run_bench(quick: bool = False, rows: str | None = None, tracks: tuple[str, .
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log)
+        return _run_bench(mode_name(mode if mode is not None else quick), rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -471,8 +498,8 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
     for t in tracks:
         if t not in TRACKS:
             raise SnsError(f"--tracks {t!r}: expected a comma list of {', '.join(TRACKS)}")
-    results_dir = Path(results_dir) if results_dir else RESULTS / ("fashion-quick" if quick else "fashion")
-    work = Path(work) if work else Path("runs") / ("bench-fashion-quick" if quick else "bench-fashion")
+    results_dir = Path(results_dir) if results_dir else RESULTS / f"fashion{_suffix(quick)}"
+    work = Path(work) if work else Path("runs") / f"bench-fashion{_suffix(quick)}"
     teachers = dict(teachers or {})
     mode = mode_settings(quick)
     started = time.time()
@@ -505,7 +532,8 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
                     stopped = True
                     break
                 forced_done.add(path)
-                write_json(path, {"row": row.name, "track": track, "lr": lr, "seed": seed, "smoke": quick,
+                write_json(path, {"row": row.name, "track": track, "lr": lr, "seed": seed, "smoke": quick == "quick",
+                                  "mode": quick,
                                   "fingerprint": fps[(lr, seed)], "teacher": teacher_identity(teacher) if teacher
                                   else None, "config": cfg, "eval": ev.settings, "machine": machine(),
                                   "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **res})
@@ -541,8 +569,11 @@ def cell_fingerprint(row: Row, track: str, quick: bool, cfg: dict[str, Any] | No
         if cfg.get("teacher"):
             cfg["teacher"] = teacher_sha
     eval_key = [mode["eval_train"], mode["eval_test"], mode["val_images"]] + (["bf16"] if mode["eval_bf16"] else [])
-    return fingerprint({"row": row.name, "kind": row.kind, "config": cfg, "quick": quick,
-                        "budget": mode["budget_passes"], "eval": eval_key, "track": track})
+    key = {"row": row.name, "kind": row.kind, "config": cfg, "quick": mode_name(quick) == "quick",
+           "budget": mode["budget_passes"], "eval": eval_key, "track": track}
+    if mode_name(quick) == "sitting":
+        key["mode"] = "sitting"  # quick/full fingerprints stay those of results written before modes existed
+    return fingerprint(key)
 
 
 def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done):
@@ -613,7 +644,8 @@ def collect(results_dir: Path, quick: bool, tracks=TRACKS) -> dict[str, Any]:
             runs.append(r)
     rows = {t: [aggregate(row, [r for r in runs if r["track"] == t and r["row"] == row.name], mode["lrs"],
                           mode["seeds"]) for row in ROWS] for t in tracks}
-    return {"smoke": quick, "benchmark": "fashion-mnist", "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+    return {"smoke": mode_name(quick) == "quick", "mode": mode_name(quick), "benchmark": "fashion-mnist",
+            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": machine(), "commit": git_commit(), "rows": rows,
             "runs": [{k: v for k, v in r.items() if k not in ("config", "machine", "eval")} for r in runs]}
 
@@ -632,6 +664,11 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += ["# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK", "",
                   "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
                   "They say nothing about the methods.", ""]
+    elif table.get("mode") == "sitting":
+        lines += ["# Fashion-MNIST bench: one-sitting budget (--mode sitting)", "",
+                  "The full student, data, teachers and evaluation, but one epoch-equivalent of student passes per run, "
+                  "one learning rate (no sweep) and 2 seeds: what separates the methods at that budget, no more. "
+                  "The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.", ""]
     else:
         lines += ["# Fashion-MNIST bench", ""]
     s = table.get("settings") or {}
@@ -673,15 +710,18 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentParser:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min)")
+    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min); "
+                    "= --mode quick")
+    ap.add_argument("--mode", choices=tuple(MODES), help="quick (smoke), sitting (1 epoch-equivalent per run, one "
+                    "lr, 2 seeds: ~2 h on 2 cores for the core rows) or full (the default: 10 epochs, lr sweep, 3 seeds)")
     ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
     ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
-    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick])")
+    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting])")
     ap.add_argument("--teacher", action="append", default=[], metavar="TRACK=SPEC",
                     help="use this teacher for a track instead of the committed/trained one")
     ap.add_argument("--budget-minutes", type=float, help="start no new run after this many minutes")
-    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick])")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting])")
     ap.add_argument("--list", action="store_true", help="list the rows and their overrides, run nothing")
     ap.add_argument("--progress", action="store_true", help="progress bars during training")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a shared CPU; "
@@ -702,7 +742,9 @@ def main(argv: list[str] | None = None, prog: str = "python bench/fashion.py") -
             raise SnsError(f"--teacher {item!r}: expected TRACK=SPEC with TRACK one of {', '.join(TRACKS)}")
         teachers[track] = spec
     tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
-    run_bench(quick=args.quick, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
+    if args.quick and args.mode not in (None, "quick"):
+        raise SnsError(f"--quick and --mode {args.mode} contradict each other; give one")
+    run_bench(quick=args.quick, mode=args.mode, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
               budget_minutes=args.budget_minutes, results_dir=args.results, progress=args.progress,
               threads=args.threads or None)
     return 0

@@ -162,7 +162,7 @@ def test_eval_data_subsets_and_scarce_dataset_run_on_a_real_dataset_object(monke
 
     monkeypatch.setattr(data, "load_dataset", lambda name, split="train", resolution=None, **kw:
                         _fake_fashion(5000 if split == "train" else 1500, split))
-    ev = fashion.eval_data(quick=True)
+    ev = fashion.eval_data("quick")
     q = fashion.mode_settings(True)
     assert (len(ev.train), len(ev.test), len(ev.val_idx)) == (q["eval_train"], q["eval_test"], q["val_images"])
     assert ev.train.images.shape[1:] == (1, 32, 32) and int(ev.val_idx.max()) < len(ev.train)
