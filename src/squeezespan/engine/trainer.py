@@ -33,6 +33,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "teacher_weights": None,         # weights file for a module:factory teacher
     "taps": r".*synthesis\.b(\d+)$",  # regex over the generator's module names
     "tap_w": False,                  # tap the latent w instead (latent-target rows of Table 1)
+    "teacher_bank": 0,               # 0 = run the teacher live every step; N > 0 = sample N images + pooled taps once
     "arch": "resnet18",
     "variant": "cifar",              # cifar (3x3 conv1, no max-pool) | imagenet
     "width": 1.0,
@@ -47,6 +48,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "w_cov": None,
     "augment_syn": True,             # Table 5 row a: false
     "augment_real": True,
+    "bn_pass": None,                 # sns: separate (default) | shared: one student pass over syn + both real views
     "w_latent": None,                # encode: weight of MSE(w_hat, w)
     "w_rec": None,                   # encode: weight of the reconstruction distance through G
     "lpips_weights": None,           # encode: lpips.LPIPS state dict for the reconstruction (else L1)
@@ -126,6 +128,10 @@ def _validate(cfg: dict[str, Any], n_real: int) -> None:
         raise SnsError(f"momentum={cfg['momentum']} must be in [0, 1)")
     if cfg["width"] <= 0:
         raise SnsError(f"width={cfg['width']} must be > 0")
+    bank = cfg.get("teacher_bank", 0)
+    if isinstance(bank, bool) or not isinstance(bank, int) or bank < 0:
+        raise SnsError(f"teacher_bank={bank!r} must be an integer >= 0 (0 = run the teacher live every step, "
+                       "N > 0 = sample N teacher images and their pooled taps once and reuse them)")
 
 
 def _check_split(cfg: dict[str, Any], syn_ratio: float) -> None:
@@ -190,6 +196,10 @@ def build_run(cfg: dict[str, Any], device: torch.device):
     if cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w and not cfg["tap_w"]:
         cfg = {**cfg, "tap_w": True}  # e.g. encode predicts w: tap it without asking the user
     settings = method_settings(cfg)
+    if cfg.get("teacher_bank", 0) and cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w:
+        raise SnsError(f"teacher_bank={cfg['teacher_bank']}: method {cfg['method']} runs the teacher G itself "
+                       "(reconstruction through G from the latent w) at every step, which a bank cannot replace; "
+                       "set teacher_bank=0")
     train = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["train_split"] or "train",
                          resolution=cfg["resolution"])
     _validate(cfg, len(train))
@@ -289,6 +299,14 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         save_config(run_dir, cfg)
     logger = MetricsLogger(run_dir, enabled=world.is_main, resume_step=start if state is not None else None)
     model = wrap_ddp(Trainable(student, objective), world)
+    bank = None
+    if cfg.get("teacher_bank", 0) and n_syn:
+        from .bank import prepare_bank
+
+        bank = prepare_bank(cfg, teacher, run_dir, world, log)
+        bank.indices(0, n_syn)  # a bank smaller than one step's synthetic batch is refused before training
+    elif cfg.get("teacher_bank", 0):
+        log(f"teacher_bank={cfg['teacher_bank']} ignored: method {cfg['method']} uses no teacher images (syn_ratio=0)")
 
     mean, std = run["mean"], run["std"]
     res = cfg["resolution"]
@@ -329,7 +347,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
                 lr = _lr_at(step, total, run["base_lr"], cfg["warmup_steps"])
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                inputs = _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world)
+                inputs = _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world, bank)
                 with autocast(device, cfg["bf16"]):
                     loss, logs = model(inputs)
                 # one small all-reduce per step: every rank stops at the same step, for a NaN anywhere or a signal
@@ -386,15 +404,19 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     return summary
 
 
-def _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world: World | None = None):
-    """This rank's share of the step's global batch: a contiguous slice of its real images and of its latents."""
+def _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world: World | None = None,
+                 bank=None):
+    """This rank's share of the step's global batch: a contiguous slice of its real images and of its latents
+    (with a teacher bank: of the step's bank indices, whose taps come pooled)."""
     from ..methods import StepInputs
 
     world = world or World(device=device)
     inputs = StepInputs(augment=augment, encode=encode, teacher=teacher)
     if stream is not None:
         inputs.real = stream.batch(step, device, world.shard(stream.per_step))
-    if n_syn:
+    if n_syn and bank is not None:
+        inputs.syn, inputs.taps = bank.batch(step, n_syn, device, world.shard(n_syn))
+    elif n_syn:
         # teacher latents are a function of (seed, step): identical after a resume, independent across steps.
         # All n_syn latents are drawn (cheap) and each rank runs G on its slice only, so the union over
         # ranks is exactly the synthetic batch of a single process.
