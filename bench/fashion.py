@@ -72,7 +72,7 @@ class Row:
     name: str
     group: str
     overrides: tuple[str, ...] = ()
-    kind: str = "pretrain"          # pretrain | supervised | random | raw | unsupported
+    kind: str = "pretrain"          # pretrain | supervised | random | raw
     seeds: int = 1                  # 3 for core rows (mean and std); capped by the mode's seed count
     note: str = ""
 
@@ -94,8 +94,8 @@ ROWS: tuple[Row, ...] = (
     Row("kd-aug", "kd", ("method=kd",), note="Table 5 row b"),
     Row("squeeze-novarcov", "ablation", ("method=squeeze", "w_var=0", "w_cov=0"), note="Table 5 row c (collapse)"),
     Row("squeeze-var", "ablation", ("method=squeeze", "w_cov=0"), note="Table 5 row d"),
-    Row("sns-sharedbn", "ablation", ("method=sns",), kind="unsupported",
-        note="needs a shared-BatchNorm option in methods/sns.py (one student pass over syn + both real views)"),
+    Row("sns-sharedbn", "ablation", ("method=sns", "bn_pass=shared"),
+        note="one student pass over syn + both real views (shared BatchNorm statistics)"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
@@ -167,7 +167,7 @@ def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool |
     cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", PRESET, None, overrides,
                          {"lr": float(lr), "seed": int(seed), "data": DATA})
     cfg["final_eval"] = False  # the bench evaluates the export itself (full bank, probe, held-out split)
-    settings = method_settings(cfg) if row.kind == "pretrain" or row.kind == "unsupported" else {"syn_ratio": 0.0}
+    settings = method_settings(cfg) if row.kind == "pretrain" else {"syn_ratio": 0.0}
     per_step = passes_per_step(cfg["method"] if row.kind != "supervised" else "supervised",
                                settings["syn_ratio"], cfg["batch_size"])
     if row.kind == "supervised":
@@ -187,8 +187,6 @@ def plan_runs(row: Row, quick: bool | str, cached: dict[tuple[float, int], dict 
     """
     if row.kind in ("random", "raw"):
         return [] if cached.get((0.0, 0)) else [(0.0, 0)]
-    if row.kind == "unsupported":
-        return []
     mode = mode_settings(quick)
     todo = [(lr, 0) for lr in mode["lrs"] if not cached.get((lr, 0))]
     if todo:
@@ -606,9 +604,6 @@ def _stats(values: list[float]) -> dict[str, float | int]:
 def aggregate(row: Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[str, Any]:
     """One table row from a row's cached runs: best lr by held-out kNN, mean/std over seeds at that lr."""
     out: dict[str, Any] = {"row": row.name, "group": row.group, "kind": row.kind, "note": row.note}
-    if row.kind == "unsupported":
-        out["status"] = "not supported by the engine"
-        return out
     if not runs:
         out["status"] = "not run"
         return out

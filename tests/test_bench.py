@@ -53,7 +53,7 @@ def test_plan_sweeps_seed0_first_then_seeds_at_best_lr(monkeypatch):
     assert fashion.plan_runs(row, False, cached) == [(0.1, 2)]
     assert fashion.plan_runs(fashion.ROW_BY_NAME["kd-aug"], False, cached) == []  # one seed only
     assert fashion.plan_runs(fashion.ROW_BY_NAME["raw-pixels"], False, {}) == [(0.0, 0)]
-    assert fashion.plan_runs(fashion.ROW_BY_NAME["sns-sharedbn"], False, {}) == []
+    assert fashion.plan_runs(fashion.ROW_BY_NAME["sns-sharedbn"], False, {}) == [(0.03, 0), (0.1, 0), (0.3, 0)]
     assert fashion.best_lr((0.03, 0.1), {(0.03, 0): {"val_knn_top1": 5.0}, (0.1, 0): {"val_knn_top1": 5.0}}) == 0.03
 
 
@@ -118,7 +118,7 @@ def test_aggregate_and_markdown_by_hand():
     assert agg["lr"] == 0.1 and agg["seeds"] == [0, 1] and agg["status"].startswith("partial")
     assert agg["knn_top1"]["mean"] == 84.0 and round(agg["knn_top1"]["std"], 4) == round(2 ** 0.5, 4)
     assert fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=2)["status"] == "done"
-    assert fashion.aggregate(fashion.ROW_BY_NAME["sns-sharedbn"], [], (0.1,))["status"].startswith("not supported")
+    assert fashion.aggregate(fashion.ROW_BY_NAME["sns-sharedbn"], [], (0.1,))["status"] == "not run"
     table = {"smoke": False, "rows": {"full": [agg]}, "machine": {}, "settings": {}}
     md = fashion.render_markdown(table)
     assert "SMOKE" not in md

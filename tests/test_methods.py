@@ -29,6 +29,7 @@ def _metrics(run):
     ("vicreg", {"syn_ratio": 0.5}),        # ... and on mixed data
     ("simsiam", {"syn_ratio": 0.5}),
     ("sns", {"taps": "w"}),                # latent w as the target (Table 1 latent rows)
+    ("sns", {"bn_pass": "shared"}),        # one student pass over syn + both real views
 ])
 def test_each_method_runs(tmp_path, tiny_pretrain_cfg, method, over):
     cfg = tiny_pretrain_cfg(method=method, teacher=TEACHER, steps=2, **over)
@@ -74,3 +75,54 @@ def test_teacher_with_wrong_channels_is_refused(tmp_path, tiny_pretrain_cfg):
             pretrain(cfg, tmp_path, progress=False, log=_quiet)
     finally:
         tiny_teacher.make = orig
+
+
+def _sns_objective(bn_pass):
+    from squeezespan.methods import SqueezeAndSpan
+
+    torch.manual_seed(0)
+    return SqueezeAndSpan(8, [4, 6], syn_ratio=0.5, proj_layers=2, proj_hidden=16, proj_dim=8, squeeze_depth=2,
+                          squeeze_hidden=16, bn_pass=bn_pass)
+
+
+def _sns_inputs(encode):
+    from squeezespan.methods import StepInputs
+
+    g = torch.Generator().manual_seed(1)
+    return StepInputs(real=torch.rand(6, 1, 4, 4, generator=g), syn=torch.rand(6, 1, 4, 4, generator=g),
+                      taps=[torch.randn(6, 4, 2, 2, generator=g), torch.randn(6, 6, 4, 4, generator=g)],
+                      augment=lambda x: x.flip(-1), encode=encode)
+
+
+def test_shared_bn_pass_is_the_same_loss_up_to_batchnorm_statistics():
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(16, 8)
+    bn = torch.nn.BatchNorm1d(8)
+    calls = []
+
+    def encode(x):
+        calls.append(len(x))
+        return bn(lin(x.flatten(1)))
+
+    sep, shared = _sns_objective("separate"), _sns_objective("shared")
+    shared.load_state_dict(sep.state_dict())
+    # with every BatchNorm on running statistics (eval) the two passes are the same computation
+    for m in (sep, shared, bn):
+        m.eval()
+    l_sep, logs_sep = sep(_sns_inputs(encode))
+    assert calls == [6, 6, 6]
+    calls.clear()
+    l_sh, logs_sh = shared(_sns_inputs(encode))
+    assert calls == [18]  # one pass: 6 synthetic + 2 x 6 real views
+    torch.testing.assert_close(l_sh, l_sep)
+    assert set(logs_sh) == set(logs_sep)
+    # in training mode BatchNorm sees one batch of 18 instead of three of 6: a different (finite) loss
+    for m in (sep, shared, bn):
+        m.train()
+    l_sep, l_sh = sep(_sns_inputs(encode))[0].detach(), shared(_sns_inputs(encode))[0].detach()
+    assert torch.isfinite(l_sh) and abs(l_sh.item() - l_sep.item()) > 1e-4
+
+
+def test_bad_bn_pass_is_a_one_line_error():
+    with pytest.raises(SnsError, match="bn_pass='both'.*separate.*shared"):
+        _sns_objective("both")

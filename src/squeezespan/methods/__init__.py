@@ -25,7 +25,7 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
 # config keys each objective takes (resolved: null -> the method's default above)
 _KEYS = {
     SqueezeAndSpan: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "squeeze_depth", "squeeze_hidden",
-                     "w_mse", "w_var", "w_cov", "augment_syn", "augment_real"),
+                     "w_mse", "w_var", "w_cov", "augment_syn", "augment_real", "bn_pass"),
     VICReg: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "w_mse", "w_var", "w_cov"),
     SimSiam: ("syn_ratio", "proj_layers", "proj_dim"),
     LatentEncoding: ("syn_ratio", "proj_layers", "proj_hidden", "w_latent", "w_rec", "lpips_weights"),

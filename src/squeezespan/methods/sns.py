@@ -22,7 +22,7 @@ class SqueezeAndSpan(Objective):
     def __init__(self, student_dim: int, tap_channels: list[int], syn_ratio: float = 0.5, proj_layers: int = 5,
                  proj_hidden: int = 512, proj_dim: int = 2048, squeeze_depth: int = 3, squeeze_hidden: int = 2048,
                  w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0, augment_syn: bool = True,
-                 augment_real: bool = True):
+                 augment_real: bool = True, bn_pass: str | None = "separate"):
         super().__init__()
         if not 0.0 <= syn_ratio <= 1.0:
             raise SnsError(f"syn_ratio={syn_ratio} must be in [0, 1] (0.5 = Squeeze and Span, 1.0 = Squeeze only)")
@@ -34,8 +34,15 @@ class SqueezeAndSpan(Objective):
         self.projector = Projector(student_dim, proj_hidden, out_dim, proj_layers)
         self.w = dict(w_mse=w_mse, w_var=w_var, w_cov=w_cov)
         self.augment_syn, self.augment_real = augment_syn, augment_real
+        bn_pass = bn_pass or "separate"
+        if bn_pass not in ("separate", "shared"):
+            raise SnsError(f"bn_pass={bn_pass!r}: expected separate (one student pass per image kind and view, the "
+                           "default) or shared (one pass over synthetic images and both real views)")
+        self.bn_pass = bn_pass
 
     def forward(self, inputs: StepInputs):
+        if self.bn_pass == "shared" and 0 < self.syn_ratio < 1:
+            return self._forward_shared(inputs)
         logs: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=(inputs.syn if inputs.syn is not None else inputs.real).device)
         if self.syn_ratio > 0:
@@ -53,4 +60,21 @@ class SqueezeAndSpan(Objective):
             l_real, parts = losses.vicreg(z1, z2, **self.w)
             loss = loss + (1 - self.syn_ratio) * l_real
             logs.update({"loss_real": l_real.detach(), **{f"real_{k}": v for k, v in parts.items()}})
+        return loss, logs
+
+    def _forward_shared(self, inputs: StepInputs):
+        """Same loss, but synthetic images and both real views go through the student (and projector) in ONE
+        pass, so BatchNorm normalises them with shared batch statistics instead of per-kind/per-view ones."""
+        xs = inputs.augment(inputs.syn) if self.augment_syn else inputs.syn
+        r = inputs.real
+        v1, v2 = (inputs.augment(r), inputs.augment(r)) if self.augment_real else (r, r)
+        z = self.projector(inputs.encode(torch.cat([xs, v1, v2])))
+        zf, z1, z2 = z.split([len(xs), len(v1), len(v2)])
+        zg = self.squeeze([t.float() for t in inputs.taps])
+        l_syn, p_syn = losses.squeeze(zf, zg, **self.w)
+        l_real, p_real = losses.vicreg(z1, z2, **self.w)
+        loss = self.syn_ratio * l_syn + (1 - self.syn_ratio) * l_real
+        logs = {"loss_syn": l_syn.detach(), **{f"syn_{k}": v for k, v in p_syn.items()},
+                "syn_std": zf.detach().float().std(dim=0).mean(), "loss_real": l_real.detach(),
+                **{f"real_{k}": v for k, v in p_real.items()}}
         return loss, logs
