@@ -559,11 +559,15 @@ def _uses_teacher(row: Row, track: str, quick: bool) -> bool:
 
 def cell_fingerprint(row: Row, track: str, quick: bool, cfg: dict[str, Any] | None, teacher_sha: str | None) -> str:
     """Hash of what decides a cell's result: row, track, mode budget and evaluation, the run config (teacher by
-    its weights' checksum, not its path; null-valued keys left out, so a key the engine adds later with a null
-    default does not invalidate finished results)."""
+    its weights' checksum, not its path). Null keys and keys at the engine's current default are left out, so a
+    key the engine adds later (null or with a default that keeps the old behaviour) does not invalidate finished
+    results, while a changed default does (the stored value no longer equals it)."""
+    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+
     mode = mode_settings(quick)
     if cfg is not None:
-        cfg = {k: v for k, v in cfg.items() if v is not None}
+        cfg = {k: v for k, v in cfg.items()
+               if v is not None and not (k in PRETRAIN_DEFAULTS and _same(v, PRETRAIN_DEFAULTS[k]))}
         if cfg.get("teacher"):
             cfg["teacher"] = teacher_sha
     eval_key = [mode["eval_train"], mode["eval_test"], mode["val_images"]] + (["bf16"] if mode["eval_bf16"] else [])
@@ -572,6 +576,10 @@ def cell_fingerprint(row: Row, track: str, quick: bool, cfg: dict[str, Any] | No
     if mode_name(quick) == "sitting":
         key["mode"] = "sitting"  # quick/full fingerprints stay those of results written before modes existed
     return fingerprint(key)
+
+
+def _same(a: Any, b: Any) -> bool:
+    return type(a) is type(b) and a == b  # True == 1 is not "the same setting"
 
 
 def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done):

@@ -136,7 +136,7 @@ def test_sns_bench_subcommand_forwards_flags_and_errors_in_one_line(capsys):
     assert "squeeze-novarcov" in capsys.readouterr().out
 
 
-def test_cache_survives_a_new_null_config_key_but_not_a_changed_value(tmp_path):
+def test_cache_survives_a_new_key_at_its_default_but_not_a_changed_value(tmp_path, monkeypatch):
     row = fashion.ROW_BY_NAME["vicreg-real"]
     cfg = fashion.resolve_run_config(row, "full", 0.1, 0, True)
     path = fashion.result_path(tmp_path, "full", row.name, 0.1, 0)
@@ -146,6 +146,16 @@ def test_cache_survives_a_new_null_config_key_but_not_a_changed_value(tmp_path):
     fashion.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, width=1.0)})
     cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
     assert cached[(0.1, 0)] is None  # a real config change: run again
+    # the engine gains a key whose default keeps the old behaviour: results written before it stay valid
+    from squeezespan.engine import trainer
+
+    fashion.write_json(path, {"fingerprint": "older-rule", "config": cfg})
+    monkeypatch.setitem(trainer.PRETRAIN_DEFAULTS, "new_switch", 0)
+    cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
+    assert cached[(0.1, 0)] is not None
+    # ... but a run that sets it to another value is a different cell
+    other = fashion.cell_fingerprint(row, "full", True, dict(cfg, new_switch=5), None)
+    assert other != fashion.cell_fingerprint(row, "full", True, dict(cfg, new_switch=0), None)
 
 
 def _fake_fashion(n: int, split: str):
