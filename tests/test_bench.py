@@ -182,3 +182,26 @@ def test_eval_data_subsets_and_scarce_dataset_run_on_a_real_dataset_object(monke
 
     res = fashion.evaluate_backbone(RawPixels(1, 32), ev, normalize=True)
     assert 0.0 <= res["linear_top1"] <= 100.0 and res["feature_dim"] == 32 * 32
+
+
+def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path):
+    import numpy as np
+
+    figures = bench.load_script("figures")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "knn_top1": 61.5}\nnot json\n')
+    run = {"row": "sns", "track": "full", "lr": 0.1, "seed": 0, "run_dir": str(run_dir), "steps": 40,
+           "knn_top1": 70.0, "linear_top1": 75.0}
+    pts, final = figures.knn_curve(run, passes_per_step=384)
+    assert pts == [(20 * 384, 61.5)] and final == (40 * 384, 70.0)
+    table = {"rows": {"full": [{"row": "sns", "lr": 0.1}]},
+             "runs": [run, dict(run, seed=1), dict(run, lr=0.3)]}
+    assert list(figures.chosen_runs(table, "full")) == ["sns"]  # seed 0 at the chosen lr only
+    png = figures.plot_knn_curves({"sns": (pts, final), "vicreg-real": ([], (40 * 512, 68.0))},
+                                  tmp_path / "k.png", "t")
+    xy = np.random.default_rng(0).normal(size=(20, 2))
+    png2 = figures.plot_umaps([("a", xy, np.arange(20) % 10)], [str(i) for i in range(10)], tmp_path / "u.png", "t")
+    assert png.read_bytes()[:4] == b"\x89PNG" and png2.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(SnsError, match="fashion-sitting.json does not exist; run `sns bench fashion --mode sitting`"):
+        figures.make_figures("sitting", results=tmp_path / "fashion-sitting", log=lambda *a: None)
