@@ -2,15 +2,20 @@
 
 Usage: python bench/throughput.py [--methods sns,squeeze,kd,vicreg,simsiam] [--batch 256] [--steps 4] [--warmup 1]
                                   [--threads 1] [--no-compile] [--teacher SPEC] [--out bench/results/throughput.json]
+                                  [--bank-only | --no-bank] [--bank-steps 3]
 (= `sns bench throughput ...`)
 
 Every case (method x variant) is built first, then timed one step at a time in interleaved rounds, so load from
 other jobs on the machine hits all cases alike; medians are reported. A step is what the engine does: real
 batch + teacher sampling (`_step_inputs`), the objective's forward under autocast, backward, SGD step.
 Also measured: the matmul peak (GFLOP/s) and the student's FLOPs per image pass, which give the FLOP-bound
-limit of image passes per second and the fraction of it each case reaches. The engine has no feature-bank
-mode (precomputed teacher images + taps); the teacher's share of the step and the cost of gathering from
-an in-memory bank give what one would save.
+limit of image passes per second and the fraction of it each case reaches.
+
+Feature bank (teacher_bank=N): sns and squeeze steps with the live teacher against the same steps drawing
+from a bank (engine/bank.py), for the Fashion-MNIST teacher and a paper-size 512-channel StyleGAN2 at 32 px
+(random weights: speed only), plus the one-time cost of sampling the bank and the effect of storing bank
+images as uint8 on one step's loss and gradient. --bank-only measures just that and updates the JSON's
+"feature_bank" entry of an earlier full run.
 """
 from __future__ import annotations
 
@@ -80,11 +85,12 @@ def student_flops(cfg: dict[str, Any]) -> dict[str, float]:
 class Case:
     """One method x variant: its own student, objective and optimizer, stepped exactly like the engine does."""
 
-    def __init__(self, method: str, variant: tuple, batch: int, teacher: str | None):
+    def __init__(self, method: str, variant: tuple, batch: int, teacher: str | None, bank=None, name: str = ""):
         from squeezespan.config import resolve_config
         from squeezespan.engine.trainer import PRETRAIN_DEFAULTS, RealStream, build_run
 
         self.method, (self.label, bf16, cl, comp) = method, variant
+        self.bank, self.name = bank, name  # a TeacherBank replaces the live teacher (teacher_bank=N)
         overrides = [f"method={method}", f"batch_size={batch}", f"bf16={str(bf16).lower()}",
                      f"channels_last={str(cl).lower()}", "knn_every=0", "device=cpu"]
         cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", "fashion-cpu", None, overrides, None)
@@ -122,9 +128,10 @@ class Case:
         run, cfg = self.run, self.cfg
         teacher = run["teacher"]
         t_teacher = 0.0
-        if teacher is not None:
+        source, attr = (self.bank, "batch") if self.bank is not None else (teacher, "run")
+        if source is not None:
             # time the teacher's share inside the engine's own input builder by wrapping its run()
-            original = teacher.run
+            original = getattr(source, attr)
 
             def timed(*a, **k):
                 nonlocal t_teacher
@@ -133,14 +140,14 @@ class Case:
                 t_teacher += time.perf_counter() - t
                 return out
 
-            teacher.run = timed
+            setattr(source, attr, timed)
         t0 = time.perf_counter()
         try:
             inputs = _step_inputs(cfg, self.step, self.stream, teacher, self.n_syn, torch.device("cpu"),
-                                  run["augment"], self.encode)
+                                  run["augment"], self.encode, bank=self.bank)
         finally:
-            if teacher is not None:
-                teacher.run = original
+            if source is not None:
+                delattr(source, attr)  # the instance attribute hid the method: removing it restores it
         with autocast(torch.device("cpu"), cfg["bf16"]):
             loss, _ = run["objective"](inputs)
         run["optimizer"].zero_grad(set_to_none=True)
@@ -163,21 +170,122 @@ class Case:
                 "step_s_min": round(min(self.times), 4), "images_per_s": round(self.cfg["batch_size"] / med, 1),
                 "student_passes_per_s": round(passes_per_s, 1), "teacher_s_median": round(teach, 4),
                 "teacher_share": round(teach / med, 3), "flop_bound_passes_per_s": round(limit, 1),
-                "fraction_of_flop_bound": round(passes_per_s / limit, 3), "steps_timed": len(self.times)}
+                "fraction_of_flop_bound": round(passes_per_s / limit, 3), "steps_timed": len(self.times),
+                **({"teacher_name": self.name, "mode": "live" if self.bank is None else f"bank {len(self.bank)}"}
+                   if self.name else {})}
 
 
-def bank_gather_cost(n_bank: int, n: int, tap_channels: list[int], reps: int = 20) -> float:
-    """Seconds to gather ``n`` synthetic images (uint8) and their pooled taps from an in-memory bank."""
-    images = torch.randint(0, 256, (n_bank, 1, 32, 32), dtype=torch.uint8)
-    pooled = torch.randn(n_bank, sum(tap_channels))
-    g = torch.Generator().manual_seed(0)
+# The paper's CIFAR teachers (StyleGAN2-ADA 'cifar' config): 512 channels at every block of a 32 px generator.
+PAPER_G_KWARGS = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=32, img_channels=1,
+                      mapping_kwargs=dict(num_layers=2, lr_multiplier=0.01),
+                      synthesis_kwargs=dict(channel_base=16384, channel_max=512, conv_clamp=None, architecture="skip"))
 
-    def gather():
-        idx = torch.randint(0, n_bank, (n,), generator=g)
-        return images[idx].float().div_(255), pooled[idx]
 
-    gather()
-    return statistics.median(_time(gather) for _ in range(reps))
+def paper_teacher_dir(root: Path) -> Path:
+    """A teacher directory holding a randomly initialised 512-channel StyleGAN2 at 32 px (1 channel, to match the
+    fashion-cpu student): the paper's teacher size for timing; its images mean nothing."""
+    from squeezespan.teachers.stylegan2 import Discriminator, Generator
+    from squeezespan.teachers.train_gan import save_teacher_dir
+
+    path = root / "stylegan2-512-random"
+    if (path / "teacher.json").exists():
+        return path
+    torch.manual_seed(0)
+    D_kwargs = dict(c_dim=0, img_resolution=32, img_channels=1, architecture="resnet", channel_base=16384,
+                    channel_max=512, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=4))
+    G = Generator(**PAPER_G_KWARGS)
+    return save_teacher_dir(path, G, G, Discriminator(**D_kwargs), PAPER_G_KWARGS, D_kwargs,
+                            {"note": "random weights: throughput benchmark only"})
+
+
+def quantisation_effect(case: "Case") -> dict[str, Any]:
+    """What storing bank images as uint8 does to one step: loss and gradient with the live teacher's float images
+    against the same images rounded to 8 bits (same augmentation draw), next to two augmentation draws of the
+    float images (the step-to-step noise SGD sees anyway)."""
+    from squeezespan.engine.bank import quantize
+    from squeezespan.engine.rundir import autocast
+    from squeezespan.engine.trainer import _step_inputs
+
+    run = case.run
+    inputs = _step_inputs(case.cfg, 10_000, case.stream, run["teacher"], case.n_syn, torch.device("cpu"),
+                          run["augment"], case.encode)
+    x_float = inputs.syn
+    x_uint8 = quantize(x_float).float().div_(255)
+    params = [p for g in run["optimizer"].param_groups for p in g["params"] if p.requires_grad]
+
+    def loss_grad(x, aug_seed, bf16):
+        torch.manual_seed(aug_seed)
+        inputs.syn = x
+        with autocast(torch.device("cpu"), bf16):
+            loss, _ = run["objective"](inputs)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return loss.item(), torch.cat([g.reshape(-1) for g in grads if g is not None]).float()
+
+    def cos(a, b):
+        return round(torch.nn.functional.cosine_similarity(a, b, dim=0).item(), 6)
+
+    out = {"method": case.method, "images": case.n_syn,
+           "max_pixel_change": round((x_uint8 - x_float).abs().max().item(), 6)}
+    grads_f = {}
+    for label, bf16 in (("fp32", False), ("bf16", True)):
+        l_f, g_f = loss_grad(x_float, 1, bf16)
+        grads_f[label] = g_f
+        l_q, g_q = loss_grad(x_uint8, 1, bf16)
+        l_o, g_o = loss_grad(x_float, 2, bf16)
+        out[label] = {"loss_float": round(l_f, 5), "loss_uint8": round(l_q, 5),
+                      "loss_rel_change_uint8": float(f"{abs(l_q - l_f) / abs(l_f):.3g}"),
+                      "grad_cosine_uint8_vs_float": cos(g_f, g_q),
+                      "grad_cosine_other_augmentation": cos(g_f, g_o),
+                      "loss_rel_change_other_augmentation": float(f"{abs(l_o - l_f) / abs(l_f):.3g}")}
+    out["grad_cosine_bf16_vs_fp32"] = cos(grads_f["fp32"], grads_f["bf16"])  # same images, same draw
+    return out
+
+
+def bank_compare(batch: int, steps: int, warmup: int, fashion_teacher: str, bank_sizes: dict[str, int],
+                 cache: Path) -> dict[str, Any]:
+    """Measured: sns and squeeze steps, live teacher vs teacher_bank, for the fashion and a 512-channel teacher."""
+    from squeezespan.engine.bank import build_bank
+
+    variant = ("bf16+channels_last", True, True, False)  # the fashion-cpu preset's own setting
+    teachers = [("fashion-full", fashion_teacher), ("stylegan2-512 (random)", str(paper_teacher_dir(cache)))]
+    cases, builds = [], []
+    for name, spec in teachers:
+        for method in ("sns", "squeeze"):
+            live = Case(method, variant, batch, spec, name=name)
+            if not any(b["teacher_name"] == name for b in builds):
+                n = bank_sizes[name]
+                print(f"sampling a bank of {n} images from {name}", flush=True)
+                t = time.perf_counter()
+                bank = build_bank(live.run["teacher"], n, seed=0)
+                dt = time.perf_counter() - t
+                builds.append({"teacher_name": name, "teacher": spec, "bank_images": n, "build_s": round(dt, 2),
+                               "build_s_per_image": round(dt / n, 5),
+                               "build_s_for_50k": round(50_000 * dt / n, 0),
+                               "bytes_per_image": bank.images[0].numel() + 4 * sum(t.shape[1] for t in bank.taps),
+                               "tap_channels": [t.shape[1] for t in bank.taps]})
+            banked = Case(method, variant, batch, spec, bank=bank, name=name)
+            cases += [live, banked]
+    for c in cases:
+        for _ in range(max(1, warmup)):
+            c.one_step(record=False)
+    for r in range(steps):
+        for c in cases:
+            c.one_step(record=True)
+        print(f"bank round {r + 1}/{steps} done", flush=True)
+    flops = student_flops(cases[0].cfg)
+    peak = dict(matmul_peak(), n=1024)
+    rows = [c.result(flops, peak) for c in cases]
+    pairs = []
+    for live, banked in zip(rows[::2], rows[1::2]):
+        pairs.append({"teacher_name": live["teacher_name"], "method": live["method"], "batch": live["batch"],
+                      "syn": live["syn"], "live_step_s": live["step_s_median"], "bank_step_s": banked["step_s_median"],
+                      "live_images_per_s": live["images_per_s"], "bank_images_per_s": banked["images_per_s"],
+                      "speedup": round(live["step_s_median"] / banked["step_s_median"], 2),
+                      "live_teacher_s": live["teacher_s_median"], "bank_gather_s": banked["teacher_s_median"],
+                      "live_teacher_share": live["teacher_share"]})
+    quant = quantisation_effect(next(c for c in cases if c.bank is None and c.method == "sns"))
+    return {"variant": variant[0], "steps_timed": steps, "pairs": pairs, "builds": builds, "quantisation": quant,
+            "cases": rows, "loadavg": list(os.getloadavg())}
 
 
 def find_teacher() -> str | None:
@@ -208,22 +316,61 @@ def render_markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {r['method']} | {r['variant']} | {r['batch']} ({r['syn']}) | {r['step_s_median']:.3f} | "
                      f"{r['images_per_s']:.0f} | {r['student_passes_per_s']:.0f} | {100 * r['teacher_share']:.1f}% | "
                      f"{r['flop_bound_passes_per_s']:.0f} | {100 * r['fraction_of_flop_bound']:.1f}% |")
-    b = res.get("feature_bank")
-    if b:
-        lines += ["", "## Feature bank (estimate; the engine has no bank mode)", "",
-                  f"A bank of {b['bank_images']} precomputed teacher images + pooled taps would replace the teacher's "
-                  f"forward pass ({b['teacher_s']:.3f} s for {b['syn_per_step']} images in the bf16 sns step) by a "
-                  f"gather ({b['gather_s'] * 1000:.2f} ms): sns step {b['step_s']:.3f} s -> about "
-                  f"{b['step_s_with_bank']:.3f} s ({b['saving_pct']:.1f}% less). The price: a finite synthetic "
-                  "set instead of fresh latents every step.", ""]
+    lines += render_bank(res.get("feature_bank"))
     if res.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
 
 
+def render_bank(b: dict[str, Any] | None) -> list[str]:
+    if not b or "pairs" not in b:
+        return []
+    lines = ["", "## Feature bank: live teacher vs teacher_bank (measured)", "",
+             f"Same student, {b['variant']}, batch {b['pairs'][0]['batch']}, median of {b['steps_timed']} interleaved "
+             f"steps; load average during the bank cases: {', '.join(f'{x:.2f}' for x in b['loadavg'])} "
+             "(other jobs shared the 2 CPUs). The bank step gathers uint8 images + pooled taps instead of running G "
+             "(its teacher column is the gather).", "",
+             "| teacher | method | batch (syn) | live step (s) | bank step (s) | speed-up | live img/s | bank img/s | "
+             "teacher / gather (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in b["pairs"]:
+        lines.append(f"| {p['teacher_name']} | {p['method']} | {p['batch']} ({p['syn']}) | {p['live_step_s']:.3f} | "
+                     f"{p['bank_step_s']:.3f} | {p['speedup']:.2f}x | {p['live_images_per_s']:.0f} | "
+                     f"{p['bank_images_per_s']:.0f} | {p['live_teacher_s']:.3f} / {p['bank_gather_s'] * 1000:.2f} ms |")
+    lines += ["", "One-time bank sampling (fp32 teacher forward, outside autocast, as the live path):", ""]
+    for bd in b["builds"]:
+        lines.append(f"- {bd['teacher_name']}: {bd['bank_images']} images in {bd['build_s']:.1f} s "
+                     f"({1000 * bd['build_s_per_image']:.1f} ms/image, about {bd['build_s_for_50k'] / 60:.0f} min for "
+                     f"a 50k bank); {bd['bytes_per_image']} bytes/image (uint8 image + float32 pooled taps "
+                     f"{bd['tap_channels']}).")
+    q = b.get("quantisation")
+    if q:
+        lines += ["", f"uint8 bank images vs the live float images ({q['method']}, {q['images']} synthetic images, "
+                  f"max pixel change {q['max_pixel_change']:.4f}), one step's loss and gradient, same augmentation "
+                  "draw; next to it, the same images under another augmentation draw:", ""]
+        for label in ("fp32", "bf16"):
+            e = q[label]
+            lines.append(f"- {label}: loss change {e['loss_rel_change_uint8']:.2g} (relative), gradient cosine "
+                         f"{e['grad_cosine_uint8_vs_float']:.4f}; another augmentation draw: loss change "
+                         f"{e['loss_rel_change_other_augmentation']:.2g}, gradient cosine "
+                         f"{e['grad_cosine_other_augmentation']:.4f}.")
+        lines.append(f"- for scale: the same float images and draw in bf16 vs fp32 give gradient cosine "
+                     f"{q['grad_cosine_bf16_vs_fp32']:.4f}.")
+    return lines
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+def _bank(args, teacher: str) -> dict[str, Any]:
+    before = uptime()
+    # banks: enough for the timed steps; the 512-channel teacher costs ~0.3 s per image on one core
+    res = bank_compare(args.batch, args.bank_steps, args.warmup, teacher,
+                       {"fashion-full": 1024, "stylegan2-512 (random)": 256}, Path(args.bank_cache))
+    res.update(uptime_before=before, uptime_after=uptime(), created=time.strftime("%Y-%m-%d %H:%M:%S"),
+               threads=torch.get_num_threads())
+    return res
 
 
 def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py") -> int:
@@ -236,6 +383,12 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
     ap.add_argument("--teacher", help="teacher spec (default: a committed or bench-trained fashion teacher)")
     ap.add_argument("--out", default=str(RESULTS / "throughput.json"))
+    ap.add_argument("--no-bank", action="store_true", help="skip the live-teacher vs teacher_bank comparison")
+    ap.add_argument("--bank-only", action="store_true",
+                    help="only the teacher_bank comparison; updates the feature_bank entry of an existing --out")
+    ap.add_argument("--bank-steps", type=int, default=3, help="timed steps per bank/live case")
+    ap.add_argument("--bank-cache", default="runs/bench-throughput-bank",
+                    help="where the 512-channel random teacher is written once")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -247,6 +400,20 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
                        "`sns bench fashion --rows sns` once to train one")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.bank_only:
+        if teacher is None:
+            raise SnsError("--bank-only needs a fashion teacher; pass --teacher")
+        out = Path(args.out)
+        res = json.loads(out.read_text()) if out.exists() else {"benchmark": "throughput", "cases": [], "notes": []}
+        res["feature_bank"] = _bank(args, teacher)
+        if not res.get("cases"):  # nothing else measured: write only the bank part
+            out.with_suffix(".md").write_text("\n".join(render_bank(res["feature_bank"])) + "\n")
+        else:
+            out.with_suffix(".md").write_text(render_markdown(res))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print("\n".join(render_bank(res["feature_bank"])))
+        return 0
     notes = ["The engine's `compile` config key is accepted but not applied (engine/trainer.py has no "
              "torch.compile call); the compile rows compile the student here, in the bench.",
              "Teacher images are generated in fp32 in every variant (the engine samples outside autocast)."]
@@ -274,15 +441,8 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
            "teacher": teacher, "student": {k: cases[0].cfg[k] for k in ("arch", "variant", "width", "resolution")},
            "peak": peak, "flops": flops, "cases": results, "notes": notes}
-    sns = next((r for r, c in zip(results, cases) if c.method == "sns" and c.label == "bf16"), None)
-    sns_case = next((c for c in cases if c.method == "sns" and c.label == "bf16"), None)
-    if sns is not None:
-        gather = bank_gather_cost(10000, sns["syn"], sns_case.run["teacher"].feature_channels)
-        with_bank = sns["step_s_median"] - sns["teacher_s_median"] + gather
-        res["feature_bank"] = {"bank_images": 10000, "syn_per_step": sns["syn"], "teacher_s": sns["teacher_s_median"],
-                               "gather_s": round(gather, 5), "step_s": sns["step_s_median"],
-                               "step_s_with_bank": round(with_bank, 4),
-                               "saving_pct": round(100 * (1 - with_bank / sns["step_s_median"]), 1)}
+    if not args.no_bank and teacher is not None:
+        res["feature_bank"] = _bank(args, teacher)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=2) + "\n")
