@@ -9,7 +9,8 @@ from types import ModuleType
 
 from .errors import SnsError
 
-SCRIPTS = ("fashion", "throughput", "figures")
+SCRIPTS = ("fashion", "throughput", "figures", "teachers")
+FILES = {"teachers": "teacher_quality"}  # bench names whose script is named otherwise
 
 
 def bench_dir() -> Path:
@@ -31,7 +32,7 @@ def load_script(name: str) -> ModuleType:
     mod_name = f"squeezespan_bench_{name}"
     if mod_name in sys.modules:
         return sys.modules[mod_name]
-    path = bench_dir() / f"{name}.py"
+    path = bench_dir() / f"{FILES.get(name, name)}.py"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module

@@ -1,0 +1,110 @@
+"""Tests of the teacher-quality bench (bench/teacher_quality.py = `sns bench teachers`): cells, cache, table, figure."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from squeezespan import bench
+from squeezespan.errors import SnsError
+
+tq = bench.load_script("teachers")
+fashion = tq._fashion()
+
+SNAPSHOTS = ["fashion-full-kimg20", "fashion-full"]  # committed: kimg 20 (FD-ref 25.39) and kimg 60 (3.36)
+
+
+def _fake(calls):
+    def run_one(row, track, lr, seed, cfg, ev, work, force, progress, log):
+        calls.append((row.name, cfg["teacher"].rsplit("/", 1)[-1], seed, force))
+        better = 60.0 if cfg["teacher"].endswith("fashion-full") else 40.0
+        return {"knn_top1": better + seed, "linear_top1": better + 10 + seed, "val_knn_top1": 1.0, "wall_s": 90.0,
+                "steps": cfg["steps"]}
+    return run_one
+
+
+@pytest.fixture
+def fake_runs(monkeypatch):
+    calls = []
+    monkeypatch.setattr(fashion, "run_one", _fake(calls))
+    monkeypatch.setattr(fashion, "eval_data", lambda mode: fashion.EvalData(None, None, None, {"mode": mode}))
+    return calls
+
+
+def _kw(tmp_path, **extra):
+    return dict(dict(quick=True, teachers=SNAPSHOTS, work=tmp_path / "w", results_dir=tmp_path / "res" / "tq",
+                     figure=tmp_path / "fig" / "tq.png", log=lambda *a: None), **extra)
+
+
+def test_each_cell_runs_once_is_then_cached_and_force_redoes_it(tmp_path, fake_runs):
+    table = tq.run_teacher_quality(**_kw(tmp_path))
+    assert fake_runs == [("squeeze", "fashion-full-kimg20", 0, False), ("squeeze", "fashion-full", 0, False)]
+    assert table["complete"] and [t["kimg"] for t in table["teachers"]] == [20.0, 60.0]
+    assert [round(t["fd_ref"], 2) for t in table["teachers"]] == [25.39, 3.36]
+    fake_runs.clear()
+    tq.run_teacher_quality(**_kw(tmp_path))
+    assert fake_runs == []  # every cell cached
+    tq.run_teacher_quality(**_kw(tmp_path, teachers=SNAPSHOTS[:1], force=True))
+    assert fake_runs == [("squeeze", "fashion-full-kimg20", 0, True)]
+    fake_runs.clear()
+    tq.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
+    # squeeze seed 0 stays cached; sns and seed 1 are new cells
+    assert fake_runs == [("squeeze", "fashion-full-kimg20", 1, False), ("sns", "fashion-full-kimg20", 0, False),
+                         ("sns", "fashion-full-kimg20", 1, False), ("squeeze", "fashion-full", 1, False),
+                         ("sns", "fashion-full", 0, False), ("sns", "fashion-full", 1, False)]
+    saved = json.loads(next((tmp_path / "res" / "tq" / "runs").glob("squeeze__kimg20__*__s0.json")).read_text())
+    assert saved["fingerprint"] and saved["teacher"]["G_ema_sha256"] == table["teachers"][0]["G_ema_sha256"]
+
+
+def test_table_markdown_and_figure_carry_kimg_and_fd_ref(tmp_path, fake_runs):
+    tq.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
+    table = json.loads((tmp_path / "res" / "tq.json").read_text())
+    sq = table["teachers"][1]["rows"]["squeeze"]
+    assert sq["knn_top1"]["mean"] == 60.5 and sq["seeds"] == [0, 1] and sq["linear_top1"]["n"] == 2
+    md = (tmp_path / "res" / "tq.md").read_text()
+    assert "SMOKE RUN" in md
+    assert "| 20 | 25.39 | squeeze | 50.50 ± 0.71 | 40.50 ± 0.71 | 1.5 ± 0.0 | 32 | 2 |" in md
+    assert "| 60 | 3.36 | sns | 70.50 ± 0.71 | 60.50 ± 0.71 |" in md
+    png = (tmp_path / "fig" / "tq.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_run_config_rebudgets_the_fashion_preset_for_each_teacher():
+    sq = tq.run_config("squeeze", "T", 0, quick=False, budget=30_000)
+    sns = tq.run_config("sns", "T", 1, quick=False, budget=30_000)
+    # squeeze: 256 synthetic images x 1 pass per step; sns: 128 synthetic + 128 real x 2 views
+    assert (sq["steps"], sns["steps"]) == (117, 78) and sq["teacher"] == "T" and sns["seed"] == 1
+    assert sq["lr"] == 0.1 and sq["width"] == 0.5 and sq["warmup_steps"] == 23 and sq["final_eval"] is False
+    fp = tq.cell_fingerprint("squeeze", sq, "sha-a", False, 30_000)
+    assert fp != tq.cell_fingerprint("squeeze", sq, "sha-b", False, 30_000)  # another teacher's weights
+    assert fp != tq.cell_fingerprint("squeeze", tq.run_config("squeeze", "T", 0, False, 60_000), "sha-a", False,
+                                     60_000)
+
+
+def test_unknown_teacher_or_row_is_a_one_line_error_naming_it(tmp_path, fake_runs):
+    with pytest.raises(SnsError) as e:
+        tq.run_teacher_quality(**_kw(tmp_path, teachers=["fashion-full", "/no/such/teacher"]))
+    assert "/no/such/teacher" in str(e.value) and "\n" not in str(e.value)
+    assert fake_runs == []  # checked before any cell runs
+    with pytest.raises(SnsError, match="--rows vicreg-real"):
+        tq.run_teacher_quality(**_kw(tmp_path, rows="vicreg-real"))
+    with pytest.raises(SnsError, match="needs a trained teacher"):
+        tq.resolve_teachers(["random"], tmp_path)
+
+
+def test_random_teacher_is_kimg0_of_the_same_architecture_and_loads(tmp_path, monkeypatch):
+    measured = []
+
+    def fake_fd(G, base, log=print):
+        measured.append(G.z_dim)
+        return 321.0, None
+    monkeypatch.setattr(tq, "measure_fd_ref", fake_fd)
+    first = tq.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
+    assert [t.kimg for t in first] == [0.0, 20.0] and first[0].fd_ref == 321.0
+    assert first[0].sha != first[1].sha and measured == [128]
+    again = tq.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
+    assert measured == [128] and again[0].sha == first[0].sha  # reused, and the same seeded init
+    from squeezespan.teachers.load import load_teacher
+
+    images, feats = load_teacher(first[0].spec).sample(1, seed=0)
+    assert tuple(images.shape) == (1, 1, 32, 32) and len(feats) == 4
