@@ -1,4 +1,4 @@
-"""`sns bench`: finds the repository's bench/ scripts (fashion, throughput, figures) and runs their main()."""
+"""`sns bench`: finds the repository's bench/ scripts (fashion, throughput, figures, teachers) and runs their main()."""
 from __future__ import annotations
 
 import importlib.util

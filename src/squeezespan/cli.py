@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine.distributed import launched_rank
+from .bench import SCRIPTS
 from .errors import SnsError
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
@@ -79,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)")
     _run_flags(p, out_required=False)
 
-    p = sub.add_parser("bench", help="benchmarks: fashion (incremental table), throughput, figures (bench/ scripts)")
-    p.add_argument("bench", choices=["fashion", "throughput", "figures"], help="which benchmark; "
+    p = sub.add_parser("bench", help="benchmarks: fashion (incremental table), throughput, figures, teachers "
+                       "(accuracy vs teacher FD-ref) (bench/ scripts)")
+    p.add_argument("bench", choices=list(SCRIPTS), help="which benchmark; "
                    "`sns bench NAME --help` lists its flags")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
 
