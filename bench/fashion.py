@@ -676,8 +676,10 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += ["# Fashion-MNIST bench", ""]
     s = table.get("settings") or {}
     if s:
-        lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; lr sweep {list(s.get('lrs', []))}"
-                     f" (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images); "
+        lrs = list(s.get("lrs", []))
+        lr_text = (f"lr {lrs[0]:g} x B/256 for every row (no sweep)" if len(lrs) == 1 else
+                   f"lr sweep {lrs} (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images)")
+        lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
                      f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
                      "features); kNN: k=200, t=0.1; both on the test set. Wall time: training + evaluation.")
         lines.append("")
@@ -695,6 +697,7 @@ def render_markdown(table: dict[str, Any]) -> str:
                              f"{_cell(r.get('wall_s'), 1 / 60, 1)} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
                              f"{len(r.get('seeds', []))} | {r.get('status', '-')} | {r.get('note', '')} |")
             lines.append("")
+    lines += render_targets(table)
     t = table.get("teachers") or {}
     if t:
         lines += ["Teachers: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in t.items()), ""]
@@ -702,6 +705,32 @@ def render_markdown(table: dict[str, Any]) -> str:
     lines.append(f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
                  f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}.")
     return "\n".join(lines) + "\n"
+
+
+# The issue's targets: SnS linear top-1 this many points above both VICReg-real and SimSiam-real.
+TARGETS = {"full": 1.5, "scarce": 3.0}
+
+
+def render_targets(table: dict[str, Any]) -> list[str]:
+    """Markdown lines: SnS minus each real-data SSL baseline (linear top-1, means over seeds) against the target."""
+    lines = ["## Targets: SnS linear top-1 minus the real-data SSL baselines", "",
+             "| track | target | SnS - VICReg-real | SnS - SimSiam-real | met |", "|---|---:|---:|---:|---|"]
+    any_row = False
+    for track, rows in table["rows"].items():
+        by = {r["row"]: r for r in rows}
+        sns = (by.get("sns") or {}).get("linear_top1")
+        if not sns:
+            continue
+        deltas = []
+        for base in ("vicreg-real", "simsiam-real"):
+            b = (by.get(base) or {}).get("linear_top1")
+            deltas.append(None if not b else sns["mean"] - b["mean"])
+        target = TARGETS.get(track)
+        met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
+        cells = ["-" if d is None else f"{d:+.2f}" for d in deltas]
+        lines.append(f"| {track} | +{target:g} | {cells[0]} | {cells[1]} | {met} |")
+        any_row = True
+    return lines + [""] if any_row else []
 
 
 # ------------------------------------------------------------------------------------------------ command line

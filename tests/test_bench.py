@@ -205,3 +205,16 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
     assert png.read_bytes()[:4] == b"\x89PNG" and png2.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SnsError, match="fashion-sitting.json does not exist; run `sns bench fashion --mode sitting`"):
         figures.make_figures("sitting", results=tmp_path / "fashion-sitting", log=lambda *a: None)
+
+
+def test_targets_section_compares_sns_with_both_real_baselines():
+    def row(name, mean):
+        return {"row": name, "linear_top1": {"mean": mean, "std": 0.0, "n": 2}}
+
+    table = {"rows": {"full": [row("sns", 86.0), row("vicreg-real", 84.0), row("simsiam-real", 84.6)],
+                      "scarce": [row("sns", 85.0), row("vicreg-real", 83.0), {"row": "simsiam-real"}]}}
+    md = "\n".join(fashion.render_targets(table))
+    assert "| full | +1.5 | +2.00 | +1.40 | no |" in md  # +1.4 over SimSiam misses the +1.5 target
+    assert "| scarce | +3 | +2.00 | - | - |" in md      # a baseline not run: no verdict
+    table["rows"]["full"][2] = row("simsiam-real", 84.5)
+    assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(fashion.render_targets(table))
