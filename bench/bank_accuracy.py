@@ -72,6 +72,18 @@ def render(res: dict[str, Any]) -> str:
     for r in res["runs"]:
         lines.append(f"| {r['method']} | {r['mode']} | {r['seed']} | {r['knn_top1']:.2f} | {r['linear_top1']:.2f} | "
                      f"{r['wall_s']:.0f} | {r['img_per_s']} |")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in res["runs"]:
+        groups.setdefault((r["method"], r["mode"]), []).append(r)
+    if any(len(g) > 1 for g in groups.values()):
+        lines += ["", "Mean (min-max) over seeds:", "", "| method | teacher | seeds | kNN top-1 | linear top-1 |",
+                  "|---|---|---:|---:|---:|"]
+        for (method, mode), g in groups.items():
+            cells = []
+            for key in ("knn_top1", "linear_top1"):
+                v = [r[key] for r in g]
+                cells.append(f"{sum(v) / len(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+            lines.append(f"| {method} | {mode} | {len(g)} | {cells[0]} | {cells[1]} |")
     if res.get("notes"):
         lines += ["", *[f"- {n}" for n in res["notes"]]]
     return "\n".join(lines) + "\n"
@@ -87,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=0, help="0: the preset's steps")
     ap.add_argument("--runs", default="runs/bench-bank")
     ap.add_argument("--out", default=str(RESULTS / "bank.json"))
+    ap.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from squeezespan.config import load_preset
@@ -97,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"benchmark": "bank_accuracy", "preset": args.preset, "data": preset.get("data"),
            "steps": args.steps or preset.get("steps"), "batch_size": preset.get("batch_size"),
            "teacher": args.teacher, "teacher_sha": teacher_sha(args.teacher), "loadavg_start": list(os.getloadavg()),
-           "runs": [], "notes": []}
+           "runs": [], "notes": list(args.note)}
     for seed in [int(s) for s in args.seeds.split(",")]:
         for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
             for bank in banks:

@@ -66,7 +66,8 @@ class TeacherBank:
 
     def indices(self, step: int, n: int) -> torch.Tensor:
         """The ``n`` bank indices of ``step``, a pure function of (seed, step): an epoch of the bank is one
-        seeded permutation, so every image is used once before any is used twice (and resume is exact)."""
+        seeded permutation, so every image is used once before any is used twice (and resume is exact); the
+        N mod n images left over at an epoch's end wait for the next permutation, like drop_last."""
         N = len(self)
         if n > N:
             raise SnsError(f"teacher_bank={N} holds fewer images than the {n} synthetic images of one step; "
