@@ -54,7 +54,8 @@ class TeacherBank:
     differ from their 8-bit rounding by at most 1/510, far below what the colour jitter of the augmentation
     moves; it keeps a 50k-image CIFAR-size bank at 150 MB instead of 600 MB (float32). The target side is
     exact: the taps are pooled from the un-quantised forward pass, as the live squeeze module pools them.
-    bench/throughput.py measures the quantisation's effect on the loss and gradient of a step.
+    Measured (bench/results/throughput.md, one fp32 sns step): gradient cosine 0.997 between uint8 and float
+    images, against 0.06 between two augmentation draws of the same float images.
     """
 
     def __init__(self, images: torch.Tensor, taps: list[torch.Tensor], seed: int, spec: dict[str, str] | None = None):
