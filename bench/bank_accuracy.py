@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DEFAULT_TEACHER = "/work/runs/gan-digits"  # `sns train-gan --preset gan-digits` (22.9 kimg, FD-ref 9.4)
+# `sns train-gan --preset gan-digits` (22.9 kimg, FD-ref 9.4), committed so a clean clone measures the same teacher
+DEFAULT_TEACHER = str(Path(__file__).resolve().parent / "results" / "teachers" / "digits")
 
 
 def teacher_sha(spec: str) -> str:
