@@ -180,18 +180,21 @@ def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool |
     return cfg
 
 
-def plan_runs(row: Row, quick: bool | str, cached: dict[tuple[float, int], dict | None]) -> list[tuple[float, int]]:
+def plan_runs(row: Row, quick: bool | str, cached: dict[tuple[float, int], dict | None],
+              lrs: tuple[float, ...] | None = None) -> list[tuple[float, int]]:
     """(lr, seed) pairs still to run for a row: the lr sweep at seed 0, then further seeds at the best lr.
 
     ``cached`` maps (lr, seed) to a valid cached result (or None); seeds past 0 wait for a complete sweep.
+    ``lrs`` replaces the mode's sweep (--lrs), e.g. to widen a sitting's single lr for one row.
     """
     if row.kind in ("random", "raw"):
         return [] if cached.get((0.0, 0)) else [(0.0, 0)]
     mode = mode_settings(quick)
-    todo = [(lr, 0) for lr in mode["lrs"] if not cached.get((lr, 0))]
+    lrs = tuple(lrs or mode["lrs"])
+    todo = [(lr, 0) for lr in lrs if not cached.get((lr, 0))]
     if todo:
         return todo
-    best = best_lr(mode["lrs"], cached)
+    best = best_lr(lrs, cached)
     n_seeds = min(row.seeds, mode["seeds"])
     return [(best, s) for s in range(1, n_seeds) if not cached.get((best, s))]
 
@@ -476,7 +479,8 @@ def git_commit() -> str | None:
 def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[str, ...] = TRACKS, force: bool = False,
               work: str | Path | None = None, teachers: dict[str, str] | None = None,
               budget_minutes: float | None = None, results_dir: str | Path | None = None, progress: bool = False,
-              threads: int | None = 1, log: Callable = print, mode: str | None = None) -> dict[str, Any]:
+              threads: int | None = 1, log: Callable = print, mode: str | None = None,
+              lrs: tuple[float, ...] | None = None) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
@@ -486,12 +490,13 @@ def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run_bench(mode_name(mode if mode is not None else quick), rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log)
+        return _run_bench(mode_name(mode if mode is not None else quick), rows, tracks, force, work, teachers,
+                          budget_minutes, results_dir, progress, log, lrs)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log):
+def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, results_dir, progress, log, lrs=None):
     selected = select_rows(rows)
     for t in tracks:
         if t not in TRACKS:
@@ -510,8 +515,8 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
                 teacher = None
                 if row.kind == "pretrain" and _uses_teacher(row, track, quick):
                     teachers[track] = teacher = ensure_teacher(track, quick, work, teachers.get(track), log)
-                cached, fps = _cached_cells(row, track, quick, teacher, results_dir, force, forced_done)
-                todo = plan_runs(row, quick, cached)
+                cached, fps = _cached_cells(row, track, quick, teacher, results_dir, force, forced_done, lrs)
+                todo = plan_runs(row, quick, cached, lrs)
                 if not todo:
                     break
                 lr, seed = todo[0]
@@ -582,10 +587,11 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b  # True == 1 is not "the same setting"
 
 
-def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done):
+def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done, lrs=None):
     """Valid cached results of a row's cells, keyed (lr, seed), and each cell's fingerprint."""
     mode = mode_settings(quick)
-    cells = [(0.0, 0)] if row.kind in ("random", "raw") else [(lr, s) for lr in mode["lrs"] for s in range(mode["seeds"])]
+    lrs = tuple(lrs or mode["lrs"])
+    cells = [(0.0, 0)] if row.kind in ("random", "raw") else [(lr, s) for lr in lrs for s in range(mode["seeds"])]
     cached, fps = {}, {}
     sha = teacher_identity(teacher).get("G_ema_sha256", teacher) if teacher else None
     for lr, seed in cells:
@@ -645,8 +651,16 @@ def collect(results_dir: Path, quick: bool, tracks=TRACKS) -> dict[str, Any]:
         r = load_cached(p, None)
         if r is not None:
             runs.append(r)
-    rows = {t: [aggregate(row, [r for r in runs if r["track"] == t and r["row"] == row.name], mode["lrs"],
-                          mode["seeds"]) for row in ROWS] for t in tracks}
+    def swept(row_runs):  # the mode's lrs plus any a --lrs sitting added for this row
+        return tuple(sorted(set(mode["lrs"]) | {r["lr"] for r in row_runs}))
+
+    rows = {}
+    for t in tracks:
+        rows[t] = []
+        for row in ROWS:
+            mine = [r for r in runs if r["track"] == t and r["row"] == row.name]
+            rows[t].append(aggregate(row, mine, swept(mine) if row.kind not in ("random", "raw") else mode["lrs"],
+                                     mode["seeds"]))
     return {"smoke": mode_name(quick) == "quick", "mode": mode_name(quick), "benchmark": "fashion-mnist",
             "created": time.strftime("%Y-%m-%d %H:%M:%S"),
             "machine": machine(), "commit": git_commit(), "rows": rows,
@@ -754,6 +768,9 @@ def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentPars
                     help="use this teacher for a track instead of the committed/trained one")
     ap.add_argument("--budget-minutes", type=float, help="start no new run after this many minutes")
     ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting])")
+    ap.add_argument("--lrs", help="comma list of learning rates replacing the mode's sweep for the selected rows "
+                    "(e.g. --mode sitting --rows simsiam-real --lrs 0.1,0.3 adds lr 0.3; the table then picks each "
+                    "row's lr by held-out kNN among all it has)")
     ap.add_argument("--list", action="store_true", help="list the rows and their overrides, run nothing")
     ap.add_argument("--progress", action="store_true", help="progress bars during training")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a shared CPU; "
@@ -776,7 +793,15 @@ def main(argv: list[str] | None = None, prog: str = "python bench/fashion.py") -
     tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
     if args.quick and args.mode not in (None, "quick"):
         raise SnsError(f"--quick and --mode {args.mode} contradict each other; give one")
-    run_bench(quick=args.quick, mode=args.mode, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
+    lrs = None
+    if args.lrs:
+        try:
+            lrs = tuple(float(x) for x in args.lrs.split(",") if x.strip())
+        except ValueError:
+            raise SnsError(f"--lrs {args.lrs!r}: expected a comma list of numbers, e.g. 0.1,0.3") from None
+        if not lrs or any(not (0 < lr < 10) for lr in lrs):
+            raise SnsError(f"--lrs {args.lrs!r}: expected learning rates in (0, 10)")
+    run_bench(quick=args.quick, mode=args.mode, lrs=lrs, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
               budget_minutes=args.budget_minutes, results_dir=args.results, progress=args.progress,
               threads=args.threads or None)
     return 0

@@ -218,3 +218,20 @@ def test_targets_section_compares_sns_with_both_real_baselines():
     assert "| scarce | +3 | +2.00 | - | - |" in md      # a baseline not run: no verdict
     table["rows"]["full"][2] = row("simsiam-real", 84.5)
     assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(fashion.render_targets(table))
+
+
+def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
+    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    kw = dict(quick=True, rows="vicreg-real", tracks=("full",), work=tmp_path / "w",
+              results_dir=tmp_path / "res" / "fashion-quick", log=lambda *a: None)
+    fashion.run_bench(**kw)
+    assert [c[2:4] for c in calls] == [(0.1, 0), (0.1, 1)]
+    calls.clear()
+    table = fashion.run_bench(**dict(kw, lrs=(0.1, 0.3)))
+    assert [c[2:4] for c in calls][0] == (0.3, 0)  # only the new lr at seed 0; lr 0.1 stays cached
+    row = {r["row"]: r for r in table["rows"]["full"]}["vicreg-real"]
+    assert set(row["sweep"]) == {"0.1", "0.3"}
+    with pytest.raises(SnsError, match="--lrs 'x': expected a comma list"):
+        fashion.main(["--quick", "--lrs", "x"])
