@@ -21,7 +21,6 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -808,8 +807,6 @@ def main(argv: list[str] | None = None, prog: str = "python bench/fashion.py") -
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SnsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from squeezespan.bench import run_script
+
+    run_script(main)

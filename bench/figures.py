@@ -7,9 +7,7 @@ exist for the UMAP, which needs the exported backbones) and writes PNGs into <re
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +20,10 @@ UMAP_ROWS = ("sns", "vicreg-real")
 
 
 def _fashion():
-    """bench/fashion.py as a module (one row/track vocabulary for both scripts)."""
-    name = "squeezespan_bench_fashion"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "fashion.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    """bench/fashion.py as a module (one row/track vocabulary for both scripts; the copy `sns bench` loads)."""
+    from squeezespan.bench import load_script
+
+    return load_script("fashion", HERE)
 
 
 def chosen_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
@@ -197,8 +190,6 @@ def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except SnsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from squeezespan.bench import run_script
+
+    run_script(main)

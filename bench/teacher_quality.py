@@ -15,10 +15,8 @@ fingerprint. Writes bench/results/teacher_quality.{json,md} and bench/results/fi
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,18 +43,9 @@ WARMUP_SHARE = 0.2
 
 def _fashion():
     """bench/fashion.py as a module (its run config, training, evaluation and caching are reused as they are)."""
-    name = "squeezespan_bench_fashion"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, HERE / "fashion.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return mod
+    from squeezespan.bench import load_script
+
+    return load_script("fashion", HERE)
 
 
 def _suffix(quick: bool) -> str:
@@ -412,8 +401,6 @@ def main(argv: list[str] | None = None, prog: str = "python bench/teacher_qualit
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except SnsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from squeezespan.bench import run_script
+
+    run_script(main)

@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -451,8 +450,6 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except SnsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from squeezespan.bench import run_script
+
+    run_script(main)

@@ -25,14 +25,24 @@ def bench_dir() -> Path:
                    "or run from the repository root, or set SNS_BENCH_DIR=/path/to/bench)")
 
 
-def load_script(name: str) -> ModuleType:
-    """Import bench/<name>.py as module ``squeezespan_bench_<name>`` (cached in sys.modules)."""
+def run_script(main) -> None:
+    """A bench script's ``__main__``: exit with main(argv)'s code, a bad input as one `error:` line (exit 2)."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except SnsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def load_script(name: str, directory: Path | None = None) -> ModuleType:
+    """Import bench/<name>.py as module ``squeezespan_bench_<name>`` (cached in sys.modules); ``directory``:
+    the bench folder to load from (default bench_dir(); scripts pass their own folder)."""
     if name not in SCRIPTS:
         raise SnsError(f"sns bench {name!r} is unknown; benches: {', '.join(SCRIPTS)}")
     mod_name = f"squeezespan_bench_{name}"
     if mod_name in sys.modules:
         return sys.modules[mod_name]
-    path = bench_dir() / f"{FILES.get(name, name)}.py"
+    path = Path(directory or bench_dir()) / f"{FILES.get(name, name)}.py"
     spec = importlib.util.spec_from_file_location(mod_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[mod_name] = module
