@@ -41,40 +41,30 @@ class SqueezeAndSpan(Objective):
         self.bn_pass = bn_pass
 
     def forward(self, inputs: StepInputs):
-        if self.bn_pass == "shared" and 0 < self.syn_ratio < 1:
-            return self._forward_shared(inputs)
+        use_syn, use_real = self.syn_ratio > 0, self.syn_ratio < 1
+        if use_syn:
+            xs = inputs.augment(inputs.syn) if self.augment_syn else inputs.syn
+        if use_real:
+            r = inputs.real
+            v1, v2 = (inputs.augment(r), inputs.augment(r)) if self.augment_real else (r, r)
+        if use_syn and use_real and self.bn_pass == "shared":
+            # one student (and projector) pass: BatchNorm normalises synthetic images and both real views with
+            # shared batch statistics instead of per-kind/per-view ones
+            zf, z1, z2 = self.projector(inputs.encode(torch.cat([xs, v1, v2]))).split([len(xs), len(v1), len(v2)])
+        else:
+            zf = self.projector(inputs.encode(xs)) if use_syn else None
+            z1 = self.projector(inputs.encode(v1)) if use_real else None
+            z2 = self.projector(inputs.encode(v2)) if use_real else None
         logs: dict[str, torch.Tensor] = {}
         loss = torch.zeros((), device=(inputs.syn if inputs.syn is not None else inputs.real).device)
-        if self.syn_ratio > 0:
-            x = inputs.augment(inputs.syn) if self.augment_syn else inputs.syn
-            zf = self.projector(inputs.encode(x))
+        if use_syn:
             zg = self.squeeze([t.float() for t in inputs.taps])
             l_syn, parts = losses.squeeze(zf, zg, **self.w)
             loss = loss + self.syn_ratio * l_syn
             logs.update({"loss_syn": l_syn.detach(), **{f"syn_{k}": v for k, v in parts.items()},
                          "syn_std": zf.detach().float().std(dim=0).mean()})
-        if self.syn_ratio < 1:
-            r = inputs.real
-            v1, v2 = (inputs.augment(r), inputs.augment(r)) if self.augment_real else (r, r)
-            z1, z2 = self.projector(inputs.encode(v1)), self.projector(inputs.encode(v2))
+        if use_real:
             l_real, parts = losses.vicreg(z1, z2, **self.w)
             loss = loss + (1 - self.syn_ratio) * l_real
             logs.update({"loss_real": l_real.detach(), **{f"real_{k}": v for k, v in parts.items()}})
-        return loss, logs
-
-    def _forward_shared(self, inputs: StepInputs):
-        """Same loss, but synthetic images and both real views go through the student (and projector) in ONE
-        pass, so BatchNorm normalises them with shared batch statistics instead of per-kind/per-view ones."""
-        xs = inputs.augment(inputs.syn) if self.augment_syn else inputs.syn
-        r = inputs.real
-        v1, v2 = (inputs.augment(r), inputs.augment(r)) if self.augment_real else (r, r)
-        z = self.projector(inputs.encode(torch.cat([xs, v1, v2])))
-        zf, z1, z2 = z.split([len(xs), len(v1), len(v2)])
-        zg = self.squeeze([t.float() for t in inputs.taps])
-        l_syn, p_syn = losses.squeeze(zf, zg, **self.w)
-        l_real, p_real = losses.vicreg(z1, z2, **self.w)
-        loss = self.syn_ratio * l_syn + (1 - self.syn_ratio) * l_real
-        logs = {"loss_syn": l_syn.detach(), **{f"syn_{k}": v for k, v in p_syn.items()},
-                "syn_std": zf.detach().float().std(dim=0).mean(), "loss_real": l_real.detach(),
-                **{f"real_{k}": v for k, v in p_real.items()}}
         return loss, logs
