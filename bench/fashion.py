@@ -1,13 +1,13 @@
 """Fashion-MNIST benchmark: every method, same student and budget, one cached resumable run per table cell.
 
-Usage: python bench/fashion.py [--quick | --mode quick|sitting|full] [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
+Usage: python bench/fashion.py [--quick | --mode quick|sitting|long|full] [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
                                [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
 
 A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
 <work>/<track>/<row>/lr<lr>-s<seed> (resumable) whose result is cached as a JSON file in
-bench/results/fashion[-quick|-sitting]/runs/; a cached result is reused unless --force or its config changed.
+bench/results/fashion[-quick|-sitting|-long]/runs/; a cached result is reused unless --force or its config changed.
 Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out part of the train set
-(never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick|-sitting].{json,md}.
+(never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick|-sitting|-long].{json,md}.
 """
 from __future__ import annotations
 
@@ -53,7 +53,22 @@ QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, ev
 # one lr (0.1, no sweep) and 2 seeds for the core rows. Its table says what separates at that budget, no more.
 SITTING = dict(budget_passes=60000 * 2, lrs=(0.1,), seeds=2, eval_train=None, eval_test=None, val_images=10000,
                eval_bf16=True, overrides=())
-MODES = {"quick": QUICK, "sitting": SITTING, "full": FULL}
+# --mode long: three times the sitting budget (3 epoch-equivalents: ~25-60 min per run at one thread), one lr, one
+# seed, and a kNN point every 150 steps (~30 s each): does a margin seen at one epoch-equivalent grow or shrink
+# with budget, and where do the curves flatten.
+LONG = dict(budget_passes=3 * 60000 * 2, lrs=(0.1,), seeds=1, eval_train=None, eval_test=None, val_images=10000,
+            eval_bf16=True, overrides=("knn_every=150",))
+MODES = {"quick": QUICK, "sitting": SITTING, "long": LONG, "full": FULL}
+# What each mode's Markdown table says about itself (under its heading).
+MODE_TEXT = {
+    "sitting": ("one-sitting budget (--mode sitting)",
+                "The full student, data, teachers and evaluation, but one epoch-equivalent of student passes per run, "
+                "one learning rate (no sweep) and 2 seeds: what separates the methods at that budget, no more."),
+    "long": ("three epoch-equivalents (--mode long)",
+             "The full student, data, teachers and evaluation, three times the sitting budget, one learning rate and "
+             "one seed (compare with the sitting's seed spread), kNN every 150 steps: how the methods move with "
+             "budget, no more."),
+}
 
 # Teachers (StyleGAN2, 32 px, 1 channel) when `sns presets` has no gan-fashion-cpu yet: the settings that
 # trained the digits teachers in a few minutes, sized up for Fashion-MNIST's textures.
@@ -123,7 +138,7 @@ def select_rows(patterns: str | None) -> list[Row]:
 
 
 def mode_name(mode: bool | str) -> str:
-    """quick | sitting | full (a bool is the old --quick switch: True = quick, False = full)."""
+    """quick | sitting | long | full (a bool is the old --quick switch: True = quick, False = full)."""
     if isinstance(mode, bool):
         return "quick" if mode else "full"
     if mode not in MODES:
@@ -577,8 +592,8 @@ def cell_fingerprint(row: Row, track: str, quick: bool, cfg: dict[str, Any] | No
     eval_key = [mode["eval_train"], mode["eval_test"], mode["val_images"]] + (["bf16"] if mode["eval_bf16"] else [])
     key = {"row": row.name, "kind": row.kind, "config": cfg, "quick": mode_name(quick) == "quick",
            "budget": mode["budget_passes"], "eval": eval_key, "track": track}
-    if mode_name(quick) == "sitting":
-        key["mode"] = "sitting"  # quick/full fingerprints stay those of results written before modes existed
+    if mode_name(quick) not in ("quick", "full"):
+        key["mode"] = mode_name(quick)  # quick/full fingerprints stay those of results written before modes existed
     return fingerprint(key)
 
 
@@ -680,11 +695,10 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += ["# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK", "",
                   "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
                   "They say nothing about the methods.", ""]
-    elif table.get("mode") == "sitting":
-        lines += ["# Fashion-MNIST bench: one-sitting budget (--mode sitting)", "",
-                  "The full student, data, teachers and evaluation, but one epoch-equivalent of student passes per run, "
-                  "one learning rate (no sweep) and 2 seeds: what separates the methods at that budget, no more. "
-                  "The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.", ""]
+    elif table.get("mode") in MODE_TEXT:
+        heading, text = MODE_TEXT[table["mode"]]
+        lines += [f"# Fashion-MNIST bench: {heading}", "",
+                  f"{text} The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.", ""]
     else:
         lines += ["# Fashion-MNIST bench", ""]
     s = table.get("settings") or {}
@@ -758,15 +772,16 @@ def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentPars
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min); "
                     "= --mode quick")
     ap.add_argument("--mode", choices=tuple(MODES), help="quick (smoke), sitting (1 epoch-equivalent per run, one "
-                    "lr, 2 seeds: ~2 h on 2 cores for the core rows) or full (the default: 10 epochs, lr sweep, 3 seeds)")
+                    "lr, 2 seeds: ~2 h on 2 cores for the core rows), long (3 epoch-equivalents, one lr, one seed, kNN "
+                    "curves) or full (the default: 10 epochs, lr sweep, 3 seeds)")
     ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
     ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
-    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting])")
+    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting|-long])")
     ap.add_argument("--teacher", action="append", default=[], metavar="TRACK=SPEC",
                     help="use this teacher for a track instead of the committed/trained one")
     ap.add_argument("--budget-minutes", type=float, help="start no new run after this many minutes")
-    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting])")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long])")
     ap.add_argument("--lrs", help="comma list of learning rates replacing the mode's sweep for the selected rows "
                     "(e.g. --mode sitting --rows simsiam-real --lrs 0.1,0.3 adds lr 0.3; the table then picks each "
                     "row's lr by held-out kNN among all it has)")

@@ -1,6 +1,6 @@
 """Figures of the Fashion-MNIST bench: UMAP of SnS and VICReg test features by class, kNN accuracy during training.
 
-Usage: python bench/figures.py [--quick | --mode quick|sitting|full] [--results DIR] [--tracks full,scarce] [--umap-images 5000]
+Usage: python bench/figures.py [--quick | --mode quick|sitting|long|full] [--results DIR] [--tracks full,scarce] [--umap-images 5000]
 (= `sns bench figures ...`). Reads the cached runs of `sns bench fashion` (their run directories must still
 exist for the UMAP, which needs the exported backbones) and writes PNGs into <results>/figures/.
 """
@@ -114,7 +114,7 @@ def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Pat
 
 def make_figures(quick: bool | str = False, results: str | Path | None = None, tracks=("full", "scarce"),
                  umap_images: int = 5000, log=print) -> list[Path]:
-    """``quick``: the bench mode whose results to draw (quick | sitting | full; a bool is the old --quick)."""
+    """``quick``: the bench mode whose results to draw (quick | sitting | long | full; a bool is the old --quick)."""
     fashion = _fashion()
     mode = fashion.mode_name(quick)
     results = Path(results) if results else fashion.RESULTS / f"fashion{fashion._suffix(mode)}"
@@ -179,8 +179,8 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -> int:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="figures of the --quick (smoke) results")
-    ap.add_argument("--mode", choices=("quick", "sitting", "full"), help="figures of this bench mode's results")
-    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting])")
+    ap.add_argument("--mode", choices=tuple(_fashion().MODES), help="figures of this bench mode's results")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long])")
     ap.add_argument("--tracks", default="full,scarce")
     ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
     args = ap.parse_args(argv)

@@ -41,6 +41,20 @@ def test_quick_configs_share_one_budget_of_student_passes():
         fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "half", 0.1, 0, True)
 
 
+def test_each_mode_has_its_own_budget_fingerprint_and_heading():
+    row, cfgs, fps = fashion.ROW_BY_NAME["sns"], {}, {}
+    for mode in fashion.MODES:
+        cfgs[mode] = fashion.resolve_run_config(row, "full", 0.1, 0, mode, "T")
+        fps[mode] = fashion.cell_fingerprint(row, "full", mode, cfgs[mode], "sha")
+    assert len(set(fps.values())) == len(fashion.MODES)  # no mode reuses another's cached cells
+    # sns passes 384 images per step of 256 (128 syn x 1 + 128 real x 2): 120k / 384 and 360k / 384 steps
+    assert (cfgs["sitting"]["steps"], cfgs["long"]["steps"]) == (312, 938)
+    assert cfgs["long"]["knn_every"] == 150 and cfgs["sitting"]["knn_every"] == 500  # the preset's
+    for mode, (heading, _) in fashion.MODE_TEXT.items():
+        md = fashion.render_markdown({"mode": mode, "rows": {}, "settings": {}})
+        assert md.startswith(f"# Fashion-MNIST bench: {heading}") and "SMOKE" not in md
+
+
 def test_plan_sweeps_seed0_first_then_seeds_at_best_lr(monkeypatch):
     monkeypatch.setitem(fashion.FULL, "lrs", (0.03, 0.1, 0.3))
     row = fashion.ROW_BY_NAME["sns"]
