@@ -135,6 +135,7 @@ def test_bad_bank_settings_are_refused(tmp_path, tiny_pretrain_cfg, over, match)
     cfg.update(over)  # past resolve_config: the engine itself must refuse
     with pytest.raises(SnsError, match=match):
         pretrain(cfg, tmp_path, progress=False, log=lambda *a: None)
+    assert not (tmp_path / BANK_FILE).exists()  # refused before any teacher image is sampled
 
 
 def test_config_refuses_a_non_integer_bank(tiny_pretrain_cfg):

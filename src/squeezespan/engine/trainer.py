@@ -142,6 +142,10 @@ def _check_split(cfg: dict[str, Any], syn_ratio: float) -> None:
         if used and n < 2:
             raise SnsError(f"batch_size={B} with syn_ratio={syn_ratio} gives {n} {part} image(s) per step; "
                            "the batch statistics need at least 2: raise batch_size")
+    bank = cfg.get("teacher_bank", 0)
+    if bank and syn_ratio > 0 and bank < n_syn:  # refused here, before minutes of sampling the bank
+        raise SnsError(f"teacher_bank={bank} holds fewer images than the {n_syn} synthetic images of one step; "
+                       f"set teacher_bank >= {n_syn}")
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
@@ -304,7 +308,6 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         from .bank import prepare_bank
 
         bank = prepare_bank(cfg, teacher, run_dir, world, log)
-        bank.indices(0, n_syn)  # a bank smaller than one step's synthetic batch is refused before training
     elif cfg.get("teacher_bank", 0):
         log(f"teacher_bank={cfg['teacher_bank']} ignored: method {cfg['method']} uses no teacher images (syn_ratio=0)")
 
