@@ -469,10 +469,26 @@ def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | No
             summary = pretrain(cfg, run_dir, resume=resume, progress=progress, log=log)
         if summary.get("interrupted"):
             return None
-        out.update(steps=summary["steps"], train_time_s=summary["train_time_s"], run_dir=str(run_dir))
+        out.update(steps=summary["steps"], train_time_s=summary["train_time_s"], run_dir=str(run_dir),
+                   knn_monitor=monitor_curve(run_dir))
         out.update(evaluate_backbone(load_backbone(run_dir / "backbone.safetensors"), ev, normalize=False))
     out["wall_s"] = round(time.time() - t0, 1)
     return out
+
+
+def monitor_curve(run_dir: str | Path) -> list[list[float]]:
+    """The in-training kNN monitor of a run as [step, top-1] pairs (from its metrics.jsonl; [] if none). Kept in
+    the cell's result so that the curves can be drawn from a clean clone, without the run directory."""
+    path = Path(run_dir) / "metrics.jsonl"
+    pts = []
+    for line in path.read_text().splitlines() if path.exists() else ():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by a kill
+        if "knn_top1" in rec:
+            pts.append([int(rec["step"]), float(rec["knn_top1"])])
+    return pts
 
 
 def machine() -> dict[str, Any]:
@@ -663,8 +679,12 @@ def collect(results_dir: Path, quick: bool, tracks=TRACKS) -> dict[str, Any]:
     runs = []
     for p in sorted((Path(results_dir) / "runs").glob("*.json")):
         r = load_cached(p, None)
-        if r is not None:
-            runs.append(r)
+        if r is None:
+            continue
+        if "knn_monitor" not in r and r.get("run_dir") and (Path(r["run_dir"]) / "metrics.jsonl").exists():
+            r["knn_monitor"] = monitor_curve(r["run_dir"])  # a result written before curves were kept
+            write_json(p, r)
+        runs.append(r)
     def swept(row_runs):  # the mode's lrs plus any a --lrs sitting added for this row
         return tuple(sorted(set(mode["lrs"]) | {r["lr"] for r in row_runs}))
 

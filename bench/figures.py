@@ -41,18 +41,13 @@ def chosen_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
 
 
 def knn_curve(run: dict, passes_per_step: int) -> tuple[list[tuple[float, float]], tuple[float, float] | None]:
-    """From a run: the in-training kNN monitor as (student image passes, top-1) points (metrics.jsonl), and the
-    bench's final test kNN as one more point; the two use different banks, so they are drawn apart."""
-    pts = []
-    path = Path(run["run_dir"]) / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "knn_top1" in rec:
-                pts.append((rec["step"] * passes_per_step, float(rec["knn_top1"])))
+    """From a run: the in-training kNN monitor as (student image passes, top-1) points (kept in the result, or
+    read from its run directory), and the bench's final test kNN as one more point; the two use different
+    banks, so they are drawn apart."""
+    monitor = run.get("knn_monitor")
+    if monitor is None:
+        monitor = _fashion().monitor_curve(run["run_dir"]) if run.get("run_dir") else []
+    pts = [(step * passes_per_step, top1) for step, top1 in monitor]
     final = (run["steps"] * passes_per_step, float(run["knn_top1"])) if run.get("steps") else None
     return pts, final
 

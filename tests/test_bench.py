@@ -209,6 +209,9 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
            "knn_top1": 70.0, "linear_top1": 75.0}
     pts, final = figures.knn_curve(run, passes_per_step=384)
     assert pts == [(20 * 384, 61.5)] and final == (40 * 384, 70.0)
+    # a result that kept its curve draws it without the run directory (a clean clone has none)
+    kept = dict(run, run_dir=str(tmp_path / "gone"), knn_monitor=[[30, 65.0]])
+    assert figures.knn_curve(kept, passes_per_step=384)[0] == [(30 * 384, 65.0)]
     table = {"rows": {"full": [{"row": "sns", "lr": 0.1}]},
              "runs": [run, dict(run, seed=1), dict(run, lr=0.3)]}
     assert list(figures.chosen_runs(table, "full")) == ["sns"]  # seed 0 at the chosen lr only
@@ -249,3 +252,17 @@ def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr
     assert set(row["sweep"]) == {"0.1", "0.3"}
     with pytest.raises(SnsError, match="--lrs 'x': expected a comma list"):
         fashion.main(["--quick", "--lrs", "x"])
+
+
+def test_collect_keeps_the_monitor_curve_of_results_written_without_it(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"step": 150, "knn_top1": 71.25}\n{"step": 200, "loss": 1.0}\n{"ste')
+    assert fashion.monitor_curve(run_dir) == [[150, 71.25]] and fashion.monitor_curve(tmp_path / "none") == []
+    res = {"row": "sns", "track": "full", "lr": 0.1, "seed": 0, "run_dir": str(run_dir), "steps": 300,
+           "knn_top1": 75.0, "linear_top1": 80.0, "val_knn_top1": 74.0, "wall_s": 60.0}
+    path = fashion.result_path(tmp_path / "res", "full", "sns", 0.1, 0)
+    fashion.write_json(path, res)
+    table = fashion.collect(tmp_path / "res", "long")
+    assert json.loads(path.read_text())["knn_monitor"] == [[150, 71.25]]  # written back: survives the run dir
+    assert table["runs"][0]["knn_monitor"] == [[150, 71.25]] and table["mode"] == "long"
