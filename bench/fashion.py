@@ -110,6 +110,9 @@ ROWS: tuple[Row, ...] = (
     Row("squeeze-var", "ablation", ("method=squeeze", "w_cov=0"), note="Table 5 row d"),
     Row("sns-sharedbn", "ablation", ("method=sns", "bn_pass=shared"),
         note="one student pass over syn + both real views (shared BatchNorm statistics)"),
+    # rho sweep: the SnS loss at rho = 0 is VICReg-real's, at rho = 1 Squeeze's; these fill in between
+    Row("sns-syn25", "syn_ratio", ("method=sns", "syn_ratio=0.25"), note="SnS with rho = 0.25"),
+    Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), note="SnS with rho = 0.75"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
@@ -120,6 +123,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("vicreg-real", "vicreg-syn", "vicreg-mixed", "simsiam-real", "simsiam-syn", "simsiam-mixed", "sns")),
     ("Table 5 ablation (a-f) and BatchNorm passes",
      ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn")),
+    ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze",
+     ("vicreg-real", "sns-syn25", "sns", "sns-syn75", "squeeze")),
 )
 
 

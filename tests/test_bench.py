@@ -8,6 +8,7 @@ import torch
 
 from squeezespan import bench
 from squeezespan.errors import SnsError
+from squeezespan.methods import method_settings
 
 fashion = bench.load_script("fashion")
 
@@ -39,6 +40,20 @@ def test_quick_configs_share_one_budget_of_student_passes():
     assert full["steps"] == 2344 and full["width"] == 0.5  # 10 epochs of 60k images in two views, B=256
     with pytest.raises(SnsError, match="expected full or scarce"):
         fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "half", 0.1, 0, True)
+
+
+def test_rho_sweep_rows_run_sns_between_vicreg_and_squeeze_at_one_budget():
+    rhos, passes = [], []
+    for name in ("vicreg-real", "sns-syn25", "sns", "sns-syn75", "squeeze"):
+        cfg = fashion.resolve_run_config(fashion.ROW_BY_NAME[name], "scarce", 0.1, 0, "sitting", "T")
+        rho = method_settings(cfg)["syn_ratio"]
+        rhos.append(rho)
+        passes.append(cfg["steps"] * fashion.passes_per_step(cfg["method"], rho, cfg["batch_size"]))
+        assert cfg["method"] == {"vicreg-real": "vicreg", "squeeze": "squeeze"}.get(name, "sns")
+    assert rhos == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert max(passes) - min(passes) <= 384  # one step's worth of the 120k-pass budget at most
+    table = dict(fashion.TABLES)
+    assert [t for t in table if t.startswith("Synthetic share rho")]
 
 
 def test_each_mode_has_its_own_budget_fingerprint_and_heading():
