@@ -111,8 +111,8 @@ ROWS: tuple[Row, ...] = (
     Row("sns-sharedbn", "ablation", ("method=sns", "bn_pass=shared"),
         note="one student pass over syn + both real views (shared BatchNorm statistics)"),
     # rho sweep: the SnS loss at rho = 0 is VICReg-real's, at rho = 1 Squeeze's; these fill in between
-    Row("sns-syn25", "syn_ratio", ("method=sns", "syn_ratio=0.25"), note="SnS with rho = 0.25"),
-    Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), note="SnS with rho = 0.75"),
+    Row("sns-syn25", "syn_ratio", ("method=sns", "syn_ratio=0.25"), seeds=2, note="SnS with rho = 0.25"),
+    Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), seeds=2, note="SnS with rho = 0.75"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
