@@ -79,6 +79,53 @@ def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
     return path
 
 
+def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[tuple[float, float, float, str]]]:
+    """The rho-sweep table's finished rows of a track as (syn_ratio, mean, std, row) per metric, rho ascending;
+    rho is read from each row's resolved config (vicreg-real 0, sns-syn25 0.25, sns 0.5, ..., squeeze 1)."""
+    from squeezespan.methods import method_settings
+
+    fashion = _fashion()
+    names = next(names for title, names in fashion.TABLES if title.startswith("Synthetic share rho"))
+    rows = {r["row"]: r for r in table["rows"].get(track, [])}
+    out: dict[str, list] = {"linear_top1": [], "knn_top1": []}
+    for name in names:
+        agg = rows.get(name)
+        if not agg or not isinstance(agg.get("linear_top1"), dict):
+            continue
+        cfg = fashion.resolve_run_config(fashion.ROW_BY_NAME[name], track, 0.1, 0, mode, "T")
+        rho = method_settings(cfg)["syn_ratio"]
+        for metric in out:
+            m = agg[metric]
+            out[metric].append((rho, m["mean"], m.get("std") or 0.0, name))
+    for metric in out:
+        out[metric].sort()
+    return out
+
+
+def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120, sharex=True)
+    for ax, (metric, label) in zip(axes, (("linear_top1", "linear probe"), ("knn_top1", "kNN"))):
+        for track, pts in per_track.items():
+            if not pts[metric]:
+                continue
+            rho, mean, std, _ = zip(*pts[metric])
+            ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
+        ax.set_xlabel("rho = syn_ratio (0: VICReg-real, 0.5: SnS, 1: Squeeze)")
+        ax.set_ylabel(f"{label} top-1 on test (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title + "\nmean and std over seeds; one budget of student image passes per point", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def umap_embed(features: torch.Tensor, seed: int = 0):
     try:
         import umap
@@ -161,6 +208,10 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
         if panels:
             written.append(plot_umaps(panels, test.classes, fig_dir / f"umap_{track}.png",
                                       f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}"))
+    rho = {t: pts for t in tracks if (pts := rho_points(table, t, mode))["linear_top1"]}
+    if any(len(p["linear_top1"]) > 1 for p in rho.values()):
+        written.append(plot_rho(rho, fig_dir / "rho_sweep.png",
+                                f"Fashion-MNIST: share of teacher images in the SnS batch{smoke}"))
     for p in written:
         log(f"wrote {p}")
     return written
