@@ -116,6 +116,7 @@ ROWS: tuple[Row, ...] = (
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
+RHO_ROWS = ("vicreg-real", "sns-syn25", "sns", "sns-syn75", "squeeze")  # the rho sweep, rho ascending
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Core", ("sns", "vicreg-real", "simsiam-real", "squeeze")),
     ("References", ("supervised", "random-init", "raw-pixels")),
@@ -123,8 +124,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
      ("vicreg-real", "vicreg-syn", "vicreg-mixed", "simsiam-real", "simsiam-syn", "simsiam-mixed", "sns")),
     ("Table 5 ablation (a-f) and BatchNorm passes",
      ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn")),
-    ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze",
-     ("vicreg-real", "sns-syn25", "sns", "sns-syn75", "squeeze")),
+    ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze", RHO_ROWS),
 )
 
 

@@ -85,10 +85,9 @@ def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[t
     from squeezespan.methods import method_settings
 
     fashion = _fashion()
-    names = next(names for title, names in fashion.TABLES if title.startswith("Synthetic share rho"))
     rows = {r["row"]: r for r in table["rows"].get(track, [])}
     out: dict[str, list] = {"linear_top1": [], "knn_top1": []}
-    for name in names:
+    for name in fashion.RHO_ROWS:
         agg = rows.get(name)
         if not agg or not isinstance(agg.get("linear_top1"), dict):
             continue
