@@ -110,6 +110,8 @@ ROWS: tuple[Row, ...] = (
     Row("squeeze-var", "ablation", ("method=squeeze", "w_cov=0"), note="Table 5 row d"),
     Row("sns-sharedbn", "ablation", ("method=sns", "bn_pass=shared"),
         note="one student pass over syn + both real views (shared BatchNorm statistics)"),
+    Row("sns-perbatch", "ablation", ("method=sns", "augment.per_sample=false"),
+        note="one augmentation parameter set per batch (the reference code's), not per image"),
     # rho sweep: the SnS loss at rho = 0 is VICReg-real's, at rho = 1 Squeeze's; these fill in between
     Row("sns-syn25", "syn_ratio", ("method=sns", "syn_ratio=0.25"), seeds=2, note="SnS with rho = 0.25"),
     Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), seeds=2, note="SnS with rho = 0.75"),
@@ -122,8 +124,8 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("References", ("supervised", "random-init", "raw-pixels")),
     ("Pretraining data of the SSL baselines (real / synthetic / mixed)",
      ("vicreg-real", "vicreg-syn", "vicreg-mixed", "simsiam-real", "simsiam-syn", "simsiam-mixed", "sns")),
-    ("Table 5 ablation (a-f) and BatchNorm passes",
-     ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn")),
+    ("Table 5 ablation (a-f), BatchNorm passes and per-batch augmentation",
+     ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn", "sns-perbatch")),
     ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze", RHO_ROWS),
 )
 

@@ -53,10 +53,7 @@ def knn_curve(run: dict, passes_per_step: int) -> tuple[list[tuple[float, float]
 
 
 def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from squeezespan.report.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
     colors = plt.get_cmap("tab20").colors
@@ -74,9 +71,7 @@ def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[tuple[float, float, float, str]]]:
@@ -102,10 +97,7 @@ def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[t
 
 
 def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from squeezespan.report.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120, sharex=True)
     for ax, (metric, label) in zip(axes, (("linear_top1", "linear probe"), ("knn_top1", "kNN"))):
@@ -120,9 +112,7 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
         ax.legend(fontsize=8)
     fig.suptitle(title + "\nmean and std over seeds; one budget of student image passes per point", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def umap_embed(features: torch.Tensor, seed: int = 0):
@@ -134,10 +124,7 @@ def umap_embed(features: torch.Tensor, seed: int = 0):
 
 
 def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from squeezespan.report.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), dpi=120, squeeze=False)
     for ax, (name, xy, labels) in zip(axes[0], panels):
@@ -148,9 +135,7 @@ def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Pat
     cb = fig.colorbar(sc, ax=axes[0].tolist(), ticks=range(10), fraction=0.03)
     cb.ax.set_yticklabels(classes, fontsize=7)
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, bbox_inches="tight")
 
 
 def make_figures(quick: bool | str = False, results: str | Path | None = None, tracks=("full", "scarce"),

@@ -321,10 +321,7 @@ def render_markdown(table: dict[str, Any]) -> str:
 
 def plot(table: dict[str, Any], path: Path) -> Path:
     """Linear and kNN top-1 against the teacher's FD-ref (log x), one line per method, points labelled by kimg."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from squeezespan.report.plots import plt, save_figure
     import matplotlib.ticker  # noqa: F401 - the axis formatter below
 
     path = Path(path)
@@ -358,9 +355,7 @@ def plot(table: dict[str, Any], path: Path) -> Path:
     fig.suptitle(f"Fashion-MNIST: student accuracy vs teacher quality, {table['budget_passes']} student passes"
                  f"{smoke}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ command line

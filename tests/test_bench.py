@@ -36,6 +36,9 @@ def test_quick_configs_share_one_budget_of_student_passes():
     assert (vic["steps"], sns["steps"], sq["steps"]) == (16, 21, 32) and q["budget_passes"] == 2048
     assert sns["teacher"] == "T" and vic["teacher"] is None and sns["real_subset"] == 0
     assert fashion.resolve_run_config(fashion.ROW_BY_NAME["kd-noaug"], "full", 0.1, 0, True, "T")["augment_syn"] is False
+    perbatch = fashion.resolve_run_config(fashion.ROW_BY_NAME["sns-perbatch"], "full", 0.1, 0, True, "T")
+    assert perbatch["augment"]["per_sample"] is False and sns["augment"]["per_sample"] is True
+    assert {k: v for k, v in perbatch.items() if k != "augment"} == {k: v for k, v in sns.items() if k != "augment"}
     full = fashion.resolve_run_config(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.03, 0, False)
     assert full["steps"] == 2344 and full["width"] == 0.5  # 10 epochs of 60k images in two views, B=256
     with pytest.raises(SnsError, match="expected full or scarce"):

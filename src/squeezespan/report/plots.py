@@ -9,6 +9,17 @@ import matplotlib
 matplotlib.use("Agg")  # headless: reports are files, never windows
 import matplotlib.pyplot as plt  # noqa: E402
 
+__all__ = ["plt", "save_figure", "plot_curves", "plot_bars"]
+
+
+def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
+    """Write ``fig`` to ``path`` (parent folders made) and free it; pyplot keeps every open figure otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **savefig_kwargs)
+    plt.close(fig)
+    return path
+
 
 def plot_curves(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, ylabel: str = "kNN top-1 (%)",
                 title: str = "kNN accuracy during pretraining") -> Path:
@@ -23,9 +34,7 @@ def plot_curves(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def plot_bars(values: dict[str, float], path: str | Path, ylabel: str = "linear probe top-1 (%)",
@@ -40,6 +49,4 @@ def plot_bars(values: dict[str, float], path: str | Path, ylabel: str = "linear 
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
