@@ -47,6 +47,13 @@ def bank_spec(cfg: dict[str, Any], teacher) -> dict[str, str]:
                                     "noise_mode": teacher.noise_mode, "range": list(teacher.output_range)})}
 
 
+def check_bank_size(bank: int, n_syn: int) -> None:
+    """A bank must hold at least one step's synthetic images (else an epoch of it has no step)."""
+    if bank < n_syn:
+        raise SnsError(f"teacher_bank={bank} holds fewer images than the {n_syn} synthetic images of one step; "
+                       f"set teacher_bank >= {n_syn}")
+
+
 class TeacherBank:
     """uint8 images (N, C, H, W) and float32 pooled taps [(N, C_i)] on the CPU; each step gathers its share.
 
@@ -70,9 +77,7 @@ class TeacherBank:
         seeded permutation, so every image is used once before any is used twice (and resume is exact); the
         N mod n images left over at an epoch's end wait for the next permutation, like drop_last."""
         N = len(self)
-        if n > N:
-            raise SnsError(f"teacher_bank={N} holds fewer images than the {n} synthetic images of one step; "
-                           f"set teacher_bank >= {n}")
+        check_bank_size(N, n)
         epoch, i = divmod(step, N // n)
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed((self.seed * 100003 + epoch + _ORDER_OFFSET) % (2 ** 63))

@@ -143,9 +143,10 @@ def _check_split(cfg: dict[str, Any], syn_ratio: float) -> None:
             raise SnsError(f"batch_size={B} with syn_ratio={syn_ratio} gives {n} {part} image(s) per step; "
                            "the batch statistics need at least 2: raise batch_size")
     bank = cfg.get("teacher_bank", 0)
-    if bank and syn_ratio > 0 and bank < n_syn:  # refused here, before minutes of sampling the bank
-        raise SnsError(f"teacher_bank={bank} holds fewer images than the {n_syn} synthetic images of one step; "
-                       f"set teacher_bank >= {n_syn}")
+    if bank and syn_ratio > 0:  # refused here, before minutes of sampling the bank
+        from .bank import check_bank_size
+
+        check_bank_size(bank, n_syn)
 
 
 def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
