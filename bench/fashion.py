@@ -63,7 +63,8 @@ MODES = {"quick": QUICK, "sitting": SITTING, "long": LONG, "full": FULL}
 MODE_TEXT = {
     "sitting": ("one-sitting budget (--mode sitting)",
                 "The full student, data, teachers and evaluation, but one epoch-equivalent of student passes per run, "
-                "one learning rate (no sweep) and 2 seeds: what separates the methods at that budget, no more."),
+                "lr 0.1 (rows whose sweep a later sitting widened with --lrs: see their sweep table) and 2 seeds: "
+                "what separates the methods at that budget, no more."),
     "long": ("three epoch-equivalents (--mode long)",
              "The full student, data, teachers and evaluation, three times the sitting budget, one learning rate and "
              "one seed (compare with the sitting's seed spread), kNN every 150 steps: how the methods move with "
@@ -669,6 +670,7 @@ def aggregate(row: Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[str, 
         best = best_lr(swept, by)
         out["lr"] = best
         out["sweep"] = {f"{lr:g}": by[(lr, 0)]["val_knn_top1"] for lr in swept}
+        out["sweep_linear"] = {f"{lr:g}": by[(lr, 0)]["linear_top1"] for lr in swept}  # shown, never used to choose
         chosen = [r for (lr, s), r in sorted(by.items()) if lr == best]
         done = len(swept) == len(lrs) and len(chosen) >= min(row.seeds, max_seeds)
         out["status"] = "done" if done else f"partial: sweep {len(swept)}/{len(lrs)}, seeds {len(chosen)}"
@@ -731,7 +733,7 @@ def render_markdown(table: dict[str, Any]) -> str:
     s = table.get("settings") or {}
     if s:
         lrs = list(s.get("lrs", []))
-        lr_text = (f"lr {lrs[0]:g} x B/256 for every row (no sweep)" if len(lrs) == 1 else
+        lr_text = (f"lr {lrs[0]:g} x B/256 for every row unless --lrs widened its sweep" if len(lrs) == 1 else
                    f"lr sweep {lrs} (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images)")
         lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
                      f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
@@ -751,6 +753,7 @@ def render_markdown(table: dict[str, Any]) -> str:
                              f"{_cell(r.get('wall_s'), 1 / 60, 1)} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
                              f"{len(r.get('seeds', []))} | {r.get('status', '-')} | {r.get('note', '')} |")
             lines.append("")
+        lines += render_sweeps(rows)
     lines += render_targets(table)
     t = table.get("teachers") or {}
     if t:
@@ -759,6 +762,27 @@ def render_markdown(table: dict[str, Any]) -> str:
     lines.append(f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
                  f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}.")
     return "\n".join(lines) + "\n"
+
+
+def render_sweeps(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines: each row swept over more than one lr, its seed-0 held-out kNN (what picks the lr) and,
+    for reading only, its seed-0 test linear top-1 at every lr."""
+    swept = [r for r in rows if len(r.get("sweep") or {}) > 1]
+    if not swept:
+        return []
+    lrs = sorted({float(lr) for r in swept for lr in r["sweep"]})
+    lines = ["### Learning-rate sweeps (seed 0): held-out kNN top-1 (picks the lr) / test linear top-1", "",
+             "| row | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen |",
+             "|---|" + "---:|" * len(lrs) + "---:|"]
+    for r in swept:
+        cells = []
+        for lr in lrs:
+            key = f"{lr:g}"
+            val, lin = r["sweep"].get(key), (r.get("sweep_linear") or {}).get(key)
+            cell = "-" if val is None else f"{val:.2f}" + ("" if lin is None else f" / {lin:.2f}")
+            cells.append(f"**{cell}**" if val is not None and lr == r.get("lr") else cell)
+        lines.append(f"| {r['row']} | " + " | ".join(cells) + f" | {r['lr']:g} |")
+    return lines + [""]
 
 
 # The issue's targets: SnS linear top-1 this many points above both VICReg-real and SimSiam-real.
