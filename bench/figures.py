@@ -74,9 +74,10 @@ def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[tuple[float, float, float, str]]]:
-    """The rho-sweep table's finished rows of a track as (syn_ratio, mean, std, row) per metric, rho ascending;
-    rho is read from each row's resolved config (vicreg-real 0, sns-syn25 0.25, sns 0.5, ..., squeeze 1)."""
+def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[tuple]]:
+    """The rho-sweep table's finished rows of a track as (syn_ratio, mean, std, row, lr) per metric, rho ascending;
+    rho is read from each row's resolved config (vicreg-real 0, sns-syn25 0.25, sns 0.5, ..., squeeze 1), lr is
+    the one the table chose for the row."""
     from squeezespan.methods import method_settings
 
     fashion = _fashion()
@@ -90,7 +91,7 @@ def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[t
         rho = method_settings(cfg)["syn_ratio"]
         for metric in out:
             m = agg[metric]
-            out[metric].append((rho, m["mean"], m.get("std") or 0.0, name))
+            out[metric].append((rho, m["mean"], m.get("std") or 0.0, name, agg.get("lr")))
     for metric in out:
         out[metric].sort()
     return out
@@ -104,8 +105,12 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
         for track, pts in per_track.items():
             if not pts[metric]:
                 continue
-            rho, mean, std, _ = zip(*pts[metric])
-            ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
+            rho, mean, std, _, lrs = zip(*pts[metric])
+            line = ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
+            if len(set(lrs)) > 1:  # a row whose lr sweep was widened: say which points ran at which lr
+                for x, y, lr in zip(rho, mean, lrs):
+                    ax.annotate("lr -" if lr is None else f"lr {lr:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=6,
+                                color=line[0].get_color())
         ax.set_xlabel("rho = syn_ratio (0: VICReg-real, 0.5: SnS, 1: Squeeze)")
         ax.set_ylabel(f"{label} top-1 on test (%)")
         ax.grid(alpha=0.3)

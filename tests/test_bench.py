@@ -244,17 +244,18 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
 def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     figures = bench.load_script("figures")
 
-    def row(name, lin, std=0.5):
-        return {"row": name, "linear_top1": {"mean": lin, "std": std, "n": 2},
+    def row(name, lin, std=0.5, lr=0.1):
+        return {"row": name, "lr": lr, "linear_top1": {"mean": lin, "std": std, "n": 2},
                 "knn_top1": {"mean": lin - 4, "std": None, "n": 1}}
 
-    table = {"rows": {"scarce": [row("squeeze", 86.0), row("sns", 84.0), row("vicreg-real", 83.0),
+    table = {"rows": {"scarce": [row("squeeze", 86.0), row("sns", 84.0, lr=0.03), row("vicreg-real", 83.0),
                                  row("sns-syn75", 85.0), {"row": "sns-syn25", "status": "not run"},
                                  row("kd-aug", 70.0)]}}
     pts = figures.rho_points(table, "scarce", "sitting")
-    assert [(r, m, n) for r, m, _, n in pts["linear_top1"]] == [
+    assert [(r, m, n) for r, m, _, n, _ in pts["linear_top1"]] == [
         (0.0, 83.0, "vicreg-real"), (0.5, 84.0, "sns"), (0.75, 85.0, "sns-syn75"), (1.0, 86.0, "squeeze")]
     assert pts["knn_top1"][0][1:3] == (79.0, 0.0)  # one seed: no std, drawn without an error bar
+    assert [p[4] for p in pts["linear_top1"]] == [0.1, 0.03, 0.1, 0.1]  # each row's chosen lr, drawn beside it
     png = figures.plot_rho({"scarce": pts}, tmp_path / "rho.png", "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
