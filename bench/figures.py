@@ -109,8 +109,8 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
             line = ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
             if len(set(lrs)) > 1:  # a row whose lr sweep was widened: say which points ran at which lr
                 for x, y, lr in zip(rho, mean, lrs):
-                    ax.annotate("lr -" if lr is None else f"lr {lr:g}", (x, y), textcoords="offset points", xytext=(4, -10), fontsize=6,
-                                color=line[0].get_color())
+                    ax.annotate("lr -" if lr is None else f"lr {lr:g}", (x, y), textcoords="offset points",
+                                xytext=(4, -10), fontsize=6, color=line[0].get_color())
         ax.set_xlabel("rho = syn_ratio (0: VICReg-real, 0.5: SnS, 1: Squeeze)")
         ax.set_ylabel(f"{label} top-1 on test (%)")
         ax.grid(alpha=0.3)

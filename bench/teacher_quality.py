@@ -324,8 +324,6 @@ def plot(table: dict[str, Any], path: Path) -> Path:
     from squeezespan.report.plots import plt, save_figure
     import matplotlib.ticker  # noqa: F401 - the axis formatter below
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
     for ax, key, name in zip(axes, ("linear_top1", "knn_top1"), ("linear probe", "kNN")):
         for i, row_name in enumerate(METHOD_ROWS):
