@@ -271,6 +271,8 @@ def test_targets_section_compares_sns_with_both_real_baselines():
     assert "| scarce | +3 | +2.00 | - | - |" in md      # a baseline not run: no verdict
     table["rows"]["full"][2] = row("simsiam-real", 84.5)
     assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(fashion.render_targets(table))
+    table["rows"]["full"][0]["status"] = "partial: sweep 1/3, seeds 1"  # --mode full, built across sittings
+    assert "| full | +1.5 | +2.00 | +1.50 | yes (partial rows) |" in "\n".join(fashion.render_targets(table))
 
 
 def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr(tmp_path, monkeypatch):
