@@ -76,22 +76,30 @@ def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
 
 def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[tuple]]:
     """The rho-sweep table's finished rows of a track as (syn_ratio, mean, std, row, lr) per metric, rho ascending;
-    rho is read from each row's resolved config (vicreg-real 0, sns-syn25 0.25, sns 0.5, ..., squeeze 1), lr is
-    the one the table chose for the row."""
+    rho is read from each row's resolved config (vicreg-real 0, sns-syn25 0.25, sns 0.5, ..., squeeze 1).
+
+    All points at one lr when every row ran at it (the lr with the most runs among those; mean and std over its
+    seeds from the table's runs): a rho curve should vary rho only. Otherwise each row at the lr the table chose
+    for it (its lr sweep was widened), and the plot labels the lrs."""
     from squeezespan.methods import method_settings
 
     fashion = _fashion()
     rows = {r["row"]: r for r in table["rows"].get(track, [])}
+    names = [n for n in fashion.RHO_ROWS if isinstance((rows.get(n) or {}).get("linear_top1"), dict)]
+    runs = [r for r in table.get("runs", []) if r.get("track") == track and r.get("row") in names]
+    lrs_of = [{r["lr"] for r in runs if r["row"] == n} for n in names]
+    common = set.intersection(*lrs_of) if lrs_of else set()
+    lr = max(common, key=lambda x: (sum(r["lr"] == x for r in runs), -x)) if common else None
     out: dict[str, list] = {"linear_top1": [], "knn_top1": []}
-    for name in fashion.RHO_ROWS:
-        agg = rows.get(name)
-        if not agg or not isinstance(agg.get("linear_top1"), dict):
-            continue
+    for name in names:
         cfg = fashion.resolve_run_config(fashion.ROW_BY_NAME[name], track, 0.1, 0, mode, "T")
         rho = method_settings(cfg)["syn_ratio"]
         for metric in out:
-            m = agg[metric]
-            out[metric].append((rho, m["mean"], m.get("std") or 0.0, name, agg.get("lr")))
+            if lr is None:
+                m, at = rows[name][metric], rows[name].get("lr")
+            else:
+                m, at = fashion._stats([float(r[metric]) for r in runs if r["row"] == name and r["lr"] == lr]), lr
+            out[metric].append((rho, m["mean"], m.get("std") or 0.0, name, at))
     for metric in out:
         out[metric].sort()
     return out
@@ -107,7 +115,7 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
                 continue
             rho, mean, std, _, lrs = zip(*pts[metric])
             line = ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
-            if len(set(lrs)) > 1:  # a row whose lr sweep was widened: say which points ran at which lr
+            if len(set(lrs)) > 1:  # no lr common to all rows: say which points ran at which lr
                 for x, y, lr in zip(rho, mean, lrs):
                     ax.annotate("lr -" if lr is None else f"lr {lr:g}", (x, y), textcoords="offset points",
                                 xytext=(4, -10), fontsize=6, color=line[0].get_color())
@@ -115,7 +123,9 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
         ax.set_ylabel(f"{label} top-1 on test (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title + "\nmean and std over seeds; one budget of student image passes per point", fontsize=9)
+    lrs = {p[4] for pts in per_track.values() for p in pts["linear_top1"]}
+    at = f"; all at lr {next(iter(lrs)):g}" if len(lrs) == 1 and None not in lrs else ""
+    fig.suptitle(title + f"\nmean and std over seeds; one budget of student image passes per point{at}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
 

@@ -259,6 +259,20 @@ def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     png = figures.plot_rho({"scarce": pts}, tmp_path / "rho.png", "t")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
+    # the table's runs give every row a run at lr 0.1: the curve uses those runs only (rho varies, lr does not)
+    def run(name, lr, seed, lin):
+        return {"row": name, "track": "scarce", "lr": lr, "seed": seed, "linear_top1": lin, "knn_top1": lin - 4}
+
+    table["runs"] = [run("squeeze", 0.1, 0, 86.0), run("sns", 0.03, 0, 84.0), run("sns", 0.03, 1, 84.0),
+                     run("sns", 0.1, 0, 82.0), run("sns", 0.1, 1, 83.0), run("vicreg-real", 0.1, 0, 83.0),
+                     run("sns-syn75", 0.1, 0, 85.0), run("kd-aug", 0.3, 0, 70.0)]
+    pts = figures.rho_points(table, "scarce", "sitting")
+    assert [(n, m, lr) for _, m, _, n, lr in pts["linear_top1"]] == [
+        ("vicreg-real", 83.0, 0.1), ("sns", 82.5, 0.1), ("sns-syn75", 85.0, 0.1), ("squeeze", 86.0, 0.1)]
+    assert abs(pts["linear_top1"][1][2] - 0.7071) < 1e-3  # std over sns's two lr-0.1 seeds
+    table["runs"] = [r for r in table["runs"] if not (r["row"] == "sns" and r["lr"] == 0.1)]
+    assert [p[4] for p in figures.rho_points(table, "scarce", "sitting")["linear_top1"]] == [0.1, 0.03, 0.1, 0.1]
+
 
 def test_targets_section_compares_sns_with_both_real_baselines():
     def row(name, mean):
