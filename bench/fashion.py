@@ -410,10 +410,11 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
     std = torch.tensor(train.std).view(1, -1, 1, 1)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    start, total = 0, cfg["steps"]
+    start, total, earlier_s = 0, cfg["steps"], 0.0
     found = load_latest(ckpt_dir, warn=log) if resume else None
     if found is not None:
         state, _ = found
+        earlier_s = float(state.get("train_time_s", 0.0))
         student.load_state_dict(state["student"])
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["optimizer"])
@@ -444,12 +445,14 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
             metrics.flush()
         if done % cfg["ckpt_every"] == 0 or done == total:
             save_checkpoint(checkpoint_path(ckpt_dir, done), dict(step=done, student=student.state_dict(),
-                            head=head.state_dict(), optimizer=opt.state_dict(), rng=rng_state()))
+                            head=head.state_dict(), optimizer=opt.state_dict(), rng=rng_state(),
+                            train_time_s=earlier_s + time.time() - t0))
             prune_checkpoints(ckpt_dir, 2)
     metrics.close()
     cfg = dict(cfg, method="supervised")
     _export(cfg, student, train, run_dir)
-    return {"steps": total, "train_time_s": round(time.time() - t0, 1)}
+    segment_s = time.time() - t0
+    return {"steps": total, "train_time_s": round(earlier_s + segment_s, 1), "segment_time_s": round(segment_s, 1)}
 
 
 def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | None, ev: EvalData, work: Path,
@@ -459,7 +462,7 @@ def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | No
     from squeezespan.eval import RawPixels, random_init_student
     from squeezespan.export import load_backbone
 
-    t0 = time.time()
+    t0, earlier_s = time.time(), 0.0
     out: dict[str, Any] = {}
     if row.kind == "raw":
         out.update(evaluate_backbone(RawPixels(1, 32), ev, normalize=True))
@@ -481,10 +484,12 @@ def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | No
             summary = pretrain(cfg, run_dir, resume=resume, progress=progress, log=log)
         if summary.get("interrupted"):
             return None
+        # a resumed cell's wall time also counts the training of its earlier segments (their checkpoints carry it)
+        earlier_s = summary["train_time_s"] - summary.get("segment_time_s", summary["train_time_s"])
         out.update(steps=summary["steps"], train_time_s=summary["train_time_s"], run_dir=str(run_dir),
                    knn_monitor=monitor_curve(run_dir))
         out.update(evaluate_backbone(load_backbone(run_dir / "backbone.safetensors"), ev, normalize=False))
-    out["wall_s"] = round(time.time() - t0, 1)
+    out["wall_s"] = round(time.time() - t0 + earlier_s, 1)
     return out
 
 
@@ -590,7 +595,9 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
             break
     table = collect(results_dir, quick, tracks=TRACKS)
     table["settings"] = {k: v for k, v in mode.items()}
-    table["teachers"] = {t: teacher_identity(s) for t, s in teachers.items()}
+    # the teachers behind the table's cells (from their results), updated by the ones this invocation resolved
+    table["teachers"] = {**{r["track"]: r["teacher"] for r in table["runs"] if r.get("teacher")},
+                         **{t: teacher_identity(s) for t, s in teachers.items()}}
     table["complete"] = not stopped
     write_json(results_dir.with_suffix(".json"), table)
     results_dir.with_suffix(".md").write_text(render_markdown(table))

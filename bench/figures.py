@@ -113,18 +113,18 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
         for track, pts in per_track.items():
             if not pts[metric]:
                 continue
-            rho, mean, std, _, lrs = zip(*pts[metric])
+            rho, mean, std, _, point_lrs = zip(*pts[metric])
             line = ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
-            if len(set(lrs)) > 1:  # no lr common to all rows: say which points ran at which lr
-                for x, y, lr in zip(rho, mean, lrs):
+            if len(set(point_lrs)) > 1:  # no lr common to all rows: say which points ran at which lr
+                for x, y, lr in zip(rho, mean, point_lrs):
                     ax.annotate("lr -" if lr is None else f"lr {lr:g}", (x, y), textcoords="offset points",
                                 xytext=(4, -10), fontsize=6, color=line[0].get_color())
         ax.set_xlabel("rho = syn_ratio (0: VICReg-real, 0.5: SnS, 1: Squeeze)")
         ax.set_ylabel(f"{label} top-1 on test (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    lrs = {p[4] for pts in per_track.values() for p in pts["linear_top1"]}
-    at = f"; all at lr {next(iter(lrs)):g}" if len(lrs) == 1 and None not in lrs else ""
+    figure_lrs = {p[4] for pts in per_track.values() for p in pts["linear_top1"]}
+    at = f"; all at lr {next(iter(figure_lrs)):g}" if len(figure_lrs) == 1 and None not in figure_lrs else ""
     fig.suptitle(title + f"\nmean and std over seeds; one budget of student image passes per point{at}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)

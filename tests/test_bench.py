@@ -131,6 +131,34 @@ def test_run_bench_runs_each_cell_once_then_skips_and_force_redoes(tmp_path, mon
     assert saved["smoke"] is True and saved["fingerprint"]
 
 
+def test_a_resumed_cell_reports_the_wall_time_of_all_its_segments(tmp_path, monkeypatch):
+    import squeezespan.engine.trainer as trainer
+    import squeezespan.export as export
+
+    # the trainer reports 1000 s of training of which this segment was 1 s (an earlier segment was stopped)
+    monkeypatch.setattr(trainer, "pretrain", lambda *a, **k: {"steps": 4, "train_time_s": 1000.0,
+                                                              "segment_time_s": 1.0})
+    monkeypatch.setattr(export, "load_backbone", lambda path: None)
+    monkeypatch.setattr(fashion, "evaluate_backbone", lambda m, ev, normalize: {"knn_top1": 1.0})
+    out = fashion.run_one(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, {}, None, tmp_path, False, False,
+                          lambda *a: None)
+    assert out["train_time_s"] == 1000.0
+    assert 999.0 <= out["wall_s"] < 1030.0  # 999 s of earlier training + this invocation
+
+
+def test_table_names_the_teachers_of_cells_from_earlier_sittings(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion, "run_one", _fake_run_one([]))
+    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    kw = dict(quick=True, rows="raw-pixels", tracks=("full",), work=tmp_path, results_dir=tmp_path / "r",
+              log=lambda *a: None)
+    fashion.run_bench(**kw)
+    cell = tmp_path / "r" / "runs" / "full__raw-pixels__lr0__s0.json"
+    cell.write_text(json.dumps(dict(json.loads(cell.read_text()), teacher={"spec": "T", "fd_ref": 3.0})))
+    table = fashion.run_bench(**kw)  # this sitting resolves no teacher: the table still names the cell's
+    assert table["teachers"] == {"full": {"spec": "T", "fd_ref": 3.0}}
+    assert 'Teachers: full: {"spec": "T", "fd_ref": 3.0}' in (tmp_path / "r.md").read_text()
+
+
 def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))

@@ -42,6 +42,19 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_pretrain_cfg, method):
     assert steps == [1, 2, 3, 4]  # the log reads as one run
 
 
+def test_resumed_run_reports_the_training_time_of_all_its_segments(tmp_path, tiny_pretrain_cfg):
+    cfg = tiny_pretrain_cfg(method="vicreg", steps=4)
+    pretrain(cfg, tmp_path, progress=False, log=lambda *a: None, stop_after=2)
+    ckpt = list_checkpoints(tmp_path / "checkpoints")[-1]
+    state = load_checkpoint(ckpt)
+    assert 0 < state["train_time_s"] < 600  # the first segment's time rides in the checkpoint
+    save_checkpoint(ckpt, dict(state, train_time_s=1000.0))  # as if the first segment had taken 1000 s
+    summary = pretrain(cfg, tmp_path, resume=True, progress=False, log=lambda *a: None)
+    assert summary["resumed_at"] == 2 and 0 < summary["segment_time_s"] < 600
+    assert summary["train_time_s"] == pytest.approx(1000.0 + summary["segment_time_s"], abs=0.2)
+    assert json.loads((tmp_path / "summary.json").read_text())["train_time_s"] == summary["train_time_s"]
+
+
 def test_resume_skips_corrupted_newest_checkpoint(tmp_path, tiny_pretrain_cfg):
     cfg = tiny_pretrain_cfg(method="vicreg", steps=4, ckpt_every=1, keep_ckpts=3)
     pretrain(cfg, tmp_path, progress=False, log=lambda *a: None, stop_after=3)

@@ -288,9 +288,11 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if world.is_main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(ckpt_dir)  # half-written files of a killed run
-    start = 0
+    start, earlier_s = 0, 0.0
     state = _resume_state(ckpt_dir, world, log) if resume else None
     if state is not None:
+        # training time of the segments before this resume (checkpoints carry it), so train_time_s is the run's
+        earlier_s = float(state.get("train_time_s", 0.0))
         student.load_state_dict(state["student"])
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
@@ -331,7 +333,8 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
             return
         _check_finite_weights(step, student, objective, ckpt_dir)
         state = dict(step=step, student=student.state_dict(), objective=objective.state_dict(),
-                     optimizer=optimizer.state_dict(), rng=rngs[0], world_size=world.size)
+                     optimizer=optimizer.state_dict(), rng=rngs[0], world_size=world.size,
+                     train_time_s=earlier_s + time.time() - t0)
         if world.size > 1:
             state["rng_ranks"] = rngs
         save_checkpoint(checkpoint_path(ckpt_dir, step), state)
@@ -395,8 +398,11 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if not world.is_main:
         logger.close()
         return {"method": cfg["method"], "steps": total, "rank": world.rank}
-    summary: dict[str, Any] = {"method": cfg["method"], "steps": total, "train_time_s": round(time.time() - t0, 1),
-                               "img_per_s": round(imgs / max(1e-9, time.time() - t0), 1)}
+    segment_s = time.time() - t0
+    # train_time_s sums every segment of a resumed run; img_per_s is this segment's rate
+    summary: dict[str, Any] = {"method": cfg["method"], "steps": total, "train_time_s": round(earlier_s + segment_s, 1),
+                               "segment_time_s": round(segment_s, 1), "resumed_at": start,
+                               "img_per_s": round(imgs / max(1e-9, segment_s), 1)}
     export_path = _export(cfg, student, train, run_dir)
     summary["export"] = str(export_path)
     if cfg["final_eval"]:
