@@ -105,6 +105,12 @@ def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[t
     return out
 
 
+def rho_sweeps(table: dict[str, Any], tracks, mode: str) -> dict[str, dict[str, list]]:
+    """The tracks whose rho curve is a sweep: at least 3 points, so some rho between VICReg-real, SnS and Squeeze
+    (two rows, e.g. a table holding only SnS and VICReg-real, make no curve worth a figure)."""
+    return {t: pts for t in tracks if len((pts := rho_points(table, t, mode))["linear_top1"]) >= 3}
+
+
 def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> Path:
     from squeezespan.report.plots import plt, save_figure
 
@@ -207,8 +213,8 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
         if panels:
             written.append(plot_umaps(panels, test.classes, fig_dir / f"umap_{track}.png",
                                       f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}"))
-    rho = {t: pts for t in tracks if (pts := rho_points(table, t, mode))["linear_top1"]}
-    if any(len(p["linear_top1"]) > 1 for p in rho.values()):
+    rho = rho_sweeps(table, tracks, mode)
+    if rho:
         written.append(plot_rho(rho, fig_dir / "rho_sweep.png",
                                 f"Fashion-MNIST: share of teacher images in the SnS batch{smoke}"))
     for p in written:

@@ -298,6 +298,9 @@ def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     assert [(n, m, lr) for _, m, _, n, lr in pts["linear_top1"]] == [
         ("vicreg-real", 83.0, 0.1), ("sns", 82.5, 0.1), ("sns-syn75", 85.0, 0.1), ("squeeze", 86.0, 0.1)]
     assert abs(pts["linear_top1"][1][2] - 0.7071) < 1e-3  # std over sns's two lr-0.1 seeds
+    assert list(figures.rho_sweeps(table, ("scarce",), "sitting")) == ["scarce"]
+    two = dict(table, rows={"scarce": [r for r in table["rows"]["scarce"] if r["row"] in ("sns", "vicreg-real")]})
+    assert figures.rho_sweeps(two, ("scarce",), "sitting") == {}  # SnS and VICReg-real alone: no sweep figure
     table["runs"] = [r for r in table["runs"] if not (r["row"] == "sns" and r["lr"] == 0.1)]
     assert [p[4] for p in figures.rho_points(table, "scarce", "sitting")["linear_top1"]] == [0.1, 0.03, 0.1, 0.1]
 
