@@ -271,10 +271,15 @@ def write_json(path: Path, data: Any) -> None:
 # ------------------------------------------------------------------------------------------------ teachers
 
 def teacher_identity(spec: str) -> dict[str, Any]:
-    """What the results record about a teacher: spec, G_ema checksum, training length and FD-ref."""
+    """What the results record about a teacher: spec (relative to the repository when inside it, so committed
+    results name no machine path), G_ema checksum, training length and FD-ref."""
     p = Path(spec)
     tdir = p / "teacher" if (p / "teacher" / "teacher.json").exists() else p
-    out: dict[str, Any] = {"spec": str(spec)}
+    try:
+        shown = str(p.resolve().relative_to(RESULTS.parent.parent))
+    except ValueError:
+        shown = str(spec)
+    out: dict[str, Any] = {"spec": shown}
     g = tdir / "G_ema.safetensors"
     if g.exists():
         out["G_ema_sha256"] = hashlib.sha256(g.read_bytes()).hexdigest()[:16]
@@ -289,6 +294,29 @@ def teacher_identity(spec: str) -> dict[str, Any]:
             if k in meta and not isinstance(meta[k], (dict, list)):
                 out.setdefault(k, meta[k])
     return out
+
+
+def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]]):
+    """The teacher of each track and, per track, which rows each distinct teacher served.
+
+    A cell's teacher comes from its result; ``resolved`` (this invocation's) wins as the track's named teacher.
+    Cells of one track may have used different teachers (a --teacher override in one sitting): the second
+    mapping then lists every teacher (by G_ema checksum, else spec) with the rows it served, so the table can
+    say so instead of naming only one."""
+    named: dict[str, dict[str, Any]] = {}
+    served: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in runs:
+        t = r.get("teacher")
+        if not t:
+            continue
+        named[r["track"]] = t
+        key = t.get("G_ema_sha256") or t.get("spec")
+        entry = served.setdefault(r["track"], {}).setdefault(key, {"teacher": t, "rows": []})
+        if r["row"] not in entry["rows"]:
+            entry["rows"].append(r["row"])
+    named.update(resolved)
+    mixed = {track: list(by.values()) for track, by in served.items() if len(by) > 1}
+    return named, mixed
 
 
 def scarce_dataset(train):
@@ -595,9 +623,8 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
             break
     table = collect(results_dir, quick, tracks=TRACKS)
     table["settings"] = {k: v for k, v in mode.items()}
-    # the teachers behind the table's cells (from their results), updated by the ones this invocation resolved
-    table["teachers"] = {**{r["track"]: r["teacher"] for r in table["runs"] if r.get("teacher")},
-                         **{t: teacher_identity(s) for t, s in teachers.items()}}
+    table["teachers"], table["teacher_rows"] = teachers_of(table["runs"],
+                                                           {t: teacher_identity(s) for t, s in teachers.items()})
     table["complete"] = not stopped
     write_json(results_dir.with_suffix(".json"), table)
     results_dir.with_suffix(".md").write_text(render_markdown(table))
@@ -770,6 +797,10 @@ def render_markdown(table: dict[str, Any]) -> str:
     t = table.get("teachers") or {}
     if t:
         lines += ["Teachers: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in t.items()), ""]
+    for track, entries in (table.get("teacher_rows") or {}).items():
+        lines += [f"Note: the {track} track's cells used {len(entries)} different teachers: " + "; ".join(
+            f"{e['teacher'].get('spec')} (G_ema {e['teacher'].get('G_ema_sha256', '?')}, FD-ref "
+            f"{e['teacher'].get('fd_ref', '?')}) for {', '.join(e['rows'])}" for e in entries) + ".", ""]
     m = table.get("machine", {})
     lines.append(f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
                  f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}.")

@@ -157,6 +157,29 @@ def test_table_names_the_teachers_of_cells_from_earlier_sittings(tmp_path, monke
     table = fashion.run_bench(**kw)  # this sitting resolves no teacher: the table still names the cell's
     assert table["teachers"] == {"full": {"spec": "T", "fd_ref": 3.0}}
     assert 'Teachers: full: {"spec": "T", "fd_ref": 3.0}' in (tmp_path / "r.md").read_text()
+    assert table["teacher_rows"] == {}  # one teacher: no note
+
+
+def test_table_says_when_cells_of_a_track_used_different_teachers():
+    runs = [{"track": "full", "row": "sns", "teacher": {"spec": "A", "G_ema_sha256": "aa", "fd_ref": 3.0}},
+            {"track": "full", "row": "squeeze", "teacher": {"spec": "B", "G_ema_sha256": "bb", "fd_ref": 9.0}},
+            {"track": "full", "row": "sns", "teacher": {"spec": "A", "G_ema_sha256": "aa", "fd_ref": 3.0}},
+            {"track": "scarce", "row": "sns", "teacher": {"spec": "S", "G_ema_sha256": "ss"}},
+            {"track": "full", "row": "vicreg-real", "teacher": None}]
+    named, mixed = fashion.teachers_of(runs, {})
+    assert named == {"full": runs[2]["teacher"], "scarce": runs[3]["teacher"]}
+    assert list(mixed) == ["full"] and [(e["teacher"]["spec"], e["rows"]) for e in mixed["full"]] == [
+        ("A", ["sns"]), ("B", ["squeeze"])]
+    md = fashion.render_markdown({"rows": {}, "teachers": named, "teacher_rows": mixed})
+    assert "the full track's cells used 2 different teachers: A (G_ema aa, FD-ref 3.0) for sns; " \
+           "B (G_ema bb, FD-ref 9.0) for squeeze." in md
+    assert fashion.teachers_of(runs, {"full": {"spec": "C"}})[0]["full"] == {"spec": "C"}  # this sitting's wins
+
+
+def test_teacher_spec_is_recorded_relative_to_the_repository(tmp_path):
+    inside = fashion.RESULTS / "teachers" / "fashion-full"
+    assert fashion.teacher_identity(str(inside))["spec"] == "bench/results/teachers/fashion-full"
+    assert fashion.teacher_identity(str(tmp_path))["spec"] == str(tmp_path)
 
 
 def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
