@@ -271,15 +271,11 @@ def write_json(path: Path, data: Any) -> None:
 # ------------------------------------------------------------------------------------------------ teachers
 
 def teacher_identity(spec: str) -> dict[str, Any]:
-    """What the results record about a teacher: spec (relative to the repository when inside it, so committed
-    results name no machine path), G_ema checksum, training length and FD-ref."""
+    """What the results record about a teacher: spec (repo-relative when inside the repository), G_ema checksum,
+    training length and FD-ref."""
     p = Path(spec)
     tdir = p / "teacher" if (p / "teacher" / "teacher.json").exists() else p
-    try:
-        shown = str(p.resolve().relative_to(RESULTS.parent.parent))
-    except ValueError:
-        shown = str(spec)
-    out: dict[str, Any] = {"spec": shown}
+    out: dict[str, Any] = {"spec": _repo_relative(spec)}
     g = tdir / "G_ema.safetensors"
     if g.exists():
         out["G_ema_sha256"] = hashlib.sha256(g.read_bytes()).hexdigest()[:16]
@@ -296,6 +292,14 @@ def teacher_identity(spec: str) -> dict[str, Any]:
     return out
 
 
+def _repo_relative(spec: str) -> str:
+    """An absolute path inside the repository as a repo-relative one (committed results name no machine path)."""
+    try:
+        return str(Path(spec).relative_to(RESULTS.parent.parent)) if Path(spec).is_absolute() else str(spec)
+    except ValueError:
+        return str(spec)
+
+
 def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]]):
     """The teacher of each track and, per track, which rows each distinct teacher served.
 
@@ -309,7 +313,8 @@ def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]])
         t = r.get("teacher")
         if not t:
             continue
-        named[r["track"]] = t
+        # cells written before specs were recorded repo-relative hold absolute paths
+        t = named[r["track"]] = {**t, "spec": _repo_relative(t.get("spec", ""))}
         key = t.get("G_ema_sha256") or t.get("spec")
         entry = served.setdefault(r["track"], {}).setdefault(key, {"teacher": t, "rows": []})
         if r["row"] not in entry["rows"]:

@@ -180,6 +180,8 @@ def test_teacher_spec_is_recorded_relative_to_the_repository(tmp_path):
     inside = fashion.RESULTS / "teachers" / "fashion-full"
     assert fashion.teacher_identity(str(inside))["spec"] == "bench/results/teachers/fashion-full"
     assert fashion.teacher_identity(str(tmp_path))["spec"] == str(tmp_path)
+    old_cell = [{"track": "full", "row": "sns", "teacher": {"spec": str(inside), "G_ema_sha256": "aa"}}]
+    assert fashion.teachers_of(old_cell, {})[0]["full"]["spec"] == "bench/results/teachers/fashion-full"
 
 
 def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
