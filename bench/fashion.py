@@ -303,7 +303,8 @@ def _repo_relative(spec: str) -> str:
 def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]]):
     """The teacher of each track and, per track, which rows each distinct teacher served.
 
-    A cell's teacher comes from its result; ``resolved`` (this invocation's) wins as the track's named teacher.
+    A cell's teacher comes from its result; ``resolved`` (this invocation's) is named only when a cell of that
+    track used it or no cell of the track recorded a teacher (a teacher no cell used says nothing about the table).
     Cells of one track may have used different teachers (a --teacher override in one sitting): the second
     mapping then lists every teacher (by G_ema checksum, else spec) with the rows it served, so the table can
     say so instead of naming only one."""
@@ -319,7 +320,9 @@ def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]])
         entry = served.setdefault(r["track"], {}).setdefault(key, {"teacher": t, "rows": []})
         if r["row"] not in entry["rows"]:
             entry["rows"].append(r["row"])
-    named.update(resolved)
+    for track, t in resolved.items():
+        if track not in served or (t.get("G_ema_sha256") or t.get("spec")) in served[track]:
+            named[track] = t
     mixed = {track: list(by.values()) for track, by in served.items() if len(by) > 1}
     return named, mixed
 

@@ -173,7 +173,11 @@ def test_table_says_when_cells_of_a_track_used_different_teachers():
     md = fashion.render_markdown({"rows": {}, "teachers": named, "teacher_rows": mixed})
     assert "the full track's cells used 2 different teachers: A (G_ema aa, FD-ref 3.0) for sns; " \
            "B (G_ema bb, FD-ref 9.0) for squeeze." in md
-    assert fashion.teachers_of(runs, {"full": {"spec": "C"}})[0]["full"] == {"spec": "C"}  # this sitting's wins
+    # this sitting's teacher is named only if a cell used it: one no cell used says nothing about the table
+    assert fashion.teachers_of(runs, {"full": {"spec": "C", "G_ema_sha256": "cc"}})[0]["full"] == runs[2]["teacher"]
+    now_b = {"spec": "B", "G_ema_sha256": "bb", "fd_ref": 9.5}
+    assert fashion.teachers_of(runs, {"full": now_b})[0]["full"] == now_b
+    assert fashion.teachers_of([], {"full": {"spec": "C"}})[0]["full"] == {"spec": "C"}  # no cell yet: name it
 
 
 def test_teacher_spec_is_recorded_relative_to_the_repository(tmp_path):
