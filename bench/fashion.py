@@ -43,9 +43,9 @@ SCARCE_IMAGES = 2000
 FULL = dict(budget_passes=10 * 60000 * 2, lrs=(0.03, 0.1, 0.3), seeds=3, eval_train=None, eval_test=None,
             val_images=10000, eval_bf16=True, overrides=())
 # --quick: the same rows and code paths with tiny budgets and evaluation subsets; a smoke test, not a result.
-# Its student is narrower (width 0.25) so that all 38 cells fit in about ten minutes of one free core.
+# Its student is narrower (width 0.25) so that all 40 cells fit in about ten minutes of one free core.
 QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, eval_test=1000, val_images=500,
-             eval_bf16=False,
+             eval_bf16=False, max_bank=1024,
              overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
                         "ckpt_every=8", "log_every=4"))
 # --mode sitting: what one ~2-hour sitting on 2 free cores can measure honestly. The full student, full evaluation,
@@ -120,6 +120,10 @@ ROWS: tuple[Row, ...] = (
     # rho sweep: the SnS loss at rho = 0 is VICReg-real's, at rho = 1 Squeeze's; these fill in between
     Row("sns-syn25", "syn_ratio", ("method=sns", "syn_ratio=0.25"), seeds=2, note="SnS with rho = 0.25"),
     Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), seeds=2, note="SnS with rho = 0.75"),
+    # the feature bank (engine/bank.py): as many teacher images as real ones, sampled once; Squeeze's step is
+    # about 2.7x faster from it here (bench/results/throughput.md), so its 10-epoch run fits one sitting
+    Row("squeeze-bank", "bank", ("method=squeeze", "teacher_bank=60000"),
+        note="Squeeze from a 60k-image teacher bank (images + pooled taps sampled once), not the live teacher"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
@@ -132,6 +136,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Table 5 ablation (a-f), BatchNorm passes and per-batch augmentation",
      ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn", "sns-perbatch")),
     ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze", RHO_ROWS),
+    ("Live teacher vs a teacher feature bank", ("squeeze", "squeeze-bank")),
 )
 
 
@@ -193,6 +198,8 @@ def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool |
     cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", PRESET, None, overrides,
                          {"lr": float(lr), "seed": int(seed), "data": DATA})
     cfg["final_eval"] = False  # the bench evaluates the export itself (full bank, probe, held-out split)
+    if cfg.get("teacher_bank") and mode.get("max_bank"):  # --quick: a smoke-sized bank, not 60k teacher samples
+        cfg["teacher_bank"] = min(int(cfg["teacher_bank"]), mode["max_bank"])
     settings = method_settings(cfg) if row.kind == "pretrain" else {"syn_ratio": 0.0}
     per_step = passes_per_step(cfg["method"] if row.kind != "supervised" else "supervised",
                                settings["syn_ratio"], cfg["batch_size"])

@@ -45,6 +45,17 @@ def test_quick_configs_share_one_budget_of_student_passes():
         fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "half", 0.1, 0, True)
 
 
+def test_bank_row_is_squeeze_from_a_60k_bank_at_squeeze_budget_and_a_small_bank_when_quick():
+    row = fashion.ROW_BY_NAME["squeeze-bank"]
+    live = fashion.resolve_run_config(fashion.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "full", "T")
+    bank = fashion.resolve_run_config(row, "full", 0.1, 0, "full", "T")
+    assert bank["teacher_bank"] == 60000 and live["teacher_bank"] == 0
+    assert {k: v for k, v in bank.items() if k != "teacher_bank"} == {k: v for k, v in live.items() if k != "teacher_bank"}
+    quick = fashion.resolve_run_config(row, "full", 0.1, 0, True, "T")
+    assert quick["teacher_bank"] == 1024 >= quick["batch_size"]  # smoke-sized: sampling 60k would take ~9 min
+    assert ("squeeze", "squeeze-bank") in dict(fashion.TABLES).values()
+
+
 def test_rho_sweep_rows_run_sns_between_vicreg_and_squeeze_at_one_budget():
     rhos, passes = [], []
     for name in fashion.RHO_ROWS:
