@@ -43,7 +43,7 @@ SCARCE_IMAGES = 2000
 FULL = dict(budget_passes=10 * 60000 * 2, lrs=(0.03, 0.1, 0.3), seeds=3, eval_train=None, eval_test=None,
             val_images=10000, eval_bf16=True, overrides=())
 # --quick: the same rows and code paths with tiny budgets and evaluation subsets; a smoke test, not a result.
-# Its student is narrower (width 0.25) so that all 40 cells fit in about ten minutes of one free core.
+# Its student is narrower (width 0.25) so that all 42 cells fit in about ten minutes of one free core.
 QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, eval_test=1000, val_images=500,
              eval_bf16=False, max_bank=1024,
              overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
@@ -124,6 +124,8 @@ ROWS: tuple[Row, ...] = (
     # about 2.7x faster from it here (bench/results/throughput.md), so its 10-epoch run fits one sitting
     Row("squeeze-bank", "bank", ("method=squeeze", "teacher_bank=60000"),
         note="Squeeze from a 60k-image teacher bank (images + pooled taps sampled once), not the live teacher"),
+    Row("sns-bank", "bank", ("method=sns", "teacher_bank=60000"),
+        note="SnS with its teacher images from the same 60k bank: is a gain the bank's or the real images' absence?"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
@@ -136,7 +138,7 @@ TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Table 5 ablation (a-f), BatchNorm passes and per-batch augmentation",
      ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn", "sns-perbatch")),
     ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze", RHO_ROWS),
-    ("Live teacher vs a teacher feature bank", ("squeeze", "squeeze-bank")),
+    ("Live teacher vs a teacher feature bank", ("squeeze", "squeeze-bank", "sns", "sns-bank")),
 )
 
 
