@@ -309,6 +309,11 @@ def _repo_relative(spec: str) -> str:
         return str(spec)
 
 
+def _teacher_key(t: dict[str, Any]) -> str | None:
+    """What tells two teachers apart in the table: the G_ema checksum, else the spec."""
+    return t.get("G_ema_sha256") or t.get("spec")
+
+
 def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]]):
     """The teacher of each track and, per track, which rows each distinct teacher served.
 
@@ -325,12 +330,12 @@ def teachers_of(runs: list[dict[str, Any]], resolved: dict[str, dict[str, Any]])
             continue
         # cells written before specs were recorded repo-relative hold absolute paths
         t = named[r["track"]] = {**t, "spec": _repo_relative(t.get("spec", ""))}
-        key = t.get("G_ema_sha256") or t.get("spec")
+        key = _teacher_key(t)
         entry = served.setdefault(r["track"], {}).setdefault(key, {"teacher": t, "rows": []})
         if r["row"] not in entry["rows"]:
             entry["rows"].append(r["row"])
     for track, t in resolved.items():
-        if track not in served or (t.get("G_ema_sha256") or t.get("spec")) in served[track]:
+        if track not in served or _teacher_key(t) in served[track]:
             named[track] = t
     mixed = {track: list(by.values()) for track, by in served.items() if len(by) > 1}
     return named, mixed
