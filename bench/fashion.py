@@ -122,9 +122,9 @@ ROWS: tuple[Row, ...] = (
     Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), seeds=2, note="SnS with rho = 0.75"),
     # the feature bank (engine/bank.py): as many teacher images as real ones, sampled once; Squeeze's step is
     # about 2.7x faster from it here (bench/results/throughput.md), so its 10-epoch run fits one sitting
-    Row("squeeze-bank", "bank", ("method=squeeze", "teacher_bank=60000"),
+    Row("squeeze-bank", "bank", ("method=squeeze", "teacher_bank=60000"), seeds=3,
         note="Squeeze from a 60k-image teacher bank (images + pooled taps sampled once), not the live teacher"),
-    Row("sns-bank", "bank", ("method=sns", "teacher_bank=60000"),
+    Row("sns-bank", "bank", ("method=sns", "teacher_bank=60000"), seeds=3,
         note="SnS with its teacher images from the same 60k bank: is a gain the bank's or the real images' absence?"),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}

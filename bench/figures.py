@@ -16,7 +16,7 @@ import torch
 from squeezespan.errors import SnsError
 
 HERE = Path(__file__).resolve().parent
-UMAP_ROWS = ("sns", "vicreg-real")
+UMAP_ROWS = ("sns", "vicreg-real", "squeeze-bank")  # SnS and VICReg (Figure 2), and the bench's best row
 
 
 def _fashion():
@@ -37,6 +37,22 @@ def chosen_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
         if agg.get("lr") is not None and abs(r["lr"] - agg["lr"]) > 1e-12:
             continue
         out[r["row"]] = r
+    return out
+
+
+def backbone_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
+    """Per row, a run at the row's chosen lr whose exported backbone is on this machine, the lowest seed first:
+    run directories do not travel with a clean clone, so a later sitting draws its UMAP from the seeds it ran."""
+    rows = {r["row"]: r for r in table["rows"].get(track, [])}
+    out: dict[str, dict] = {}
+    for r in sorted(table["runs"], key=lambda r: r.get("seed", 0)):
+        agg = rows.get(r["row"])
+        if r["track"] != track or agg is None or r["row"] in out or not r.get("run_dir"):
+            continue
+        if agg.get("lr") is not None and abs(r["lr"] - agg["lr"]) > 1e-12:
+            continue
+        if (Path(r["run_dir"]) / "backbone.safetensors").exists():
+            out[r["row"]] = r
     return out
 
 
@@ -193,12 +209,13 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
                                        f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}"))
         panels = []
         test = None
+        with_backbone = backbone_runs(table, track)
         for name in UMAP_ROWS:
-            run = runs.get(name)
-            backbone_path = Path(run["run_dir"]) / "backbone.safetensors" if run else None
-            if backbone_path is None or not backbone_path.exists():
-                log(f"{track}: no exported backbone for {name}; UMAP panel skipped")
+            run = with_backbone.get(name)
+            if run is None:
+                log(f"{track}: no exported backbone for {name} on this machine; UMAP panel skipped")
                 continue
+            backbone_path = Path(run["run_dir"]) / "backbone.safetensors"
             from squeezespan.data import load_dataset
             from squeezespan.eval import extract_features
             from squeezespan.export import load_backbone
@@ -208,7 +225,7 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
                 idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
                 test = test.subset(idx)
             f, y = extract_features(load_backbone(backbone_path), test, device="cpu", normalize=False)
-            panels.append((f"{name} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
+            panels.append((f"{name} seed {run['seed']} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
                            umap_embed(f), y.numpy()))
         if panels:
             written.append(plot_umaps(panels, test.classes, fig_dir / f"umap_{track}.png",

@@ -302,6 +302,14 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
     table = {"rows": {"full": [{"row": "sns", "lr": 0.1}]},
              "runs": [run, dict(run, seed=1), dict(run, lr=0.3)]}
     assert list(figures.chosen_runs(table, "full")) == ["sns"]  # seed 0 at the chosen lr only
+    # UMAP panels need a backbone on this machine: the lowest seed at the chosen lr that has one
+    assert figures.backbone_runs(table, "full") == {}
+    for seed in (1, 2):
+        (tmp_path / f"s{seed}").mkdir()
+        (tmp_path / f"s{seed}" / "backbone.safetensors").write_bytes(b"x")
+    table["runs"] += [dict(run, seed=2, run_dir=str(tmp_path / "s2")), dict(run, seed=1, run_dir=str(tmp_path / "s1")),
+                      dict(run, lr=0.3, seed=0, run_dir=str(tmp_path / "s1"))]
+    assert figures.backbone_runs(table, "full")["sns"]["seed"] == 1
     png = figures.plot_knn_curves({"sns": (pts, final), "vicreg-real": ([], (40 * 512, 68.0))},
                                   tmp_path / "k.png", "t")
     xy = np.random.default_rng(0).normal(size=(20, 2))
