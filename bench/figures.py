@@ -152,12 +152,16 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
     return save_figure(fig, path)
 
 
-def umap_embed(features: torch.Tensor, seed: int = 0):
+def _umap():
     try:
         import umap
     except ImportError:
         raise SnsError("the UMAP figure needs umap-learn: pip install -e '.[umap]'") from None
-    return umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed).fit_transform(features.numpy())
+    return umap
+
+
+def umap_embed(features: torch.Tensor, seed: int = 0):
+    return _umap().UMAP(n_neighbors=15, min_dist=0.1, random_state=seed).fit_transform(features.numpy())
 
 
 def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Path, title: str) -> Path:
@@ -210,6 +214,8 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
         panels = []
         test = None
         with_backbone = backbone_runs(table, track)
+        if any(name in with_backbone for name in UMAP_ROWS):
+            _umap()  # before minutes of feature extraction, not after
         for name in UMAP_ROWS:
             run = with_backbone.get(name)
             if run is None:
