@@ -710,7 +710,7 @@ def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done, l
 
 def _stats(values: list[float]) -> dict[str, float | int]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
+            "n": len(values), "min": min(values), "max": max(values)}
 
 
 def aggregate(row: Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[str, Any]:
@@ -777,6 +777,14 @@ def _cell(stat: dict | None, scale: float = 1.0, digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {stat['std'] * scale:.{digits}f}" if stat["n"] > 1 else f"{m:.{digits}f}"
 
 
+def _wall_cell(stat: dict | None) -> str:
+    """Minutes; over seeds a range, not mean ± std: a row's seeds may run in different sittings on machines of
+    different speed (1.9x apart here), where a spread says nothing about the method."""
+    if not stat or stat["n"] < 2 or "min" not in stat:
+        return _cell(stat, 1 / 60, 1)
+    return f"{stat['min'] / 60:.1f}-{stat['max'] / 60:.1f}"
+
+
 def render_markdown(table: dict[str, Any]) -> str:
     """The Markdown tables of a collected result (one section per track, core rows first)."""
     lines = []
@@ -798,7 +806,7 @@ def render_markdown(table: dict[str, Any]) -> str:
                    f"lr sweep {lrs} (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images)")
         lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
                      f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
-                     "features); kNN: k=200, t=0.1; both on the test set. Wall time: training + evaluation.")
+                     "features); kNN: k=200, t=0.1; both on the test set. Wall time: training + evaluation (over seeds: min-max).")
         lines.append("")
     for track, rows in table["rows"].items():
         by = {r["row"]: r for r in rows}
@@ -811,7 +819,7 @@ def render_markdown(table: dict[str, Any]) -> str:
             for m in members:
                 r = by.get(m, {"row": m})
                 lines.append(f"| {m} | {_cell(r.get('linear_top1'))} | {_cell(r.get('knn_top1'))} | "
-                             f"{_cell(r.get('wall_s'), 1 / 60, 1)} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
+                             f"{_wall_cell(r.get('wall_s'))} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
                              f"{len(r.get('seeds', []))} | {r.get('status', '-')} | {r.get('note', '')} |")
             lines.append("")
         lines += render_sweeps(rows)

@@ -223,7 +223,7 @@ def test_aggregate_and_markdown_by_hand():
     table = {"smoke": False, "rows": {"full": [agg]}, "machine": {}, "settings": {}}
     md = fashion.render_markdown(table)
     assert "SMOKE" not in md
-    assert "| sns | 87.00 ± 1.41 | 84.00 ± 1.41 | 2.5 ± 0.7 | 0.1 | 2 |" in md
+    assert "| sns | 87.00 ± 1.41 | 84.00 ± 1.41 | 2.0-3.0 | 0.1 | 2 |" in md
     assert "| squeeze | - | - | - |" in md  # rows not run still appear
 
 
