@@ -780,7 +780,7 @@ def _cell(stat: dict | None, scale: float = 1.0, digits: int = 2) -> str:
 def _wall_cell(stat: dict | None) -> str:
     """Minutes; over seeds a range, not mean ± std: a row's seeds may run in different sittings on machines of
     different speed (1.9x apart here), where a spread says nothing about the method."""
-    if not stat or stat["n"] < 2 or "min" not in stat:
+    if not stat or stat["n"] < 2:
         return _cell(stat, 1 / 60, 1)
     return f"{stat['min'] / 60:.1f}-{stat['max'] / 60:.1f}"
 
@@ -806,7 +806,8 @@ def render_markdown(table: dict[str, Any]) -> str:
                    f"lr sweep {lrs} (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images)")
         lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
                      f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
-                     "features); kNN: k=200, t=0.1; both on the test set. Wall time: training + evaluation (over seeds: min-max).")
+                     "features); kNN: k=200, t=0.1; both on the test set. "
+                     "Wall time: training + evaluation (over seeds: min-max).")
         lines.append("")
     for track, rows in table["rows"].items():
         by = {r["row"]: r for r in rows}

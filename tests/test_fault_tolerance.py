@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from squeezespan.engine import checkpoint as ckpt_mod
-from squeezespan.engine.checkpoint import atomic_write_bytes, list_checkpoints, load_checkpoint
+from squeezespan.engine.checkpoint import atomic_write_bytes, checkpoint_path, list_checkpoints, load_checkpoint
 from squeezespan.engine.trainer import pretrain
 from squeezespan.errors import SnsError
 
@@ -69,7 +69,7 @@ def test_sigkill_mid_run_then_resume_ends_bit_identical(tmp_path):
         deadline = time.time() + 180
         # killed inside step 4, 5 or 6: keep_ckpts=2 deletes ckpt-3 once ckpt-5 is saved, so waiting for ckpt-3 alone
         # could miss it on a loaded machine (a poll descheduled for two steps) and let the run finish unkilled
-        mid_run = {out / "checkpoints" / f"ckpt-{n:08d}.pt" for n in (3, 4)}
+        mid_run = [checkpoint_path(out / "checkpoints", n) for n in (3, 4)]
         while not any(p.exists() for p in mid_run):
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.005)
