@@ -651,6 +651,10 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
     write_json(results_dir.with_suffix(".json"), table)
     results_dir.with_suffix(".md").write_text(render_markdown(table))
     log(f"wrote {results_dir.with_suffix('.json')} and {results_dir.with_suffix('.md')}")
+    if mode_name(quick) == "full" and results_dir == RESULTS / "fashion":  # the README shows the committed table
+        readme = RESULTS.parent.parent / "README.md"
+        if sync_readme(readme, table):
+            log(f"updated the results table in {readme}")
     return table
 
 
@@ -809,6 +813,8 @@ def render_markdown(table: dict[str, Any]) -> str:
                      "features); kNN: k=200, t=0.1; both on the test set. "
                      "Wall time: training + evaluation (over seeds: min-max).")
         lines.append("")
+    if table.get("rows"):
+        lines += ["## Summary: both tracks", "", *render_summary(table), ""]
     for track, rows in table["rows"].items():
         by = {r["row"]: r for r in rows}
         title = {"full": "Full track: all 60,000 real images",
@@ -863,29 +869,95 @@ def render_sweeps(rows: list[dict[str, Any]]) -> list[str]:
 TARGETS = {"full": 1.5, "scarce": 3.0}
 
 
+def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], str] | None:
+    """A track's SnS minus VICReg-real and SimSiam-real (linear top-1, means over seeds; '-' for a baseline not
+    run) and whether both meet the track's target ('yes', 'no', '-', marked when a row is partial); None without
+    SnS."""
+    by = {r["row"]: r for r in rows}
+    sns = (by.get("sns") or {}).get("linear_top1")
+    if not sns:
+        return None
+    deltas = []
+    for base in ("vicreg-real", "simsiam-real"):
+        b = (by.get(base) or {}).get("linear_top1")
+        deltas.append(None if not b else sns["mean"] - b["mean"])
+    target = TARGETS.get(track)
+    met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
+    if met != "-" and any(str((by.get(n) or {}).get("status", "")).startswith("partial")
+                          for n in ("sns", "vicreg-real", "simsiam-real")):
+        met += " (partial rows)"
+    return ["-" if d is None else f"{d:+.2f}" for d in deltas], met
+
+
 def render_targets(table: dict[str, Any]) -> list[str]:
     """Markdown lines: SnS minus each real-data SSL baseline (linear top-1, means over seeds) against the target."""
     lines = ["## Targets: SnS linear top-1 minus the real-data SSL baselines", "",
              "| track | target | SnS - VICReg-real | SnS - SimSiam-real | met |", "|---|---:|---:|---:|---|"]
     any_row = False
     for track, rows in table["rows"].items():
-        by = {r["row"]: r for r in rows}
-        sns = (by.get("sns") or {}).get("linear_top1")
-        if not sns:
+        verdict = target_verdict(track, rows)
+        if verdict is None:
             continue
-        deltas = []
-        for base in ("vicreg-real", "simsiam-real"):
-            b = (by.get(base) or {}).get("linear_top1")
-            deltas.append(None if not b else sns["mean"] - b["mean"])
-        target = TARGETS.get(track)
-        met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
-        if met != "-" and any(str((by.get(n) or {}).get("status", "")).startswith("partial")
-                              for n in ("sns", "vicreg-real", "simsiam-real")):
-            met += " (partial rows)"
-        cells = ["-" if d is None else f"{d:+.2f}" for d in deltas]
-        lines.append(f"| {track} | +{target:g} | {cells[0]} | {cells[1]} | {met} |")
+        cells, met = verdict
+        lines.append(f"| {track} | +{TARGETS.get(track):g} | {cells[0]} | {cells[1]} | {met} |")
         any_row = True
     return lines + [""] if any_row else []
+
+
+# The README's results table: these rows (the ones with a result on some track), both tracks side by side.
+SUMMARY_ROWS = ("sns", "vicreg-real", "simsiam-real", "squeeze", "squeeze-bank", "sns-bank", "supervised",
+                "random-init", "raw-pixels")
+README_BEGIN = ("<!-- fashion-summary: begin (written by `sns bench fashion --mode full` from "
+                "bench/results/fashion.json) -->")
+README_END = "<!-- fashion-summary: end -->"
+
+
+def render_summary(table: dict[str, Any]) -> list[str]:
+    """Markdown lines: one table with the tracks side by side, for the summary rows that have a result:
+    linear / kNN top-1 (mean ± std over seeds), lr and seed count per track, then the targets row."""
+    tracks = list(table["rows"])
+    by = {t: {r["row"]: r for r in table["rows"][t]} for t in tracks}
+    title = {"full": "full track (60k real)", "scarce": f"scarce track ({SCARCE_IMAGES // 1000}k real)"}
+    lines = ["| row | " + " | ".join(f"{title.get(t, t)}: linear / kNN | lr | seeds" for t in tracks) + " |",
+             "|---|" + "---:|---:|---:|" * len(tracks)]
+    for name in SUMMARY_ROWS:
+        cells = [by[t].get(name) or {} for t in tracks]
+        if not any(c.get("linear_top1") for c in cells):
+            continue
+        out = []
+        for c in cells:
+            lin, knn = c.get("linear_top1"), c.get("knn_top1")
+            out += ["-", "", ""] if not lin else [f"{_cell(lin)} / {_cell(knn)}",
+                                                  "-" if c.get("lr") is None else f"{c['lr']:g}", str(lin["n"])]
+        lines.append(f"| {name} | " + " | ".join(out) + " |")
+    verdicts = [target_verdict(t, table["rows"][t]) for t in tracks]
+    if any(verdicts):
+        out = []
+        for t, v in zip(tracks, verdicts):
+            if v is None:
+                out += ["-", "", ""]
+                continue
+            word = {"yes": "met", "no": "not met"}.get(v[1].split(" ")[0], "no verdict")
+            partial = "; partial rows" if "partial" in v[1] else ""
+            out += [f"**{v[0][0]} / {v[0][1]}** (target +{TARGETS.get(t):g}: {word}{partial})", "", ""]
+        lines.append("| **SnS - VICReg-real / SnS - SimSiam-real** | " + " | ".join(out) + " |")
+    return lines
+
+
+def sync_readme(readme: Path, table: dict[str, Any]) -> bool:
+    """Rewrite the summary table between the README's fashion-summary markers; False (file untouched) when the
+    README or its markers are absent."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        return False
+    block = "\n".join([README_BEGIN, *render_summary(table), README_END])
+    new = text[:begin] + block + text[end + len(README_END):]
+    if new != text:
+        readme.write_text(new)
+    return True
 
 
 # ------------------------------------------------------------------------------------------------ command line

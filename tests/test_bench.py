@@ -370,6 +370,68 @@ def test_targets_section_compares_sns_with_both_real_baselines():
     assert "| full | +1.5 | +2.00 | +1.50 | yes (partial rows) |" in "\n".join(fashion.render_targets(table))
 
 
+def test_summary_puts_the_tracks_side_by_side_with_the_target_verdicts():
+    def row(name, lin, knn, n, lr=0.1, status="done"):
+        return {"row": name, "lr": lr, "status": status, "linear_top1": {"mean": lin, "std": 0.5, "n": n},
+                "knn_top1": {"mean": knn, "std": 0.25, "n": n}}
+
+    table = {"rows": {"full": [row("sns", 86.0, 80.0, 3), row("vicreg-real", 84.0, 79.0, 3),
+                               row("simsiam-real", 84.5, 78.0, 2, lr=0.3), {"row": "squeeze", "status": "not run"},
+                               row("raw-pixels", 84.45, 82.1, 1, lr=None)],
+                      "scarce": [row("sns", 85.0, 79.0, 1, status="partial: sweep 1/3, seeds 1"),
+                                 row("vicreg-real", 83.0, 78.0, 1), {"row": "simsiam-real"}]}}
+    lines = fashion.render_summary(table)
+    assert lines[0] == ("| row | full track (60k real): linear / kNN | lr | seeds "
+                        "| scarce track (2k real): linear / kNN | lr | seeds |")
+    assert "| sns | 86.00 ± 0.50 / 80.00 ± 0.25 | 0.1 | 3 | 85.00 / 79.00 | 0.1 | 1 |" in lines
+    assert "| simsiam-real | 84.50 ± 0.50 / 78.00 ± 0.25 | 0.3 | 2 | - |  |  |" in lines
+    assert "| raw-pixels | 84.45 / 82.10 | - | 1 | - |  |  |" in lines
+    assert not any(line.startswith("| squeeze ") for line in lines)  # no result on either track: left out
+    # full: +2.00 over VICReg, +1.50 over SimSiam, both >= 1.5; scarce: SimSiam not run, so no verdict
+    assert lines[-1] == ("| **SnS - VICReg-real / SnS - SimSiam-real** | **+2.00 / +1.50** (target +1.5: met) |  |  "
+                         "| **+2.00 / -** (target +3: no verdict) |  |  |")  # no verdict, so nothing to mark partial
+
+
+def test_sync_readme_rewrites_only_the_block_between_its_markers(tmp_path):
+    table = {"rows": {"full": [{"row": "raw-pixels", "lr": None, "linear_top1": {"mean": 84.45, "std": 0, "n": 1},
+                                "knn_top1": {"mean": 82.1, "std": 0, "n": 1}}]}}
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\nbefore\n{fashion.README_BEGIN}\n| stale | table |\n{fashion.README_END}\nafter\n")
+    assert fashion.sync_readme(readme, table)
+    text = readme.read_text()
+    assert text.startswith("# title\n\nbefore\n" + fashion.README_BEGIN + "\n| row |")
+    assert "| raw-pixels | 84.45 / 82.10 | - | 1 |" in text and "stale" not in text
+    assert text.endswith(fashion.README_END + "\nafter\n")
+    assert fashion.sync_readme(readme, table) and readme.read_text() == text  # idempotent
+    readme.write_text("no markers\n")
+    assert not fashion.sync_readme(readme, table) and readme.read_text() == "no markers\n"
+    assert not fashion.sync_readme(tmp_path / "missing.md", table)
+
+
+def test_a_full_mode_bench_into_the_default_results_rewrites_the_readme_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(fashion, "run_one", _fake_run_one([]))
+    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    monkeypatch.setattr(fashion, "RESULTS", tmp_path / "bench" / "results")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{fashion.README_BEGIN}\n{fashion.README_END}\n")
+    kw = dict(rows="raw-pixels", tracks=("full",), work=tmp_path / "w", log=lambda *a: None)
+    fashion.run_bench(mode="quick", **kw)  # another mode: the README is about --mode full
+    assert readme.read_text() == f"{fashion.README_BEGIN}\n{fashion.README_END}\n"
+    fashion.run_bench(mode="full", **kw)
+    assert "| raw-pixels | 60.00 / 50.00 | - | 1 |" in readme.read_text()
+
+
+def test_the_readme_results_table_is_the_committed_results():
+    from pathlib import Path
+
+    root = Path(fashion.__file__).resolve().parent.parent
+    table = json.loads((root / "bench" / "results" / "fashion.json").read_text())
+    text = (root / "README.md").read_text()
+    block = text[text.index(fashion.README_BEGIN) + len(fashion.README_BEGIN):text.index(fashion.README_END)]
+    assert block.strip("\n").splitlines() == fashion.render_summary(table), \
+        "README's results table is stale: re-render it with `sns bench fashion --mode full --budget-minutes 0`"
+
+
 def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
