@@ -869,10 +869,10 @@ def render_sweeps(rows: list[dict[str, Any]]) -> list[str]:
 TARGETS = {"full": 1.5, "scarce": 3.0}
 
 
-def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], str] | None:
+def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], str, bool] | None:
     """A track's SnS minus VICReg-real and SimSiam-real (linear top-1, means over seeds; '-' for a baseline not
-    run) and whether both meet the track's target ('yes', 'no', '-', marked when a row is partial); None without
-    SnS."""
+    run), whether both meet the track's target ('yes', 'no', or '-' without both baselines) and whether that
+    verdict rests on a partial row; None without SnS."""
     by = {r["row"]: r for r in rows}
     sns = (by.get("sns") or {}).get("linear_top1")
     if not sns:
@@ -883,10 +883,9 @@ def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], s
         deltas.append(None if not b else sns["mean"] - b["mean"])
     target = TARGETS.get(track)
     met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
-    if met != "-" and any(str((by.get(n) or {}).get("status", "")).startswith("partial")
-                          for n in ("sns", "vicreg-real", "simsiam-real")):
-        met += " (partial rows)"
-    return ["-" if d is None else f"{d:+.2f}" for d in deltas], met
+    partial = met != "-" and any(str((by.get(n) or {}).get("status", "")).startswith("partial")
+                                 for n in ("sns", "vicreg-real", "simsiam-real"))
+    return ["-" if d is None else f"{d:+.2f}" for d in deltas], met, partial
 
 
 def render_targets(table: dict[str, Any]) -> list[str]:
@@ -898,8 +897,9 @@ def render_targets(table: dict[str, Any]) -> list[str]:
         verdict = target_verdict(track, rows)
         if verdict is None:
             continue
-        cells, met = verdict
-        lines.append(f"| {track} | +{TARGETS.get(track):g} | {cells[0]} | {cells[1]} | {met} |")
+        cells, met, partial = verdict
+        lines.append(f"| {track} | +{TARGETS.get(track):g} | {cells[0]} | {cells[1]} | {met}"
+                     f"{' (partial rows)' if partial else ''} |")
         any_row = True
     return lines + [""] if any_row else []
 
@@ -937,9 +937,9 @@ def render_summary(table: dict[str, Any]) -> list[str]:
             if v is None:
                 out += ["-", "", ""]
                 continue
-            word = {"yes": "met", "no": "not met"}.get(v[1].split(" ")[0], "no verdict")
-            partial = "; partial rows" if "partial" in v[1] else ""
-            out += [f"**{v[0][0]} / {v[0][1]}** (target +{TARGETS.get(t):g}: {word}{partial})", "", ""]
+            (vicreg, simsiam), met, partial = v
+            word = {"yes": "met", "no": "not met"}.get(met, "no verdict") + ("; partial rows" if partial else "")
+            out += [f"**{vicreg} / {simsiam}** (target +{TARGETS.get(t):g}: {word})", "", ""]
         lines.append("| **SnS - VICReg-real / SnS - SimSiam-real** | " + " | ".join(out) + " |")
     return lines
 
