@@ -69,6 +69,7 @@ def knn_curve(run: dict, passes_per_step: int) -> tuple[list[tuple[float, float]
 
 
 FINAL_MARKERS = ("*", "D", "P", "X", "s", "^", "v", "h")
+FINAL_DODGE = 0.012  # sideways step between rows' final markers, as a share of their x
 
 
 def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
@@ -81,14 +82,15 @@ def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
         if pts:
             xs, ys = zip(*pts)
             ax.plot(xs, ys, style, marker="o", ms=3, color=color, label=name)
-        if final:  # one shape per row: two rows ending at the same place stay told apart
+        if final:  # one shape per row, dodged sideways: rows ending at the same accuracy stay told apart
             shape = FINAL_MARKERS[i % len(FINAL_MARKERS)]
-            ax.plot(*final, marker=shape, ms=8, color=color, markeredgecolor="black", markeredgewidth=0.5,
-                    linestyle="none", alpha=0.85, label=None if pts else name)
+            x = final[0] * (1 + FINAL_DODGE * (i - (len(curves) - 1) / 2))
+            ax.plot(x, final[1], marker=shape, ms=8, color=color, markeredgecolor="black", markeredgewidth=0.5,
+                    linestyle="none", label=None if pts else name)
     ax.set_xlabel("student image passes")
     ax.set_ylabel("kNN top-1 on test (%)")
     ax.set_title(title + "\nlines: in-training monitor (knn_bank train images, whole test set); "
-                 "large markers: final bench evaluation", fontsize=8)
+                 "large markers: final bench evaluation (spread sideways)", fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
