@@ -473,7 +473,7 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
     else:
         torch.manual_seed(cfg["seed"] + 1)
     student.train()
-    t0 = time.time()
+    t0 = time.perf_counter()
     metrics = open(run_dir / "metrics.jsonl", "a" if start else "w")
     for step in range(start, total):
         for gr in opt.param_groups:
@@ -496,13 +496,13 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
         if done % cfg["ckpt_every"] == 0 or done == total:
             save_checkpoint(checkpoint_path(ckpt_dir, done), dict(step=done, student=student.state_dict(),
                             head=head.state_dict(), optimizer=opt.state_dict(), rng=rng_state(),
-                            train_time_s=earlier_s + time.time() - t0))
+                            train_time_s=earlier_s + time.perf_counter() - t0))
             prune_checkpoints(ckpt_dir, 2)
     metrics.close()
     cfg = dict(cfg, method="supervised")
     _export(cfg, student, train, run_dir)
-    segment_s = time.time() - t0
-    return {"steps": total, "train_time_s": round(earlier_s + segment_s, 1), "segment_time_s": round(segment_s, 1)}
+    segment_s = time.perf_counter() - t0
+    return {"steps": total, "train_time_s": round(earlier_s + segment_s, 3), "segment_time_s": round(segment_s, 3)}
 
 
 def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | None, ev: EvalData, work: Path,
@@ -536,7 +536,7 @@ def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | No
             return None
         # a resumed cell's wall time also counts the training of its earlier segments (their checkpoints carry it)
         earlier_s = summary["train_time_s"] - summary.get("segment_time_s", summary["train_time_s"])
-        out.update(steps=summary["steps"], train_time_s=summary["train_time_s"], run_dir=str(run_dir),
+        out.update(steps=summary["steps"], train_time_s=round(summary["train_time_s"], 1), run_dir=str(run_dir),
                    knn_monitor=monitor_curve(run_dir))
         out.update(evaluate_backbone(load_backbone(run_dir / "backbone.safetensors"), ev, normalize=False))
     out["wall_s"] = round(time.time() - t0 + earlier_s, 1)

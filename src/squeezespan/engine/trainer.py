@@ -334,7 +334,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         _check_finite_weights(step, student, objective, ckpt_dir)
         state = dict(step=step, student=student.state_dict(), objective=objective.state_dict(),
                      optimizer=optimizer.state_dict(), rng=rngs[0], world_size=world.size,
-                     train_time_s=earlier_s + time.time() - t0)
+                     train_time_s=earlier_s + time.perf_counter() - t0)
         if world.size > 1:
             state["rng_ranks"] = rngs
         save_checkpoint(checkpoint_path(ckpt_dir, step), state)
@@ -346,7 +346,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     objective.train()
     bar = tqdm(total=total, initial=start, disable=not (progress and world.is_main), desc=f"{cfg['method']}",
                unit="step", dynamic_ncols=True)
-    t0, imgs, step = time.time(), 0, start
+    t0, imgs, step = time.perf_counter(), 0, start
     knn_history = []
     try:
         with _Stop() as stop:
@@ -373,7 +373,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
                 imgs += B
                 done = step + 1
                 if done % cfg["log_every"] == 0 or done == total:
-                    rate = imgs / max(1e-9, time.time() - t0)
+                    rate = imgs / max(1e-9, time.perf_counter() - t0)
                     scalars = _mean_over_ranks({"loss": loss.detach(), **logs}, world)
                     logger.log(done, {"loss": scalars.pop("loss"), "lr": lr, "img_per_s": rate, **scalars})
                     bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
@@ -398,10 +398,11 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if not world.is_main:
         logger.close()
         return {"method": cfg["method"], "steps": total, "rank": world.rank}
-    segment_s = time.time() - t0
-    # train_time_s sums every segment of a resumed run; img_per_s is this segment's rate
-    summary: dict[str, Any] = {"method": cfg["method"], "steps": total, "train_time_s": round(earlier_s + segment_s, 1),
-                               "segment_time_s": round(segment_s, 1), "resumed_at": start,
+    segment_s = time.perf_counter() - t0
+    # train_time_s sums every segment of a resumed run; img_per_s is this segment's rate. Millisecond
+    # resolution: a segment of a few tiny steps is not "0.0 s"
+    summary: dict[str, Any] = {"method": cfg["method"], "steps": total, "train_time_s": round(earlier_s + segment_s, 3),
+                               "segment_time_s": round(segment_s, 3), "resumed_at": start,
                                "img_per_s": round(imgs / max(1e-9, segment_s), 1)}
     export_path = _export(cfg, student, train, run_dir)
     summary["export"] = str(export_path)
