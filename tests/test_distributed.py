@@ -42,16 +42,35 @@ def _pretrain(nproc: int, out: Path, *args: str, timeout: float = 240) -> subpro
     return done
 
 
-def _max_diff(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].double() - b[k].double()).abs().max().item() for k in a)
+def _initial_state(run_dir: Path) -> dict:
+    """The student and objective of ``run_dir`` as built before its first step (its config.yaml, same seed)."""
+    import yaml
+
+    from squeezespan.engine.trainer import build_run
+
+    run = build_run(yaml.safe_load((run_dir / "config.yaml").read_text()), torch.device("cpu"))
+    return dict(student=run["student"].state_dict(), objective=run["objective"].state_dict())
 
 
-def _init_student():
-    from squeezespan.models import build_student
+def _assert_same_training(a: dict, b: dict, init: dict, share: float = 0.1) -> float:
+    """Every float tensor of ``b`` lies within ``share`` of how far training moved it in ``a`` (per tensor).
 
-    torch.manual_seed(0)  # build_run seeds with cfg seed before building the student
-    return {k: v for k, v in build_student("resnet18", "cifar", 0.125, in_channels=1).state_dict().items()}
+    Two processes sum the batch in another order than one, and three steps amplify that float32 round-off
+    (seen: 1.6% of a tensor's movement at most, 1.8e-5 absolute on a BatchNorm running_var, on an AMD EPYC);
+    a splitting bug moves a tensor differently by a share of the order of one (per-rank BatchNorm statistics:
+    2.6 times bn1.bias's movement). Returns the worst share.
+    """
+    assert a.keys() == b.keys() == init.keys()
+    worst = 0.0
+    for k, v in a.items():
+        if not v.dtype.is_floating_point:
+            assert torch.equal(v, b[k]), k
+            continue
+        moved = (v.double() - init[k].double()).abs().max().item()
+        diff = (v.double() - b[k].double()).abs().max().item()
+        assert diff <= share * moved, f"{k}: one and two processes differ by {diff:.3g}, training moved it {moved:.3g}"
+        worst = max(worst, diff / moved) if moved else worst
+    return worst
 
 
 def test_two_processes_train_the_same_model_as_one(tmp_path):
@@ -62,23 +81,25 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
     _pretrain(1, tmp_path / "one", *args)
     two = _pretrain(2, tmp_path / "two", *args)
     a, b = load_file(str(tmp_path / "one" / "backbone.safetensors")), load_file(str(tmp_path / "two" / "backbone.safetensors"))
-    diff = _max_diff(a, b)
-    moved = max((a[k].double() - v.double()).abs().max().item() for k, v in _init_student().items()
-                if k.endswith("conv1.weight"))
+    init = _initial_state(tmp_path / "one")
+    moved = max((a[k] - v).abs().max().item() for k, v in init["student"].items() if k.endswith("conv1.weight"))
     assert moved > 1e-3  # the weights did move: the equality below is not the equality of two untrained nets
-    assert diff <= 1e-5, diff
-    # the full objective (projector, squeeze module) and optimizer momenta agree too
+    _assert_same_training(a, b, init["student"])
+    # the full objective (projector, squeeze module) agrees too
     ca = load_checkpoint(list_checkpoints(tmp_path / "one" / "checkpoints")[-1])
     cb = load_checkpoint(list_checkpoints(tmp_path / "two" / "checkpoints")[-1])
-    assert _max_diff(ca["objective"], cb["objective"]) <= 1e-5
+    _assert_same_training(ca["objective"], cb["objective"], init["objective"])
     assert cb["world_size"] == 2 and len(cb["rng_ranks"]) == 2
     # one voice: rank 0 alone wrote the log, one line per step, with the loss of the global batch
     la = [json.loads(ln) for ln in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lb] == [1, 2, 3]
+    # step 1 starts from the same weights: its statistics of the global batch agree to float round-off; later
+    # steps inherit the round-off of the weights (seen: real_cov 2.6e-4 apart, relative, at step 3)
     for x, y in zip(la, lb):
-        assert abs(x["loss"] - y["loss"]) <= 1e-4 * abs(x["loss"])
-        assert abs(x["syn_var"] - y["syn_var"]) <= 1e-5 and abs(x["real_cov"] - y["real_cov"]) <= 1e-5
+        rel = 1e-5 if x["step"] == 1 else 1e-3
+        for key in ("loss", "syn_var", "syn_std", "real_cov"):
+            assert abs(x[key] - y[key]) <= rel * abs(x[key]), (x["step"], key, x[key], y[key])
     assert two.stdout.count('"export"') == 1
 
 
@@ -88,9 +109,9 @@ def test_two_processes_equal_one_other_methods(tmp_path, method):
     args = ["--method", method, "steps=3", "lr=0.0003", "ckpt_every=0", "augment.enabled=false"]
     _pretrain(1, tmp_path / "one", *args)
     _pretrain(2, tmp_path / "two", *args)
-    diff = _max_diff(load_file(str(tmp_path / "one" / "backbone.safetensors")),
-                     load_file(str(tmp_path / "two" / "backbone.safetensors")))
-    assert diff <= 1e-5, diff
+    _assert_same_training(load_file(str(tmp_path / "one" / "backbone.safetensors")),
+                          load_file(str(tmp_path / "two" / "backbone.safetensors")),
+                          _initial_state(tmp_path / "one")["student"])
 
 
 # ---- the pieces, in two spawned processes

@@ -47,6 +47,11 @@ def squeeze(zf: torch.Tensor, zg: torch.Tensor, w_mse: float = 25.0, w_var: floa
     return w_mse * inv + w_var * var + w_cov * cov, {"inv": inv.detach(), "var": var.detach(), "cov": cov.detach()}
 
 
+def embedding_std(z: torch.Tensor) -> torch.Tensor:
+    """Collapse monitor (logged, no gradient): mean over dimensions of the std of z over the global batch."""
+    return gather_batch(z.detach().float()).std(dim=0).mean()
+
+
 def negative_cosine(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """SimSiam's D(p, z) = -cos(p, stopgrad(z)), averaged over the batch."""
     return -F.cosine_similarity(p.float(), z.detach().float(), dim=-1).mean()

@@ -30,4 +30,4 @@ class SimSiam(Objective):
         z2 = self.projector(inputs.encode(inputs.augment(x)))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         loss = 0.5 * (losses.negative_cosine(p1, z2) + losses.negative_cosine(p2, z1))
-        return loss, {"loss_simsiam": loss.detach(), "z_std": nn.functional.normalize(z1.detach().float(), dim=1).std(0).mean()}
+        return loss, {"loss_simsiam": loss.detach(), "z_std": losses.embedding_std(nn.functional.normalize(z1.detach().float(), dim=1))}

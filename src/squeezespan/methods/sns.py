@@ -62,7 +62,7 @@ class SqueezeAndSpan(Objective):
             l_syn, parts = losses.squeeze(zf, zg, **self.w)
             loss = loss + self.syn_ratio * l_syn
             logs.update({"loss_syn": l_syn.detach(), **{f"syn_{k}": v for k, v in parts.items()},
-                         "syn_std": zf.detach().float().std(dim=0).mean()})
+                         "syn_std": losses.embedding_std(zf)})
         if use_real:
             l_real, parts = losses.vicreg(z1, z2, **self.w)
             loss = loss + (1 - self.syn_ratio) * l_real
