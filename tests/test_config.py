@@ -69,3 +69,14 @@ def test_every_shipped_preset_resolves():
         for name in list_presets(kind):
             cfg = resolve_config(d, kind, preset=name)
             assert cfg, name
+
+
+def test_bf16_takes_true_false_or_auto():
+    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+
+    for value, want in (("true", True), ("false", False), ("auto", "auto"), ("AUTO", "AUTO")):
+        assert resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=[f"bf16={value}"])["bf16"] == want
+    with pytest.raises(SnsError, match="'bf16' must be bool, got 'fast'"):
+        resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=["bf16=fast"])
+    with pytest.raises(SnsError, match="'flag' must be bool"):  # 'auto' is only for the keys that decide per device
+        resolve_config(DEFAULTS, "pretrain", overrides=["flag=auto"])

@@ -1,5 +1,6 @@
 """The training engine: a run trains, logs, checkpoints, exports; resume is exact; bad values are refused."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,40 @@ def test_pretraining_on_unlabelled_split_with_labelled_knn_bank(tmp_path, tiny_p
     assert 0 <= summary["knn"]["top1"] <= 100
     with pytest.raises(SnsError):  # an unlabelled bank is refused, not silently scored
         pretrain(dict(cfg, monitor_split="train+unlabeled"), tmp_path / "run2", progress=False, log=lambda *a: None)
+
+
+def test_bf16_auto_follows_the_hardware_and_emulated_bf16_is_flagged(monkeypatch):
+    from squeezespan.engine import rundir
+
+    for native in (True, False):
+        monkeypatch.setattr(rundir, "bf16_native", lambda device, native=native: native)
+        assert rundir.resolve_bf16("auto", "cpu") is native
+        assert rundir.resolve_bf16(False, "cpu") is False
+    monkeypatch.setattr(rundir, "_warned_emulated", set())
+    logs = []
+    assert rundir.resolve_bf16(True, "cpu", logs.append) is True  # an explicit true is kept (bf16 numerics)...
+    assert rundir.resolve_bf16(True, "cpu", logs.append) is True
+    assert len(logs) == 1 and "no bf16 hardware" in logs[0] and "bf16=auto" in logs[0]  # ...with one warning
+    with pytest.raises(SnsError, match="bf16='yes': expected true, false or auto"):
+        rundir.resolve_bf16("yes", "cpu")
+
+
+def test_bf16_native_reads_this_cpu():
+    from squeezespan.engine.rundir import bf16_native
+
+    flags = open("/proc/cpuinfo").read().split() if Path("/proc/cpuinfo").exists() else None
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo to compare with")
+    if "avx512_bf16" in flags:
+        assert bf16_native("cpu")
+    elif "amx_bf16" not in flags:  # (AMX also needs the kernel's permission: not asserted either way)
+        assert not bf16_native("cpu")
+
+
+def test_a_run_records_the_precision_it_used(tmp_path, tiny_pretrain_cfg):
+    import yaml
+
+    from squeezespan.engine.rundir import bf16_native
+
+    pretrain(tiny_pretrain_cfg(method="vicreg", steps=1, bf16="auto"), tmp_path, progress=False, log=lambda *a: None)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["bf16"] is bf16_native("cpu")

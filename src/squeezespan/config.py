@@ -119,6 +119,10 @@ def resolve_config(defaults: dict[str, Any], kind: str, preset: str | None = Non
     return cfg
 
 
+# true/false settings that also take 'auto', decided for the run's device when it starts (engine.rundir.resolve_bf16)
+AUTO_BOOL_KEYS = frozenset({"bf16"})
+
+
 def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], prefix: str = "") -> None:
     """A value must have the default's type (ints may stand for floats; None defaults accept anything)."""
     for k, dv in defaults.items():
@@ -132,6 +136,8 @@ def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], prefix: str = ""
                 pass
         if isinstance(dv, dict):
             _check_types(v, dv, key + ".")
+            continue
+        if k in AUTO_BOOL_KEYS and isinstance(v, str) and v.lower() == "auto":
             continue
         ok = (isinstance(v, type(dv)) or (isinstance(dv, float) and isinstance(v, int) and not isinstance(v, bool))
               or (isinstance(dv, (list, tuple)) and isinstance(v, (list, tuple))))

@@ -17,7 +17,7 @@ from .checkpoint import (checkpoint_path, list_checkpoints, load_latest, prune_c
                          rng_state, save_checkpoint, set_rng_state)
 from .distributed import Trainable, World, convert_batchnorm, setup, wrap_ddp
 from .logging import MetricsLogger
-from .rundir import autocast, save_config
+from .rundir import autocast, resolve_bf16, save_config
 
 # Every knob of `sns pretrain`, with its default, in one place (nanoGPT style). null = "the method decides".
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -267,6 +267,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
     cfg = world.broadcast(cfg)
     device = world.device
+    cfg = dict(cfg, bf16=resolve_bf16(cfg["bf16"], device, log))  # config.yaml records what the run used
     run = build_run(cfg, device)
     train, teacher, student, objective = run["train"], run["teacher"], run["student"], run["objective"]
     augment, optimizer, settings = run["augment"], run["optimizer"], run["settings"]

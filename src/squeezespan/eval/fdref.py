@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.rundir import resolve_bf16
 from ..errors import SnsError
 from ..teachers.diffaug import augment_translation
 
@@ -194,7 +195,7 @@ def load_reference_net(path: str | os.PathLike, device: str | torch.device = "cp
 
 
 def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, max_seconds: float = 240.0,
-                        batch_size: int = 128, width: int = 16, lr: float = 3e-3, seed: int = 0, bf16: bool = True,
+                        batch_size: int = 128, width: int = 16, lr: float = 3e-3, seed: int = 0, bf16: bool | str = "auto",
                         device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None | bool = None,
                         log=print) -> ReferenceNet:
     """Train (or load from cache) the FD-ref reference CNN for ``dataset`` (uint8 ``.images``, ``.labels``).
@@ -211,6 +212,7 @@ def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, 
     n, c, h, w = images.shape
     labels = getattr(dataset, "labels", None)
     supervised = labels is not None and bool((labels >= 0).any())
+    bf16 = resolve_bf16(bf16, device, log)  # auto: bf16 where the hardware has it (the cache key records which)
     num_classes = int(labels.max().item()) + 1 if supervised else 4
     settings = dict(epochs=epochs, max_images=max_images, batch_size=batch_size, width=width, lr=lr, seed=seed,
                     supervised=supervised, bf16=bool(bf16))

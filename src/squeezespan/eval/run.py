@@ -61,10 +61,11 @@ def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
 def run_eval(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, log=print) -> list[dict[str, Any]]:
     """Evaluate every backbone of ``cfg['backbones']``; writes <run_dir>/eval.json and prints a table."""
     from ..data import load_dataset
-    from ..engine.rundir import resolve_device, save_config
+    from ..engine.rundir import resolve_bf16, resolve_device, save_config
     from . import PROTOCOLS, evaluate, format_table
 
     device = resolve_device(cfg["device"])
+    cfg = dict(cfg, bf16=resolve_bf16(cfg["bf16"], device, log))
     if cfg["protocol"] not in PROTOCOLS:
         raise SnsError(f"--protocol {cfg['protocol']!r} must be one of {', '.join(PROTOCOLS)}")
     if not cfg["backbones"]:
