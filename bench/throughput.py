@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from squeezespan.engine.rundir import bf16_native
 from squeezespan.errors import SnsError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -298,9 +299,22 @@ def find_teacher() -> str | None:
     return None
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def render_markdown(res: dict[str, Any]) -> str:
     lines = ["# Training-step throughput (fashion-cpu student)", "",
-             f"Machine: {res['machine']['platform']}, {res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, "
+             f"Machine: {res['machine']['platform']}, {res['machine'].get('cpu', 'CPU not recorded')}, "
+             f"{res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, bf16 hardware: "
+             f"{ {True: 'yes', False: 'no (bf16 is emulated)'}.get(res['machine'].get('bf16_native'), 'not recorded')}, "
              f"{res['threads']} thread(s). Load before: `{res['uptime_before']}`; after: `{res['uptime_after']}`. "
              "Other jobs shared the CPU: compare rows with each other (they were timed interleaved), not with "
              "another machine.", "",
@@ -415,6 +429,10 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
         return 0
     notes = ["The compile rows compile the student's forward, as the engine's `compile=true` does.",
              "Teacher images are generated in fp32 in every variant (the engine samples outside autocast)."]
+    if not bf16_native("cpu"):
+        notes.append("This CPU has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates bf16, so the bf16 rows "
+                     "show the emulation's cost (what `bf16: auto` avoids). Their 'fraction' divides by an emulated "
+                     "matmul peak and says nothing about the hardware's limit.")
     before = uptime()
     peak = dict(matmul_peak(), n=1024)
     cases = []
@@ -436,7 +454,8 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
     after = uptime()
     res = {"benchmark": "throughput", "created": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(),
            "uptime_before": before, "uptime_after": after, "loadavg_after": list(os.getloadavg()),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                       "cpu": cpu_name(), "bf16_native": bf16_native("cpu")},
            "teacher": teacher, "student": {k: cases[0].cfg[k] for k in ("arch", "variant", "width", "resolution")},
            "peak": peak, "flops": flops, "cases": results, "notes": notes}
     if not args.no_bank and teacher is not None:
