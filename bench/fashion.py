@@ -559,8 +559,11 @@ def monitor_curve(run_dir: str | Path) -> list[list[float]]:
 
 
 def machine() -> dict[str, Any]:
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    from squeezespan.engine.rundir import bf16_native, cpu_name
+
+    return {"platform": platform.platform(), "cpu": cpu_name(), "bf16_native": bf16_native("cpu"),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
 def git_commit() -> str | None:

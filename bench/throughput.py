@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from squeezespan.engine.rundir import bf16_native
+from squeezespan.engine.rundir import bf16_native, cpu_name
 from squeezespan.errors import SnsError
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -297,17 +297,6 @@ def find_teacher() -> str | None:
         if (c / "teacher.json").exists() or (c / "teacher" / "teacher.json").exists():
             return str(c)
     return None
-
-
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on most Linux systems)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def render_markdown(res: dict[str, Any]) -> str:

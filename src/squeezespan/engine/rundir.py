@@ -1,7 +1,8 @@
-"""Run directories: refuse to clobber, record the resolved config, pick the device."""
+"""Run directories: refuse to clobber, record the resolved config, pick the device and its precision."""
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,17 @@ def resolve_device(spec: str | None) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SnsError(f"--device {spec} requested but no CUDA GPU is available; use --device cpu")
     return dev
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is empty on most Linux systems)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def bf16_native(device: torch.device | str) -> bool:
