@@ -67,8 +67,8 @@ def cpu_name() -> str:
 def bf16_native(device: torch.device | str) -> bool:
     """Does ``device`` compute bfloat16 in hardware? CUDA: torch's check; CPU: AVX-512 BF16 or AMX.
 
-    Without them torch emulates bf16 on the CPU (measured on an AVX2-only AMD EPYC, ResNet-18 step, one
-    thread: 11.6 img/s in bf16 against 216 img/s in fp32), so bf16 only pays where this is True.
+    Without them torch emulates bf16 on the CPU: on an AVX2-only AMD EPYC a training step of the fashion-cpu
+    student ran 19-20x slower than in fp32 (bench/results/throughput-avx2.md), so bf16 only pays where this is True.
     """
     device = torch.device(device)
     if device.type == "cuda":
@@ -98,7 +98,7 @@ def resolve_bf16(value: bool | str, device: torch.device | str, log=print) -> bo
     if value and not bf16_native(device) and kind not in _warned_emulated:
         _warned_emulated.add(kind)
         log(f"warning: bf16=true but this {kind} has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates it, "
-            "about 18x slower than fp32 here; set bf16=auto (or false) to train in fp32")
+            "19-20x slower than fp32 per step (bench/results/throughput-avx2.md); set bf16=auto (or false) for fp32")
     return value
 
 
