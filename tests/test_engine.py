@@ -130,9 +130,9 @@ def test_bf16_auto_follows_the_hardware_and_emulated_bf16_is_flagged(monkeypatch
 def test_bf16_native_reads_this_cpu():
     from squeezespan.engine.rundir import bf16_native
 
-    flags = open("/proc/cpuinfo").read().split() if Path("/proc/cpuinfo").exists() else None
-    if flags is None:
+    if not Path("/proc/cpuinfo").exists():
         pytest.skip("no /proc/cpuinfo to compare with")
+    flags = Path("/proc/cpuinfo").read_text().split()
     if "avx512_bf16" in flags:
         assert bf16_native("cpu")
     elif "amx_bf16" not in flags:  # (AMX also needs the kernel's permission: not asserted either way)
