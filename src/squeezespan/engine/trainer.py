@@ -265,9 +265,9 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
-    cfg = world.broadcast(cfg)
+    # bf16=auto is decided before the broadcast: every rank trains in rank 0's precision, the one config.yaml records
+    cfg = world.broadcast(dict(cfg, bf16=resolve_bf16(cfg["bf16"], world.device, log)))
     device = world.device
-    cfg = dict(cfg, bf16=resolve_bf16(cfg["bf16"], device, log))  # config.yaml records what the run used
     run = build_run(cfg, device)
     train, teacher, student, objective = run["train"], run["teacher"], run["student"], run["objective"]
     augment, optimizer, settings = run["augment"], run["optimizer"], run["settings"]
