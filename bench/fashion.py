@@ -1,11 +1,13 @@
 """Fashion-MNIST benchmark: every method, same student and budget, one cached resumable run per table cell.
 
-Usage: python bench/fashion.py [--quick | --mode quick|sitting|long|full] [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
+Usage: python bench/fashion.py [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
+                               [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
                                [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
 
 A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
 <work>/<track>/<row>/lr<lr>-s<seed> (resumable) whose result is cached as a JSON file in
-bench/results/fashion[-quick|-sitting|-long]/runs/; a cached result is reused unless --force or its config changed.
+bench/results/fashion[-quick|-sitting|-long][-fp32]/runs/; a cached result is reused unless --force or its config
+changed. --precision fp32 (or auto on a CPU without bf16 hardware) keeps fp32 cells apart in the -fp32 folders.
 Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out part of the train set
 (never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick|-sitting|-long].{json,md}.
 """
@@ -47,7 +49,7 @@ FULL = dict(budget_passes=10 * 60000 * 2, lrs=(0.03, 0.1, 0.3), seeds=3, eval_tr
 QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, eval_test=1000, val_images=500,
              eval_bf16=False, max_bank=1024,
              overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
-                        "ckpt_every=8", "log_every=4"))
+                        "ckpt_every=8", "log_every=4", "bf16=auto"))  # a smoke test: fast on any CPU
 # --mode sitting: what one ~2-hour sitting on 2 free cores can measure honestly. The full student, full evaluation,
 # full data and teachers, but a budget of ONE epoch-equivalent (60k x 2 passes: ~6-13 min per run at one thread),
 # one lr (0.1, no sweep) and 2 seeds for the core rows. Its table says what separates at that budget, no more.
@@ -59,6 +61,14 @@ SITTING = dict(budget_passes=60000 * 2, lrs=(0.1,), seeds=2, eval_train=None, ev
 LONG = dict(budget_passes=3 * 60000 * 2, lrs=(0.1,), seeds=1, eval_train=None, eval_test=None, val_images=10000,
             eval_bf16=True, overrides=("knn_every=150",))
 MODES = {"quick": QUICK, "sitting": SITTING, "long": LONG, "full": FULL}
+BASE_MODES = tuple(MODES)
+# --precision fp32: the sitting/long/full protocol trained and evaluated in fp32, for CPUs without bf16 hardware
+# (there bf16 is emulated, 19-20x slower than fp32: bench/results/throughput-avx2.md). Its cells are another
+# measurement, not seeds of the bf16 table: own mode (fingerprint), results folder and work folder (-<mode>-fp32).
+PRECISIONS = ("bf16", "fp32", "auto")
+for _name in ("sitting", "long", "full"):
+    MODES[f"{_name}-fp32"] = dict(MODES[_name], eval_bf16=False,
+                                  overrides=tuple(MODES[_name]["overrides"]) + ("bf16=false",))
 # What each mode's Markdown table says about itself (under its heading).
 MODE_TEXT = {
     "sitting": ("one-sitting budget (--mode sitting)",
@@ -75,6 +85,9 @@ MODE_TEXT = {
              "'partial' until its sweep and seeds are all done, and a verdict on partial rows is provisional."),
 }
 
+FP32_TEXT = (" Trained and evaluated in fp32 (--precision fp32, for CPUs without bf16 hardware): the same protocol "
+             "as the bf16 table, measured separately; compare its cells with that table's, do not pool them.")
+
 # Teachers (StyleGAN2, 32 px, 1 channel) when `sns presets` has no gan-fashion-cpu yet: the settings that
 # trained the digits teachers in a few minutes, sized up for Fashion-MNIST's textures.
 GAN_FALLBACK = ("channels=1", "channel_base=1024", "channel_max=64", "batch=32", "kimg=200", "bf16=true",
@@ -83,7 +96,8 @@ GAN_FALLBACK = ("channels=1", "channel_base=1024", "channel_max=64", "batch=32",
 # The scarce-track teacher (2,000 images): as long as the committed full-track one (its best FD-ref snapshot was
 # at 60 kimg), FD-ref every 20 kimg picks the snapshot; 75 minutes is room for 60 kimg at one thread.
 GAN_SCARCE = ("kimg=60", "max_minutes=75")
-GAN_QUICK = ("kimg=2", "max_minutes=4", "fd_ref_kimg=0", "snapshot_kimg=1", "sample_kimg=1", "teacher_pick=last")
+GAN_QUICK = ("kimg=2", "max_minutes=4", "fd_ref_kimg=0", "snapshot_kimg=1", "sample_kimg=1", "teacher_pick=last",
+             "bf16=auto")
 
 
 @dataclass(frozen=True)
@@ -163,6 +177,27 @@ def mode_name(mode: bool | str) -> str:
     if mode not in MODES:
         raise SnsError(f"--mode {mode!r}: expected one of {', '.join(MODES)}")
     return mode
+
+
+def with_precision(mode: bool | str, precision: str | None) -> str:
+    """The mode that trains ``mode`` in ``precision`` (bf16 | fp32 | auto: bf16 where this CPU has bf16 hardware,
+    else fp32); None keeps the mode's own (bf16; --mode quick: bf16 where native)."""
+    name = mode_name(mode)
+    if precision is None:
+        return name
+    if precision not in PRECISIONS:
+        raise SnsError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if name == "quick":
+        if precision != "auto":
+            raise SnsError(f"--precision {precision} does not apply to --mode quick: the smoke run always trains "
+                           "in bf16 where the CPU has bf16 hardware and in fp32 elsewhere (= --precision auto)")
+        return name
+    if precision == "auto":
+        from squeezespan.engine.rundir import bf16_native
+
+        precision = "bf16" if bf16_native("cpu") else "fp32"
+    base = name.removesuffix("-fp32")
+    return f"{base}-fp32" if precision == "fp32" else base
 
 
 def mode_settings(mode: bool | str) -> dict[str, Any]:
@@ -367,6 +402,8 @@ def ensure_teacher(track: str, mode: bool | str, work: Path, given: str | None, 
 
     preset = "gan-fashion-cpu" if "gan-fashion-cpu" in list_presets("gan") else None
     overrides = list(() if preset else GAN_FALLBACK) + list(GAN_QUICK if quick else ())
+    if mode_name(mode).endswith("-fp32"):
+        overrides.append("bf16=false")
     if track == "scarce":
         overrides.append("ada_target=0.6")  # 2,000 images: D overfits without adaptive augmentation (ADA)
         if not quick:
@@ -580,7 +617,7 @@ def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[
               work: str | Path | None = None, teachers: dict[str, str] | None = None,
               budget_minutes: float | None = None, results_dir: str | Path | None = None, progress: bool = False,
               threads: int | None = 1, log: Callable = print, mode: str | None = None,
-              lrs: tuple[float, ...] | None = None) -> dict[str, Any]:
+              lrs: tuple[float, ...] | None = None, precision: str | None = None) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
@@ -590,7 +627,7 @@ def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run_bench(mode_name(mode if mode is not None else quick), rows, tracks, force, work, teachers,
+        return _run_bench(with_precision(mode if mode is not None else quick, precision), rows, tracks, force, work, teachers,
                           budget_minutes, results_dir, progress, log, lrs)
     finally:
         torch.set_num_threads(threads_before)
@@ -799,11 +836,14 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += ["# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK", "",
                   "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
                   "They say nothing about the methods.", ""]
-    elif table.get("mode") in MODE_TEXT:
-        heading, text = MODE_TEXT[table["mode"]]
-        lines += [f"# Fashion-MNIST bench: {heading}", "",
-                  text + ("" if table["mode"] == "full" else
-                          " The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`."), ""]
+    elif str(table.get("mode")).removesuffix("-fp32") in MODE_TEXT:
+        base = table["mode"].removesuffix("-fp32")
+        heading, text = MODE_TEXT[base]
+        fp32 = base != table["mode"]
+        lines += [f"# Fashion-MNIST bench: {heading}{' in fp32' if fp32 else ''}", "",
+                  text + ("" if base == "full" else
+                          " The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.")
+                  + (FP32_TEXT if fp32 else ""), ""]
     else:
         lines += ["# Fashion-MNIST bench", ""]
     s = table.get("settings") or {}
@@ -974,17 +1014,21 @@ def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentPars
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min); "
                     "= --mode quick")
-    ap.add_argument("--mode", choices=tuple(MODES), help="quick (smoke), sitting (1 epoch-equivalent per run, one "
+    ap.add_argument("--mode", choices=BASE_MODES, help="quick (smoke), sitting (1 epoch-equivalent per run, one "
                     "lr, 2 seeds: ~2 h on 2 cores for the core rows), long (3 epoch-equivalents, one lr, one seed, kNN "
                     "curves) or full (the default: 10 epochs, lr sweep, 3 seeds)")
+    ap.add_argument("--precision", choices=PRECISIONS, help="bf16 (the tables' definition, the default), fp32 "
+                    "(a separate table, results and work folders *-fp32: for CPUs without bf16 hardware, where bf16 is "
+                    "emulated ~20x slower) or auto (bf16 where the CPU has it, else fp32); --mode quick is always auto")
     ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
     ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
-    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting|-long])")
+    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting|-long]"
+                    "[-fp32])")
     ap.add_argument("--teacher", action="append", default=[], metavar="TRACK=SPEC",
                     help="use this teacher for a track instead of the committed/trained one")
     ap.add_argument("--budget-minutes", type=float, help="start no new run after this many minutes")
-    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long])")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long][-fp32])")
     ap.add_argument("--lrs", help="comma list of learning rates replacing the mode's sweep for the selected rows "
                     "(e.g. --mode sitting --rows simsiam-real --lrs 0.1,0.3 adds lr 0.3; the table then picks each "
                     "row's lr by held-out kNN among all it has)")
@@ -1020,7 +1064,7 @@ def main(argv: list[str] | None = None, prog: str = "python bench/fashion.py") -
             raise SnsError(f"--lrs {args.lrs!r}: expected learning rates in (0, 10)")
     run_bench(quick=args.quick, mode=args.mode, lrs=lrs, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
               budget_minutes=args.budget_minutes, results_dir=args.results, progress=args.progress,
-              threads=args.threads or None)
+              threads=args.threads or None, precision=args.precision)
     return 0
 
 

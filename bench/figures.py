@@ -1,6 +1,7 @@
 """Figures of the Fashion-MNIST bench: UMAP of SnS and VICReg test features by class, kNN accuracy during training.
 
-Usage: python bench/figures.py [--quick | --mode quick|sitting|long|full] [--results DIR] [--tracks full,scarce] [--umap-images 5000]
+Usage: python bench/figures.py [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
+                               [--results DIR] [--tracks full,scarce] [--umap-images 5000]
 (= `sns bench figures ...`). Reads the cached runs of `sns bench fashion` (their run directories must still
 exist for the UMAP, which needs the exported backbones) and writes PNGs into <results>/figures/.
 """
@@ -194,7 +195,8 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
     results = Path(results) if results else fashion.RESULTS / f"fashion{fashion._suffix(mode)}"
     table_path = results.with_suffix(".json")
     if not table_path.exists():
-        raise SnsError(f"{table_path} does not exist; run `sns bench fashion --mode {mode}` first")
+        flags = f"--mode {mode.removesuffix('-fp32')}" + (" --precision fp32" if mode.endswith("-fp32") else "")
+        raise SnsError(f"{table_path} does not exist; run `sns bench fashion {flags}` first")
     table = json.loads(table_path.read_text())
     fig_dir = results / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -260,12 +262,15 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -> int:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="figures of the --quick (smoke) results")
-    ap.add_argument("--mode", choices=tuple(_fashion().MODES), help="figures of this bench mode's results")
-    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long])")
+    ap.add_argument("--mode", choices=_fashion().BASE_MODES, help="figures of this bench mode's results")
+    ap.add_argument("--precision", choices=_fashion().PRECISIONS,
+                    help="figures of the bf16 (default) or fp32 table of that mode (auto: as `sns bench fashion`)")
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long]"
+                    "[-fp32])")
     ap.add_argument("--tracks", default="full,scarce")
     ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
     args = ap.parse_args(argv)
-    make_figures(args.mode or args.quick, args.results, tuple(t.strip() for t in args.tracks.split(",") if t.strip()),
+    make_figures(_fashion().with_precision(args.mode or args.quick, args.precision), args.results, tuple(t.strip() for t in args.tracks.split(",") if t.strip()),
                  args.umap_images)
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -233,6 +234,9 @@ def test_sns_bench_subcommand_forwards_flags_and_errors_in_one_line(capsys):
     assert main(["bench", "fashion", "--rows", "zzz"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --rows zzz matches no row") and "\n" not in err
+    assert main(["bench", "fashion", "--quick", "--precision", "bf16"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --precision bf16 does not apply to --mode quick") and "\n" not in err
     assert main(["bench", "fashion", "--list"]) == 0
     assert "squeeze-novarcov" in capsys.readouterr().out
 
@@ -317,6 +321,8 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
     assert png.read_bytes()[:4] == b"\x89PNG" and png2.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(SnsError, match="fashion-sitting.json does not exist; run `sns bench fashion --mode sitting`"):
         figures.make_figures("sitting", results=tmp_path / "fashion-sitting", log=lambda *a: None)
+    with pytest.raises(SnsError, match="run `sns bench fashion --mode long --precision fp32` first"):
+        figures.make_figures("long-fp32", results=tmp_path / "fashion-long-fp32", log=lambda *a: None)
 
 
 def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
@@ -419,6 +425,44 @@ def test_a_full_mode_bench_into_the_default_results_rewrites_the_readme_table(tm
     assert readme.read_text() == f"{fashion.README_BEGIN}\n{fashion.README_END}\n"
     fashion.run_bench(mode="full", **kw)
     assert "| raw-pixels | 60.00 / 50.00 | - | 1 |" in readme.read_text()
+
+
+def test_precision_fp32_is_a_separate_table_trained_and_evaluated_in_fp32(tmp_path, monkeypatch):
+    import squeezespan.engine.rundir as rundir
+
+    assert fashion.with_precision("sitting", None) == fashion.with_precision("sitting", "bf16") == "sitting"
+    assert fashion.with_precision("full", "fp32") == "full-fp32"
+    for native, expected in ((False, "long-fp32"), (True, "long")):
+        monkeypatch.setattr(rundir, "bf16_native", lambda device, native=native: native)
+        assert fashion.with_precision("long", "auto") == expected
+    assert fashion.with_precision("quick", "auto") == "quick"
+    with pytest.raises(SnsError, match="--precision fp32 does not apply to --mode quick"):
+        fashion.with_precision("quick", "fp32")
+    with pytest.raises(SnsError, match="--precision 'fp16': expected one of bf16, fp32, auto"):
+        fashion.with_precision("full", "fp16")
+    # the same run but for its precision: trained (bf16 key) and evaluated (features) in fp32
+    row = fashion.ROW_BY_NAME["sns"]
+    bf, fp = (fashion.resolve_run_config(row, "full", 0.1, 0, m, "T") for m in ("sitting", "sitting-fp32"))
+    assert (bf["bf16"], fp["bf16"]) == (True, False) and dict(bf, bf16=False) == fp
+    assert fashion.mode_settings("sitting")["eval_bf16"] and not fashion.mode_settings("sitting-fp32")["eval_bf16"]
+    assert fashion.resolve_run_config(row, "full", 0.1, 0, "quick", "T")["bf16"] == "auto"  # smoke: fast anywhere
+    assert "--precision fp32" in fashion.render_markdown({"mode": "full-fp32", "rows": {}, "settings": {}})
+    # its own results and work folders; the README keeps showing the bf16 table
+    calls = []
+    monkeypatch.setattr(fashion, "run_one", lambda row, track, lr, seed, cfg, ev, work, *a: calls.append(work) or
+                        {"knn_top1": 50.0, "linear_top1": 60.0, "val_knn_top1": 40.0, "wall_s": 2.0})
+    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    monkeypatch.setattr(fashion, "RESULTS", tmp_path / "bench" / "results")
+    monkeypatch.chdir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{fashion.README_BEGIN}\n{fashion.README_END}\n")
+    table = fashion.run_bench(mode="full", precision="fp32", rows="raw-pixels", tracks=("full",), log=lambda *a: None)
+    assert calls == [Path("runs") / "bench-fashion-full-fp32"] and table["mode"] == "full-fp32"
+    assert (fashion.RESULTS / "fashion-full-fp32" / "runs" / "full__raw-pixels__lr0__s0.json").exists()
+    md = (fashion.RESULTS / "fashion-full-fp32.md").read_text()
+    assert md.startswith("# Fashion-MNIST bench: the issue's protocol (--mode full) in fp32")
+    assert readme.read_text() == f"{fashion.README_BEGIN}\n{fashion.README_END}\n"
+    assert not (fashion.RESULTS / "fashion.json").exists()
 
 
 def test_the_readme_results_table_is_the_committed_results():
