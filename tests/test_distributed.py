@@ -151,6 +151,31 @@ def _pieces_worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+def _bf16_worker(rank: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from squeezespan.engine import rundir
+    from squeezespan.engine.distributed import World
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        rundir.bf16_native = lambda device: rank == 1  # mixed hardware: only rank 1 computes bf16 natively
+        cfg = rundir.decide_bf16({"bf16": "auto", "seed": rank}, World(rank=rank, size=2), log=lambda *a: None)
+        torch.save(cfg, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_on_mixed_hardware_all_train_in_rank_0s_precision(tmp_path):
+    # pretrain and train-gan decide bf16=auto with decide_bf16: rank 0 chooses, config.yaml records that choice
+    import torch.multiprocessing as mp
+
+    mp.spawn(_bf16_worker, args=(_free_port(), str(tmp_path / "cfg")), nprocs=2, join=True)
+    cfgs = [torch.load(tmp_path / f"cfg.{r}") for r in range(2)]
+    assert cfgs == [{"bf16": False, "seed": 0}] * 2  # rank 1 would have chosen bf16 on its own
+
+
 def _free_port() -> int:
     import socket
 

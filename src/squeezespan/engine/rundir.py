@@ -102,6 +102,13 @@ def resolve_bf16(value: bool | str, device: torch.device | str, log=print) -> bo
     return value
 
 
+def decide_bf16(cfg: dict, world, log=print) -> dict:
+    """``cfg`` with bf16 decided once for the whole run: rank 0 resolves it for its own device (auto -> bf16 where
+    native) and every rank of ``world`` takes rank 0's config, so on mixed hardware all ranks still train in the
+    one precision that config.yaml records."""
+    return world.broadcast(dict(cfg, bf16=resolve_bf16(cfg["bf16"], world.device, log)))
+
+
 def autocast(device: torch.device, bf16: bool):
     """bf16 autocast on the run's device (CPU with AVX-512 BF16 trains ~2.6x faster), or a no-op."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bool(bf16))

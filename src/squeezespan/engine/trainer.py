@@ -17,7 +17,7 @@ from .checkpoint import (checkpoint_path, list_checkpoints, load_latest, prune_c
                          rng_state, save_checkpoint, set_rng_state)
 from .distributed import Trainable, World, convert_batchnorm, setup, wrap_ddp
 from .logging import MetricsLogger
-from .rundir import autocast, resolve_bf16, save_config
+from .rundir import autocast, decide_bf16, save_config
 
 # Every knob of `sns pretrain`, with its default, in one place (nanoGPT style). null = "the method decides".
 PRETRAIN_DEFAULTS: dict[str, Any] = {
@@ -265,8 +265,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
-    # bf16=auto is decided before the broadcast: every rank trains in rank 0's precision, the one config.yaml records
-    cfg = world.broadcast(dict(cfg, bf16=resolve_bf16(cfg["bf16"], world.device, log)))
+    cfg = decide_bf16(cfg, world, log)
     device = world.device
     run = build_run(cfg, device)
     train, teacher, student, objective = run["train"], run["teacher"], run["student"], run["objective"]

@@ -26,7 +26,7 @@ from ..engine.checkpoint import (atomic_write_bytes, checkpoint_path, load_lates
                                  save_checkpoint, set_rng_state)
 from ..engine.distributed import World, average_gradients, setup
 from ..engine.logging import MetricsLogger
-from ..engine.rundir import autocast, resolve_bf16, resolve_device, save_config
+from ..engine.rundir import autocast, decide_bf16, resolve_device, save_config
 from ..errors import SnsError
 from .diffaug import DiffAugment, parse_policy
 from .gan_loss import d_loss_logistic, ema_beta, ema_update, g_loss_nonsaturating, lazy_adam, r1_penalty
@@ -320,7 +320,7 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
            world: Optional[World] = None) -> dict[str, Any]:
     t_start = time.time()
     world = world or World(device=device)
-    cfg = dict(cfg, bf16=resolve_bf16(cfg["bf16"], device, log))  # config.yaml records what the run used
+    cfg = decide_bf16(cfg, world, log)  # rank 0's choice for every rank: the precision config.yaml records
     ckpt_dir = run_dir / "checkpoints"
     ds = dataset if dataset is not None else _load_data(cfg)
     images_u8 = _all_images(ds)
