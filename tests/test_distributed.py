@@ -114,15 +114,14 @@ def test_two_processes_equal_one_other_methods(tmp_path, method):
 # ---- the pieces, in two spawned processes
 
 
-def _pieces_worker(rank: int, port: int, out: str) -> None:
+def _pieces_worker(rank: int, rendezvous: str, out: str) -> None:
     import torch.distributed as dist
 
     from squeezespan.engine.distributed import convert_batchnorm, gather_batch
     from squeezespan.methods import losses
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     try:
         res = {}
         torch.manual_seed(0)
@@ -151,14 +150,13 @@ def _pieces_worker(rank: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
-def _bf16_worker(rank: int, port: int, out: str) -> None:
+def _bf16_worker(rank: int, rendezvous: str, out: str) -> None:
     import torch.distributed as dist
 
     from squeezespan.engine import rundir
     from squeezespan.engine.distributed import World
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     try:
         rundir.bf16_native = lambda device: rank == 1  # mixed hardware: only rank 1 computes bf16 natively
         cfg = rundir.decide_bf16({"bf16": "auto", "seed": rank}, World(rank=rank, size=2), log=lambda *a: None)
@@ -171,23 +169,20 @@ def test_ranks_on_mixed_hardware_all_train_in_rank_0s_precision(tmp_path):
     # pretrain and train-gan decide bf16=auto with decide_bf16: rank 0 chooses, config.yaml records that choice
     import torch.multiprocessing as mp
 
-    mp.spawn(_bf16_worker, args=(_free_port(), str(tmp_path / "cfg")), nprocs=2, join=True)
+    mp.spawn(_bf16_worker, args=(_rendezvous(tmp_path), str(tmp_path / "cfg")), nprocs=2, join=True)
     cfgs = [torch.load(tmp_path / f"cfg.{r}") for r in range(2)]
     assert cfgs == [{"bf16": False, "seed": 0}] * 2  # rank 1 would have chosen bf16 on its own
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _rendezvous(tmp_path: Path) -> str:
+    """A file the spawned ranks meet at: unlike a free TCP port picked in advance, no other process can take it."""
+    return f"file://{tmp_path / 'rendezvous'}"
 
 
 def test_global_batchnorm_and_gathered_losses_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(_pieces_worker, args=(_free_port(), str(tmp_path / "res")), nprocs=2, start_method="spawn")
+    mp.start_processes(_pieces_worker, args=(_rendezvous(tmp_path), str(tmp_path / "res")), nprocs=2, start_method="spawn")
     r0, r1 = (torch.load(tmp_path / f"res.{r}") for r in range(2))
     assert r0["kind"] == "GlobalBatchNorm"
     # the same computation in one process with the whole batch and torch's BatchNorm2d
