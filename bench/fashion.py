@@ -45,7 +45,8 @@ SCARCE_IMAGES = 2000
 FULL = dict(budget_passes=10 * 60000 * 2, lrs=(0.03, 0.1, 0.3), seeds=3, eval_train=None, eval_test=None,
             val_images=10000, eval_bf16=True, overrides=())
 # --quick: the same rows and code paths with tiny budgets and evaluation subsets; a smoke test, not a result.
-# Its student is narrower (width 0.25) so that all 42 cells fit in about ten minutes of one free core.
+# Its student is narrower (width 0.25) so that its cells fit in about ten minutes of one free core with bf16
+# hardware; in fp32 on an AVX2-only CPU its 58 cells took 57 min of cell walls plus two 4-min teachers (2026-12-04).
 QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, eval_test=1000, val_images=500,
              eval_bf16=False, max_bank=1024,
              overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
@@ -1012,7 +1013,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentParser:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min); "
+    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min with bf16 hardware, "
+                    "~1 h on an AVX2-only CPU); "
                     "= --mode quick")
     ap.add_argument("--mode", choices=BASE_MODES, help="quick (smoke), sitting (1 epoch-equivalent per run, one "
                     "lr, 2 seeds: ~2 h on 2 cores for the core rows), long (3 epoch-equivalents, one lr, one seed, kNN "
