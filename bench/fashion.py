@@ -9,7 +9,8 @@ A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row
 bench/results/fashion[-quick|-sitting|-long][-fp32]/runs/; a cached result is reused unless --force or its config
 changed. --precision fp32 (or auto on a CPU without bf16 hardware) keeps fp32 cells apart in the -fp32 folders.
 Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out part of the train set
-(never the test set), then the remaining seeds at that lr. Tables: bench/results/fashion[-quick|-sitting|-long].{json,md}.
+(never the test set), then the remaining seeds at that lr. Tables:
+bench/results/fashion[-quick|-sitting|-long][-fp32].{json,md}.
 """
 from __future__ import annotations
 
@@ -67,8 +68,9 @@ BASE_MODES = tuple(MODES)
 # (there bf16 is emulated, 19-20x slower than fp32: bench/results/throughput-avx2.md). Its cells are another
 # measurement, not seeds of the bf16 table: own mode (fingerprint), results folder and work folder (-<mode>-fp32).
 PRECISIONS = ("bf16", "fp32", "auto")
+FP32_SUFFIX = "-fp32"
 for _name in ("sitting", "long", "full"):
-    MODES[f"{_name}-fp32"] = dict(MODES[_name], eval_bf16=False,
+    MODES[_name + FP32_SUFFIX] = dict(MODES[_name], eval_bf16=False,
                                   overrides=tuple(MODES[_name]["overrides"]) + ("bf16=false",))
 # What each mode's Markdown table says about itself (under its heading).
 MODE_TEXT = {
@@ -180,6 +182,11 @@ def mode_name(mode: bool | str) -> str:
     return mode
 
 
+def split_mode(name: str) -> tuple[str, bool]:
+    """A mode name's protocol and whether it is the fp32 variant: 'sitting-fp32' -> ('sitting', True)."""
+    return name.removesuffix(FP32_SUFFIX), name.endswith(FP32_SUFFIX)
+
+
 def with_precision(mode: bool | str, precision: str | None) -> str:
     """The mode that trains ``mode`` in ``precision`` (bf16 | fp32 | auto: bf16 where this CPU has bf16 hardware,
     else fp32); None keeps the mode's own (bf16; --mode quick: bf16 where native)."""
@@ -197,8 +204,8 @@ def with_precision(mode: bool | str, precision: str | None) -> str:
         from squeezespan.engine.rundir import bf16_native
 
         precision = "bf16" if bf16_native("cpu") else "fp32"
-    base = name.removesuffix("-fp32")
-    return f"{base}-fp32" if precision == "fp32" else base
+    base = split_mode(name)[0]
+    return base + FP32_SUFFIX if precision == "fp32" else base
 
 
 def mode_settings(mode: bool | str) -> dict[str, Any]:
@@ -403,7 +410,7 @@ def ensure_teacher(track: str, mode: bool | str, work: Path, given: str | None, 
 
     preset = "gan-fashion-cpu" if "gan-fashion-cpu" in list_presets("gan") else None
     overrides = list(() if preset else GAN_FALLBACK) + list(GAN_QUICK if quick else ())
-    if mode_name(mode).endswith("-fp32"):
+    if split_mode(mode_name(mode))[1]:
         overrides.append("bf16=false")
     if track == "scarce":
         overrides.append("ada_target=0.6")  # 2,000 images: D overfits without adaptive augmentation (ADA)
@@ -628,8 +635,8 @@ def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run_bench(with_precision(mode if mode is not None else quick, precision), rows, tracks, force, work, teachers,
-                          budget_minutes, results_dir, progress, log, lrs)
+        return _run_bench(with_precision(mode if mode is not None else quick, precision), rows, tracks, force, work,
+                          teachers, budget_minutes, results_dir, progress, log, lrs)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -837,10 +844,9 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += ["# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK", "",
                   "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
                   "They say nothing about the methods.", ""]
-    elif str(table.get("mode")).removesuffix("-fp32") in MODE_TEXT:
-        base = table["mode"].removesuffix("-fp32")
+    elif split_mode(str(table.get("mode")))[0] in MODE_TEXT:
+        base, fp32 = split_mode(table["mode"])
         heading, text = MODE_TEXT[base]
-        fp32 = base != table["mode"]
         lines += [f"# Fashion-MNIST bench: {heading}{' in fp32' if fp32 else ''}", "",
                   text + ("" if base == "full" else
                           " The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.")
@@ -1013,9 +1019,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentParser:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min with bf16 hardware, "
-                    "~1 h on an AVX2-only CPU); "
-                    "= --mode quick")
+    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min with "
+                    "bf16 hardware, ~1 h on an AVX2-only CPU); = --mode quick")
     ap.add_argument("--mode", choices=BASE_MODES, help="quick (smoke), sitting (1 epoch-equivalent per run, one "
                     "lr, 2 seeds: ~2 h on 2 cores for the core rows), long (3 epoch-equivalents, one lr, one seed, kNN "
                     "curves) or full (the default: 10 epochs, lr sweep, 3 seeds)")

@@ -195,7 +195,8 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
     results = Path(results) if results else fashion.RESULTS / f"fashion{fashion._suffix(mode)}"
     table_path = results.with_suffix(".json")
     if not table_path.exists():
-        flags = f"--mode {mode.removesuffix('-fp32')}" + (" --precision fp32" if mode.endswith("-fp32") else "")
+        base, fp32 = fashion.split_mode(mode)
+        flags = f"--mode {base}" + (" --precision fp32" if fp32 else "")
         raise SnsError(f"{table_path} does not exist; run `sns bench fashion {flags}` first")
     table = json.loads(table_path.read_text())
     fig_dir = results / "figures"
@@ -262,15 +263,17 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -> int:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="figures of the --quick (smoke) results")
-    ap.add_argument("--mode", choices=_fashion().BASE_MODES, help="figures of this bench mode's results")
-    ap.add_argument("--precision", choices=_fashion().PRECISIONS,
+    fashion = _fashion()
+    ap.add_argument("--mode", choices=fashion.BASE_MODES, help="figures of this bench mode's results")
+    ap.add_argument("--precision", choices=fashion.PRECISIONS,
                     help="figures of the bf16 (default) or fp32 table of that mode (auto: as `sns bench fashion`)")
     ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long]"
                     "[-fp32])")
     ap.add_argument("--tracks", default="full,scarce")
     ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
     args = ap.parse_args(argv)
-    make_figures(_fashion().with_precision(args.mode or args.quick, args.precision), args.results, tuple(t.strip() for t in args.tracks.split(",") if t.strip()),
+    tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
+    make_figures(fashion.with_precision(args.mode or args.quick, args.precision), args.results, tracks,
                  args.umap_images)
     return 0
 
