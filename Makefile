@@ -19,6 +19,8 @@ demo: $(STAMP)
 	$(SNS) demo
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest
 
 test-slow: $(STAMP)

@@ -1,6 +1,7 @@
-"""Time squeezespan.data.augment per-sample vs per-batch parameters on 256 images; writes bench/results/augment_speed.json.
+"""Time squeezespan.data.augment per-sample vs per-batch parameters on 256 images.
 
-Usage: python bench/augment_speed.py [--batch 256] [--resolution 32] [--threads 2 [1 ...]] [--runs 25] [--warmup 3] [--out PATH]
+Writes bench/results/augment_speed.json. Usage: python bench/augment_speed.py [--batch 256] [--resolution 32]
+[--threads 2 [1 ...]] [--runs 25] [--warmup 3] [--out PATH]
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ from squeezespan.data.augment import Augment, AugmentConfig
 
 
 def summary(times_ms: list) -> dict:
-    return {"median_ms": round(statistics.median(times_ms), 2), "min_ms": round(min(times_ms), 2), "runs": len(times_ms)}
+    return {
+        "median_ms": round(statistics.median(times_ms), 2),
+        "min_ms": round(min(times_ms), 2),
+        "runs": len(times_ms),
+    }
 
 
 def main() -> None:

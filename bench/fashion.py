@@ -12,6 +12,7 @@ Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out pa
 (never the test set), then the remaining seeds at that lr. Tables:
 bench/results/fashion[-quick|-sitting|-long][-fp32].{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,6 @@ import copy
 import fnmatch
 import hashlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -43,25 +43,65 @@ SCARCE_IMAGES = 2000
 # 60k real images in two views, i.e. exactly 10 epochs for VICReg/SimSiam on real data at any batch size.
 # Methods whose steps pass fewer images get proportionally more steps (sns: 384 passes per step of 256).
 # Features for evaluation in bf16 (as the preset trains): fp32 extraction of 70k images is ~4x slower on a CPU.
-FULL = dict(budget_passes=10 * 60000 * 2, lrs=(0.03, 0.1, 0.3), seeds=3, eval_train=None, eval_test=None,
-            val_images=10000, eval_bf16=True, overrides=())
+FULL = dict(
+    budget_passes=10 * 60000 * 2,
+    lrs=(0.03, 0.1, 0.3),
+    seeds=3,
+    eval_train=None,
+    eval_test=None,
+    val_images=10000,
+    eval_bf16=True,
+    overrides=(),
+)
 # --quick: the same rows and code paths with tiny budgets and evaluation subsets; a smoke test, not a result.
 # Its student is narrower (width 0.25) so that its cells fit in about ten minutes of one free core with bf16
 # hardware; in fp32 on an AVX2-only CPU its 58 cells took 57 min of cell walls plus two 4-min teachers (2026-12-04).
-QUICK = dict(budget_passes=64 * 2 * 16, lrs=(0.1,), seeds=2, eval_train=4000, eval_test=1000, val_images=500,
-             eval_bf16=False, max_bank=1024,
-             overrides=("width=0.25", "batch_size=64", "warmup_steps=2", "knn_every=8", "knn_bank=1000",
-                        "ckpt_every=8", "log_every=4", "bf16=auto"))  # a smoke test: fast on any CPU
+QUICK = dict(
+    budget_passes=64 * 2 * 16,
+    lrs=(0.1,),
+    seeds=2,
+    eval_train=4000,
+    eval_test=1000,
+    val_images=500,
+    eval_bf16=False,
+    max_bank=1024,
+    overrides=(
+        "width=0.25",
+        "batch_size=64",
+        "warmup_steps=2",
+        "knn_every=8",
+        "knn_bank=1000",
+        "ckpt_every=8",
+        "log_every=4",
+        "bf16=auto",
+    ),
+)  # a smoke test: fast on any CPU
 # --mode sitting: what one ~2-hour sitting on 2 free cores can measure honestly. The full student, full evaluation,
 # full data and teachers, but a budget of ONE epoch-equivalent (60k x 2 passes: ~6-13 min per run at one thread),
 # one lr (0.1, no sweep) and 2 seeds for the core rows. Its table says what separates at that budget, no more.
-SITTING = dict(budget_passes=60000 * 2, lrs=(0.1,), seeds=2, eval_train=None, eval_test=None, val_images=10000,
-               eval_bf16=True, overrides=())
+SITTING = dict(
+    budget_passes=60000 * 2,
+    lrs=(0.1,),
+    seeds=2,
+    eval_train=None,
+    eval_test=None,
+    val_images=10000,
+    eval_bf16=True,
+    overrides=(),
+)
 # --mode long: three times the sitting budget (3 epoch-equivalents: ~25-60 min per run at one thread), one lr, one
 # seed, and a kNN point every 150 steps (~30 s each): does a margin seen at one epoch-equivalent grow or shrink
 # with budget, and where do the curves flatten.
-LONG = dict(budget_passes=3 * 60000 * 2, lrs=(0.1,), seeds=1, eval_train=None, eval_test=None, val_images=10000,
-            eval_bf16=True, overrides=("knn_every=150",))
+LONG = dict(
+    budget_passes=3 * 60000 * 2,
+    lrs=(0.1,),
+    seeds=1,
+    eval_train=None,
+    eval_test=None,
+    val_images=10000,
+    eval_bf16=True,
+    overrides=("knn_every=150",),
+)
 MODES = {"quick": QUICK, "sitting": SITTING, "long": LONG, "full": FULL}
 BASE_MODES = tuple(MODES)
 # --precision fp32: the sitting/long/full protocol trained and evaluated in fp32, for CPUs without bf16 hardware
@@ -70,37 +110,67 @@ BASE_MODES = tuple(MODES)
 PRECISIONS = ("bf16", "fp32", "auto")
 FP32_SUFFIX = "-fp32"
 for _name in ("sitting", "long", "full"):
-    MODES[_name + FP32_SUFFIX] = dict(MODES[_name], eval_bf16=False,
-                                  overrides=tuple(MODES[_name]["overrides"]) + ("bf16=false",))
+    MODES[_name + FP32_SUFFIX] = dict(
+        MODES[_name], eval_bf16=False, overrides=tuple(MODES[_name]["overrides"]) + ("bf16=false",)
+    )
 # What each mode's Markdown table says about itself (under its heading).
 MODE_TEXT = {
-    "sitting": ("one-sitting budget (--mode sitting)",
-                "The full student, data, teachers and evaluation, but one epoch-equivalent of student passes per run, "
-                "lr 0.1 (rows whose sweep a later sitting widened with --lrs: see their sweep table) and 2 seeds: "
-                "what separates the methods at that budget, no more."),
-    "long": ("three epoch-equivalents (--mode long)",
-             "The full student, data, teachers and evaluation, three times the sitting budget, one learning rate and "
-             "one seed (compare with the sitting's seed spread), kNN every 150 steps: how the methods move with "
-             "budget, no more."),
-    "full": ("the issue's protocol (--mode full)",
-             "Ten epoch-equivalents per run, the lr sweep at seed 0, then 3 seeds at the chosen lr. At one CPU thread "
-             "a cell takes 2-3 hours, so the table is built across sittings (re-run to resume); a row says "
-             "'partial' until its sweep and seeds are all done, and a verdict on partial rows is provisional."),
+    "sitting": (
+        "one-sitting budget (--mode sitting)",
+        "The full student, data, teachers and evaluation, but one epoch-equivalent of student passes per run, "
+        "lr 0.1 (rows whose sweep a later sitting widened with --lrs: see their sweep table) and 2 seeds: "
+        "what separates the methods at that budget, no more.",
+    ),
+    "long": (
+        "three epoch-equivalents (--mode long)",
+        "The full student, data, teachers and evaluation, three times the sitting budget, one learning rate and "
+        "one seed (compare with the sitting's seed spread), kNN every 150 steps: how the methods move with "
+        "budget, no more.",
+    ),
+    "full": (
+        "the issue's protocol (--mode full)",
+        "Ten epoch-equivalents per run, the lr sweep at seed 0, then 3 seeds at the chosen lr. At one CPU thread "
+        "a cell takes 2-3 hours, so the table is built across sittings (re-run to resume); a row says "
+        "'partial' until its sweep and seeds are all done, and a verdict on partial rows is provisional.",
+    ),
 }
 
-FP32_TEXT = (" Trained and evaluated in fp32 (--precision fp32, for CPUs without bf16 hardware): the same protocol "
-             "as the bf16 table, measured separately; compare its cells with that table's, do not pool them.")
+FP32_TEXT = (
+    " Trained and evaluated in fp32 (--precision fp32, for CPUs without bf16 hardware): the same protocol "
+    "as the bf16 table, measured separately; compare its cells with that table's, do not pool them."
+)
 
 # Teachers (StyleGAN2, 32 px, 1 channel) when `sns presets` has no gan-fashion-cpu yet: the settings that
 # trained the digits teachers in a few minutes, sized up for Fashion-MNIST's textures.
-GAN_FALLBACK = ("channels=1", "channel_base=1024", "channel_max=64", "batch=32", "kimg=200", "bf16=true",
-                "threads=1", "mapping_lr_mult=0.1", "diffaug=translation,color", "augment_p=0", "ada_target=0.6",
-                "ada_kimg=10", "snapshot_kimg=10", "sample_kimg=10", "fd_ref_kimg=20")
+GAN_FALLBACK = (
+    "channels=1",
+    "channel_base=1024",
+    "channel_max=64",
+    "batch=32",
+    "kimg=200",
+    "bf16=true",
+    "threads=1",
+    "mapping_lr_mult=0.1",
+    "diffaug=translation,color",
+    "augment_p=0",
+    "ada_target=0.6",
+    "ada_kimg=10",
+    "snapshot_kimg=10",
+    "sample_kimg=10",
+    "fd_ref_kimg=20",
+)
 # The scarce-track teacher (2,000 images): as long as the committed full-track one (its best FD-ref snapshot was
 # at 60 kimg), FD-ref every 20 kimg picks the snapshot; 75 minutes is room for 60 kimg at one thread.
 GAN_SCARCE = ("kimg=60", "max_minutes=75")
-GAN_QUICK = ("kimg=2", "max_minutes=4", "fd_ref_kimg=0", "snapshot_kimg=1", "sample_kimg=1", "teacher_pick=last",
-             "bf16=auto")
+GAN_QUICK = (
+    "kimg=2",
+    "max_minutes=4",
+    "fd_ref_kimg=0",
+    "snapshot_kimg=1",
+    "sample_kimg=1",
+    "teacher_pick=last",
+    "bf16=auto",
+)
 
 
 @dataclass(frozen=True)
@@ -108,8 +178,8 @@ class Row:
     name: str
     group: str
     overrides: tuple[str, ...] = ()
-    kind: str = "pretrain"          # pretrain | supervised | random | raw
-    seeds: int = 1                  # 3 for core rows (mean and std); capped by the mode's seed count
+    kind: str = "pretrain"  # pretrain | supervised | random | raw
+    seeds: int = 1  # 3 for core rows (mean and std); capped by the mode's seed count
     note: str = ""
 
 
@@ -118,8 +188,12 @@ ROWS: tuple[Row, ...] = (
     Row("vicreg-real", "core", ("method=vicreg", "syn_ratio=0.0"), seeds=3),
     Row("simsiam-real", "core", ("method=simsiam", "syn_ratio=0.0"), seeds=3),
     Row("squeeze", "core", ("method=squeeze",), seeds=3, note="syn_ratio 1.0; = Table 5 row e (var + cov)"),
-    Row("supervised", "reference", kind="supervised",
-        note="upper bound: cross-entropy on the labels of the pretraining images, same budget"),
+    Row(
+        "supervised",
+        "reference",
+        kind="supervised",
+        note="upper bound: cross-entropy on the labels of the pretraining images, same budget",
+    ),
     Row("random-init", "reference", kind="random", note="no training"),
     Row("raw-pixels", "reference", kind="raw", note="the image as the feature"),
     Row("vicreg-syn", "data", ("method=vicreg", "syn_ratio=1.0")),
@@ -130,19 +204,37 @@ ROWS: tuple[Row, ...] = (
     Row("kd-aug", "kd", ("method=kd",), note="Table 5 row b"),
     Row("squeeze-novarcov", "ablation", ("method=squeeze", "w_var=0", "w_cov=0"), note="Table 5 row c (collapse)"),
     Row("squeeze-var", "ablation", ("method=squeeze", "w_cov=0"), note="Table 5 row d"),
-    Row("sns-sharedbn", "ablation", ("method=sns", "bn_pass=shared"),
-        note="one student pass over syn + both real views (shared BatchNorm statistics)"),
-    Row("sns-perbatch", "ablation", ("method=sns", "augment.per_sample=false"),
-        note="one augmentation parameter set per batch (the reference code's), not per image"),
+    Row(
+        "sns-sharedbn",
+        "ablation",
+        ("method=sns", "bn_pass=shared"),
+        note="one student pass over syn + both real views (shared BatchNorm statistics)",
+    ),
+    Row(
+        "sns-perbatch",
+        "ablation",
+        ("method=sns", "augment.per_sample=false"),
+        note="one augmentation parameter set per batch (the reference code's), not per image",
+    ),
     # rho sweep: the SnS loss at rho = 0 is VICReg-real's, at rho = 1 Squeeze's; these fill in between
     Row("sns-syn25", "syn_ratio", ("method=sns", "syn_ratio=0.25"), seeds=2, note="SnS with rho = 0.25"),
     Row("sns-syn75", "syn_ratio", ("method=sns", "syn_ratio=0.75"), seeds=2, note="SnS with rho = 0.75"),
     # the feature bank (engine/bank.py): as many teacher images as real ones, sampled once; Squeeze's step is
     # about 2.7x faster from it here (bench/results/throughput.md), so its 10-epoch run fits one sitting
-    Row("squeeze-bank", "bank", ("method=squeeze", "teacher_bank=60000"), seeds=3,
-        note="Squeeze from a 60k-image teacher bank (images + pooled taps sampled once), not the live teacher"),
-    Row("sns-bank", "bank", ("method=sns", "teacher_bank=60000"), seeds=3,
-        note="SnS with its teacher images from the same 60k bank: is a gain the bank's or the real images' absence?"),
+    Row(
+        "squeeze-bank",
+        "bank",
+        ("method=squeeze", "teacher_bank=60000"),
+        seeds=3,
+        note="Squeeze from a 60k-image teacher bank (images + pooled taps sampled once), not the live teacher",
+    ),
+    Row(
+        "sns-bank",
+        "bank",
+        ("method=sns", "teacher_bank=60000"),
+        seeds=3,
+        note="SnS with its teacher images from the same 60k bank: is a gain the bank's or the real images' absence?",
+    ),
 )
 ROW_BY_NAME = {r.name: r for r in ROWS}
 
@@ -150,16 +242,21 @@ RHO_ROWS = ("vicreg-real", "sns-syn25", "sns", "sns-syn75", "squeeze")  # the rh
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Core", ("sns", "vicreg-real", "simsiam-real", "squeeze")),
     ("References", ("supervised", "random-init", "raw-pixels")),
-    ("Pretraining data of the SSL baselines (real / synthetic / mixed)",
-     ("vicreg-real", "vicreg-syn", "vicreg-mixed", "simsiam-real", "simsiam-syn", "simsiam-mixed", "sns")),
-    ("Table 5 ablation (a-f), BatchNorm passes and per-batch augmentation",
-     ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn", "sns-perbatch")),
+    (
+        "Pretraining data of the SSL baselines (real / synthetic / mixed)",
+        ("vicreg-real", "vicreg-syn", "vicreg-mixed", "simsiam-real", "simsiam-syn", "simsiam-mixed", "sns"),
+    ),
+    (
+        "Table 5 ablation (a-f), BatchNorm passes and per-batch augmentation",
+        ("kd-noaug", "kd-aug", "squeeze-novarcov", "squeeze-var", "squeeze", "sns", "sns-sharedbn", "sns-perbatch"),
+    ),
     ("Synthetic share rho (syn_ratio) of SnS: 0 = VICReg-real, 1 = Squeeze", RHO_ROWS),
     ("Live teacher vs a teacher feature bank", ("squeeze", "squeeze-bank", "sns", "sns-bank")),
 )
 
 
 # ------------------------------------------------------------------------------------------------ planning
+
 
 def select_rows(patterns: str | None) -> list[Row]:
     """Rows whose names match any comma-separated glob (``sns,vicreg-*``), in table order (core first)."""
@@ -197,8 +294,10 @@ def with_precision(mode: bool | str, precision: str | None) -> str:
         raise SnsError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if name == "quick":
         if precision != "auto":
-            raise SnsError(f"--precision {precision} does not apply to --mode quick: the smoke run always trains "
-                           "in bf16 where the CPU has bf16 hardware and in fp32 elsewhere (= --precision auto)")
+            raise SnsError(
+                f"--precision {precision} does not apply to --mode quick: the smoke run always trains "
+                "in bf16 where the CPU has bf16 hardware and in fp32 elsewhere (= --precision auto)"
+            )
         return name
     if precision == "auto":
         from squeezespan.engine.rundir import bf16_native
@@ -227,8 +326,9 @@ def passes_per_step(method: str, syn_ratio: float, batch_size: int) -> int:
     return n_syn * syn_views + n_real * 2
 
 
-def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool | str, teacher: str | None = None
-                       ) -> dict[str, Any]:
+def resolve_run_config(
+    row: Row, track: str, lr: float, seed: int, quick: bool | str, teacher: str | None = None
+) -> dict[str, Any]:
     """The full pretrain config of one run: fashion-cpu preset < mode overrides < row overrides < run keys."""
     from squeezespan.config import resolve_config
     from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
@@ -240,14 +340,16 @@ def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool |
         overrides.append(f"real_subset={SCARCE_IMAGES}")
     elif track != "full":
         raise SnsError(f"--tracks {track!r}: expected full or scarce")
-    cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", PRESET, None, overrides,
-                         {"lr": float(lr), "seed": int(seed), "data": DATA})
+    cfg = resolve_config(
+        PRETRAIN_DEFAULTS, "pretrain", PRESET, None, overrides, {"lr": float(lr), "seed": int(seed), "data": DATA}
+    )
     cfg["final_eval"] = False  # the bench evaluates the export itself (full bank, probe, held-out split)
     if cfg.get("teacher_bank") and mode.get("max_bank"):  # --quick: a smoke-sized bank, not 60k teacher samples
         cfg["teacher_bank"] = min(int(cfg["teacher_bank"]), mode["max_bank"])
     settings = method_settings(cfg) if row.kind == "pretrain" else {"syn_ratio": 0.0}
-    per_step = passes_per_step(cfg["method"] if row.kind != "supervised" else "supervised",
-                               settings["syn_ratio"], cfg["batch_size"])
+    per_step = passes_per_step(
+        cfg["method"] if row.kind != "supervised" else "supervised", settings["syn_ratio"], cfg["batch_size"]
+    )
     if row.kind == "supervised":
         per_step = cfg["batch_size"]  # one view per labelled image
     cfg["steps"] = max(1, int(round(mode["budget_passes"] / per_step)))
@@ -258,8 +360,9 @@ def resolve_run_config(row: Row, track: str, lr: float, seed: int, quick: bool |
     return cfg
 
 
-def plan_runs(row: Row, quick: bool | str, cached: dict[tuple[float, int], dict | None],
-              lrs: tuple[float, ...] | None = None) -> list[tuple[float, int]]:
+def plan_runs(
+    row: Row, quick: bool | str, cached: dict[tuple[float, int], dict | None], lrs: tuple[float, ...] | None = None
+) -> list[tuple[float, int]]:
     """(lr, seed) pairs still to run for a row: the lr sweep at seed 0, then further seeds at the best lr.
 
     ``cached`` maps (lr, seed) to a valid cached result (or None); seeds past 0 wait for a complete sweep.
@@ -286,6 +389,7 @@ def best_lr(lrs, cached: dict[tuple[float, int], dict | None]) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ caching
+
 
 def fingerprint(obj: Any) -> str:
     """Stable hash of what determines a result (config, teacher identity, evaluation settings)."""
@@ -321,6 +425,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ teachers
+
 
 def teacher_identity(spec: str) -> dict[str, Any]:
     """What the results record about a teacher: spec (repo-relative when inside the repository), G_ema checksum,
@@ -424,9 +529,11 @@ def ensure_teacher(track: str, mode: bool | str, work: Path, given: str | None, 
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = train_gan(cfg, run_dir, resume=resume, device="cpu", progress=False, dataset=dataset, log=log)
     if not quick and summary.get("stopped_by_time"):
-        raise SnsError(f"the {track} teacher in {run_dir} stopped at its max_minutes ({summary.get('kimg')} kimg); "
-                       "run the same command again to continue it (rows without a teacher can run meanwhile: "
-                       "--rows vicreg-real,simsiam-real,supervised,random-init,raw-pixels)")
+        raise SnsError(
+            f"the {track} teacher in {run_dir} stopped at its max_minutes ({summary.get('kimg')} kimg); "
+            "run the same command again to continue it (rows without a teacher can run meanwhile: "
+            "--rows vicreg-real,simsiam-real,supervised,random-init,raw-pixels)"
+        )
     if not quick:
         # committed with the results (G_ema + D + json, a few MB) so the table can be rebuilt against it
         committed.mkdir(parents=True, exist_ok=True)
@@ -440,16 +547,18 @@ def ensure_teacher(track: str, mode: bool | str, work: Path, given: str | None, 
 
 # ------------------------------------------------------------------------------------------------ running
 
+
 @dataclass
 class EvalData:
     train: Any
     test: Any
-    val_idx: torch.Tensor         # positions in `train` held out for choosing the lr (never the test set)
+    val_idx: torch.Tensor  # positions in `train` held out for choosing the lr (never the test set)
     settings: dict[str, Any] = field(default_factory=dict)
 
 
 def eval_data(mode: bool | str) -> EvalData:
     from squeezespan.data import load_dataset
+
     mode = mode_settings(mode)
     train = load_dataset(DATA, split="train", resolution=32)
     test = load_dataset(DATA, split="test", resolution=32)
@@ -459,9 +568,14 @@ def eval_data(mode: bool | str) -> EvalData:
     if mode["eval_test"]:
         test = test.subset(torch.randperm(len(test), generator=g)[: mode["eval_test"]])
     val_idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(1))[: mode["val_images"]]
-    settings = {"train_images": len(train), "test_images": len(test), "val_images": len(val_idx),
-                "features_bf16": bool(mode["eval_bf16"]),
-                "knn": {"k": 200, "t": 0.1}, "linear": {"protocol": "fast", "solver": "lbfgs", "epochs": 100}}
+    settings = {
+        "train_images": len(train),
+        "test_images": len(test),
+        "val_images": len(val_idx),
+        "features_bf16": bool(mode["eval_bf16"]),
+        "knn": {"k": 200, "t": 0.1},
+        "linear": {"protocol": "fast", "solver": "lbfgs", "epochs": 100},
+    }
     return EvalData(train, test, val_idx, settings)
 
 
@@ -478,8 +592,15 @@ def evaluate_backbone(backbone, ev: EvalData, normalize: bool) -> dict[str, Any]
     keep[ev.val_idx] = False
     val = knn_eval(tr_f[keep], tr_y[keep], tr_f[ev.val_idx], tr_y[ev.val_idx], k=200, t=0.1, num_classes=10)
     lin = linear_probe(tr_f, tr_y, te_f, te_y, epochs=100, num_classes=10)
-    return {"knn_top1": knn["top1"], "knn_top5": knn["top5"], "linear_top1": lin["top1"], "linear_top5": lin["top5"],
-            "val_knn_top1": val["top1"], "feature_dim": int(tr_f.shape[1]), "eval_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "knn_top1": knn["top1"],
+        "knn_top5": knn["top5"],
+        "linear_top1": lin["top1"],
+        "linear_top5": lin["top5"],
+        "val_knn_top1": val["top1"],
+        "feature_dim": int(tr_f.shape[1]),
+        "eval_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Callable) -> dict[str, Any]:
@@ -487,9 +608,15 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
     images pretraining may see, same steps, lr schedule, optimizer and augmentation as the other rows.
     Resumable: the data order is the engine's RealStream (a function of seed and step) and RNGs are saved."""
     from squeezespan.data import Augment, AugmentConfig, load_dataset
-    from squeezespan.engine.checkpoint import (checkpoint_path, load_latest, prune_checkpoints, rng_state,
-                                               save_checkpoint, set_rng_state)
-    from squeezespan.engine.trainer import RealStream, _lr_at, _subset, _export
+    from squeezespan.engine.checkpoint import (
+        checkpoint_path,
+        load_latest,
+        prune_checkpoints,
+        rng_state,
+        save_checkpoint,
+        set_rng_state,
+    )
+    from squeezespan.engine.trainer import RealStream, _export, _lr_at, _subset
     from squeezespan.models import build_student
 
     train = load_dataset(cfg["data"], split="train", resolution=cfg["resolution"])
@@ -539,9 +666,17 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
             metrics.write(json.dumps({"step": done, "time": round(time.time(), 3), "loss": loss.item()}) + "\n")
             metrics.flush()
         if done % cfg["ckpt_every"] == 0 or done == total:
-            save_checkpoint(checkpoint_path(ckpt_dir, done), dict(step=done, student=student.state_dict(),
-                            head=head.state_dict(), optimizer=opt.state_dict(), rng=rng_state(),
-                            train_time_s=earlier_s + time.perf_counter() - t0))
+            save_checkpoint(
+                checkpoint_path(ckpt_dir, done),
+                dict(
+                    step=done,
+                    student=student.state_dict(),
+                    head=head.state_dict(),
+                    optimizer=opt.state_dict(),
+                    rng=rng_state(),
+                    train_time_s=earlier_s + time.perf_counter() - t0,
+                ),
+            )
             prune_checkpoints(ckpt_dir, 2)
     metrics.close()
     cfg = dict(cfg, method="supervised")
@@ -550,8 +685,18 @@ def train_supervised(cfg: dict[str, Any], run_dir: Path, resume: bool, log: Call
     return {"steps": total, "train_time_s": round(earlier_s + segment_s, 3), "segment_time_s": round(segment_s, 3)}
 
 
-def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | None, ev: EvalData, work: Path,
-            force: bool, progress: bool, log: Callable) -> dict[str, Any] | None:
+def run_one(
+    row: Row,
+    track: str,
+    lr: float,
+    seed: int,
+    cfg: dict[str, Any] | None,
+    ev: EvalData,
+    work: Path,
+    force: bool,
+    progress: bool,
+    log: Callable,
+) -> dict[str, Any] | None:
     """Train (or resume) and evaluate one cell; None if training was interrupted (checkpoint kept)."""
     from squeezespan.engine.trainer import pretrain
     from squeezespan.eval import RawPixels, random_init_student
@@ -581,8 +726,12 @@ def run_one(row: Row, track: str, lr: float, seed: int, cfg: dict[str, Any] | No
             return None
         # a resumed cell's wall time also counts the training of its earlier segments (their checkpoints carry it)
         earlier_s = summary["train_time_s"] - summary.get("segment_time_s", summary["train_time_s"])
-        out.update(steps=summary["steps"], train_time_s=round(summary["train_time_s"], 1), run_dir=str(run_dir),
-                   knn_monitor=monitor_curve(run_dir))
+        out.update(
+            steps=summary["steps"],
+            train_time_s=round(summary["train_time_s"], 1),
+            run_dir=str(run_dir),
+            knn_monitor=monitor_curve(run_dir),
+        )
         out.update(evaluate_backbone(load_backbone(run_dir / "backbone.safetensors"), ev, normalize=False))
     out["wall_s"] = round(time.time() - t0 + earlier_s, 1)
     return out
@@ -606,26 +755,51 @@ def monitor_curve(run_dir: str | Path) -> list[list[float]]:
 def machine() -> dict[str, Any]:
     from squeezespan.engine.rundir import bf16_native, cpu_name
 
-    return {"platform": platform.platform(), "cpu": cpu_name(), "bf16_native": bf16_native("cpu"),
-            "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "loadavg": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu_name(),
+        "bf16_native": bf16_native("cpu"),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def git_commit() -> str | None:
     try:
         import subprocess
 
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=10,
+            ).stdout.strip()
+            or None
+        )
     except Exception:  # noqa: BLE001 - provenance only
         return None
 
 
-def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[str, ...] = TRACKS, force: bool = False,
-              work: str | Path | None = None, teachers: dict[str, str] | None = None,
-              budget_minutes: float | None = None, results_dir: str | Path | None = None, progress: bool = False,
-              threads: int | None = 1, log: Callable = print, mode: str | None = None,
-              lrs: tuple[float, ...] | None = None, precision: str | None = None) -> dict[str, Any]:
+def run_bench(
+    quick: bool | str = False,
+    rows: str | None = None,
+    tracks: tuple[str, ...] = TRACKS,
+    force: bool = False,
+    work: str | Path | None = None,
+    teachers: dict[str, str] | None = None,
+    budget_minutes: float | None = None,
+    results_dir: str | Path | None = None,
+    progress: bool = False,
+    threads: int | None = 1,
+    log: Callable = print,
+    mode: str | None = None,
+    lrs: tuple[float, ...] | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
@@ -635,8 +809,19 @@ def run_bench(quick: bool | str = False, rows: str | None = None, tracks: tuple[
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        return _run_bench(with_precision(mode if mode is not None else quick, precision), rows, tracks, force, work,
-                          teachers, budget_minutes, results_dir, progress, log, lrs)
+        return _run_bench(
+            with_precision(mode if mode is not None else quick, precision),
+            rows,
+            tracks,
+            force,
+            work,
+            teachers,
+            budget_minutes,
+            results_dir,
+            progress,
+            log,
+            lrs,
+        )
     finally:
         torch.set_num_threads(threads_before)
 
@@ -670,8 +855,9 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
                     stopped = True
                     break
                 ev = ev or eval_data(quick)
-                cfg = None if row.kind in ("raw", "random") else resolve_run_config(row, track, lr, seed, quick,
-                                                                                     teacher)
+                cfg = (
+                    None if row.kind in ("raw", "random") else resolve_run_config(row, track, lr, seed, quick, teacher)
+                )
                 log(f"[{track}] {row.name} lr={lr:g} seed={seed}" + (f" ({cfg['steps']} steps)" if cfg else ""))
                 path = result_path(results_dir, track, row.name, lr, seed)
                 res = run_one(row, track, lr, seed, cfg, ev, work, force and path not in forced_done, progress, log)
@@ -680,21 +866,38 @@ def _run_bench(quick, rows, tracks, force, work, teachers, budget_minutes, resul
                     stopped = True
                     break
                 forced_done.add(path)
-                write_json(path, {"row": row.name, "track": track, "lr": lr, "seed": seed, "smoke": quick == "quick",
-                                  "mode": quick,
-                                  "fingerprint": fps[(lr, seed)], "teacher": teacher_identity(teacher) if teacher
-                                  else None, "config": cfg, "eval": ev.settings, "machine": machine(),
-                                  "commit": git_commit(), "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **res})
-                log(f"  kNN {res['knn_top1']:.2f}  linear {res['linear_top1']:.2f}  val-kNN {res['val_knn_top1']:.2f}"
-                    f"  ({res['wall_s']:.0f} s)")
+                write_json(
+                    path,
+                    {
+                        "row": row.name,
+                        "track": track,
+                        "lr": lr,
+                        "seed": seed,
+                        "smoke": quick == "quick",
+                        "mode": quick,
+                        "fingerprint": fps[(lr, seed)],
+                        "teacher": teacher_identity(teacher) if teacher else None,
+                        "config": cfg,
+                        "eval": ev.settings,
+                        "machine": machine(),
+                        "commit": git_commit(),
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        **res,
+                    },
+                )
+                log(
+                    f"  kNN {res['knn_top1']:.2f}  linear {res['linear_top1']:.2f}  val-kNN {res['val_knn_top1']:.2f}"
+                    f"  ({res['wall_s']:.0f} s)"
+                )
             if stopped:
                 break
         if stopped:
             break
     table = collect(results_dir, quick, tracks=TRACKS)
     table["settings"] = {k: v for k, v in mode.items()}
-    table["teachers"], table["teacher_rows"] = teachers_of(table["runs"],
-                                                           {t: teacher_identity(s) for t, s in teachers.items()})
+    table["teachers"], table["teacher_rows"] = teachers_of(
+        table["runs"], {t: teacher_identity(s) for t, s in teachers.items()}
+    )
     table["complete"] = not stopped
     write_json(results_dir.with_suffix(".json"), table)
     results_dir.with_suffix(".md").write_text(render_markdown(table))
@@ -721,13 +924,23 @@ def cell_fingerprint(row: Row, track: str, quick: bool, cfg: dict[str, Any] | No
 
     mode = mode_settings(quick)
     if cfg is not None:
-        cfg = {k: v for k, v in cfg.items()
-               if v is not None and not (k in PRETRAIN_DEFAULTS and _same(v, PRETRAIN_DEFAULTS[k]))}
+        cfg = {
+            k: v
+            for k, v in cfg.items()
+            if v is not None and not (k in PRETRAIN_DEFAULTS and _same(v, PRETRAIN_DEFAULTS[k]))
+        }
         if cfg.get("teacher"):
             cfg["teacher"] = teacher_sha
     eval_key = [mode["eval_train"], mode["eval_test"], mode["val_images"]] + (["bf16"] if mode["eval_bf16"] else [])
-    key = {"row": row.name, "kind": row.kind, "config": cfg, "quick": mode_name(quick) == "quick",
-           "budget": mode["budget_passes"], "eval": eval_key, "track": track}
+    key = {
+        "row": row.name,
+        "kind": row.kind,
+        "config": cfg,
+        "quick": mode_name(quick) == "quick",
+        "budget": mode["budget_passes"],
+        "eval": eval_key,
+        "track": track,
+    }
     if mode_name(quick) not in ("quick", "full"):
         key["mode"] = mode_name(quick)  # quick/full fingerprints stay those of results written before modes existed
     return fingerprint(key)
@@ -760,9 +973,15 @@ def _cached_cells(row, track, quick, teacher, results_dir, force, forced_done, l
 
 # ------------------------------------------------------------------------------------------------ tables
 
+
 def _stats(values: list[float]) -> dict[str, float | int]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values), "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def aggregate(row: Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[str, Any]:
@@ -806,6 +1025,7 @@ def collect(results_dir: Path, quick: bool, tracks=TRACKS) -> dict[str, Any]:
             r["knn_monitor"] = monitor_curve(r["run_dir"])  # a result written before curves were kept
             write_json(p, r)
         runs.append(r)
+
     def swept(row_runs):  # the mode's lrs plus any a --lrs sitting added for this row
         return tuple(sorted(set(mode["lrs"]) | {r["lr"] for r in row_runs}))
 
@@ -814,12 +1034,19 @@ def collect(results_dir: Path, quick: bool, tracks=TRACKS) -> dict[str, Any]:
         rows[t] = []
         for row in ROWS:
             mine = [r for r in runs if r["track"] == t and r["row"] == row.name]
-            rows[t].append(aggregate(row, mine, swept(mine) if row.kind not in ("random", "raw") else mode["lrs"],
-                                     mode["seeds"]))
-    return {"smoke": mode_name(quick) == "quick", "mode": mode_name(quick), "benchmark": "fashion-mnist",
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "machine": machine(), "commit": git_commit(), "rows": rows,
-            "runs": [{k: v for k, v in r.items() if k not in ("config", "machine", "eval")} for r in runs]}
+            rows[t].append(
+                aggregate(row, mine, swept(mine) if row.kind not in ("random", "raw") else mode["lrs"], mode["seeds"])
+            )
+    return {
+        "smoke": mode_name(quick) == "quick",
+        "mode": mode_name(quick),
+        "benchmark": "fashion-mnist",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "rows": rows,
+        "runs": [{k: v for k, v in r.items() if k not in ("config", "machine", "eval")} for r in runs],
+    }
 
 
 def _cell(stat: dict | None, scale: float = 1.0, digits: int = 2) -> str:
@@ -841,43 +1068,64 @@ def render_markdown(table: dict[str, Any]) -> str:
     """The Markdown tables of a collected result (one section per track, core rows first)."""
     lines = []
     if table.get("smoke"):
-        lines += ["# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK", "",
-                  "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
-                  "They say nothing about the methods.", ""]
+        lines += [
+            "# Fashion-MNIST bench: SMOKE RUN (--quick), NOT THE BENCHMARK",
+            "",
+            "Tiny budgets and evaluation subsets: these numbers only show that every row runs end to end. "
+            "They say nothing about the methods.",
+            "",
+        ]
     elif split_mode(str(table.get("mode")))[0] in MODE_TEXT:
         base, fp32 = split_mode(table["mode"])
         heading, text = MODE_TEXT[base]
-        lines += [f"# Fashion-MNIST bench: {heading}{' in fp32' if fp32 else ''}", "",
-                  text + ("" if base == "full" else
-                          " The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.")
-                  + (FP32_TEXT if fp32 else ""), ""]
+        lines += [
+            f"# Fashion-MNIST bench: {heading}{' in fp32' if fp32 else ''}",
+            "",
+            text
+            + ("" if base == "full" else " The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.")
+            + (FP32_TEXT if fp32 else ""),
+            "",
+        ]
     else:
         lines += ["# Fashion-MNIST bench", ""]
     s = table.get("settings") or {}
     if s:
         lrs = list(s.get("lrs", []))
-        lr_text = (f"lr {lrs[0]:g} x B/256 for every row unless --lrs widened its sweep" if len(lrs) == 1 else
-                   f"lr sweep {lrs} (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images)")
-        lines.append(f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
-                     f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
-                     "features); kNN: k=200, t=0.1; both on the test set. "
-                     "Wall time: training + evaluation (over seeds: min-max).")
+        lr_text = (
+            f"lr {lrs[0]:g} x B/256 for every row unless --lrs widened its sweep"
+            if len(lrs) == 1
+            else f"lr sweep {lrs} (base lr x B/256, chosen by kNN on {s.get('val_images')} held-out train images)"
+        )
+        lines.append(
+            f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
+            f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
+            "features); kNN: k=200, t=0.1; both on the test set. "
+            "Wall time: training + evaluation (over seeds: min-max)."
+        )
         lines.append("")
     if table.get("rows"):
         lines += ["## Summary: both tracks", "", *render_summary(table), ""]
     for track, rows in table["rows"].items():
         by = {r["row"]: r for r in rows}
-        title = {"full": "Full track: all 60,000 real images",
-                 "scarce": f"Scarce track: pretraining sees {SCARCE_IMAGES} real images (teacher trained on them)"}
+        title = {
+            "full": "Full track: all 60,000 real images",
+            "scarce": f"Scarce track: pretraining sees {SCARCE_IMAGES} real images (teacher trained on them)",
+        }
         lines += [f"## {title.get(track, track)}", ""]
         for name, members in TABLES:
-            lines += [f"### {name}", "", "| row | linear top-1 | kNN top-1 | wall (min) | lr | seeds | status | note |",
-                      "|---|---:|---:|---:|---:|---:|---|---|"]
+            lines += [
+                f"### {name}",
+                "",
+                "| row | linear top-1 | kNN top-1 | wall (min) | lr | seeds | status | note |",
+                "|---|---:|---:|---:|---:|---:|---|---|",
+            ]
             for m in members:
                 r = by.get(m, {"row": m})
-                lines.append(f"| {m} | {_cell(r.get('linear_top1'))} | {_cell(r.get('knn_top1'))} | "
-                             f"{_wall_cell(r.get('wall_s'))} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
-                             f"{len(r.get('seeds', []))} | {r.get('status', '-')} | {r.get('note', '')} |")
+                lines.append(
+                    f"| {m} | {_cell(r.get('linear_top1'))} | {_cell(r.get('knn_top1'))} | "
+                    f"{_wall_cell(r.get('wall_s'))} | {'-' if r.get('lr') is None else format(r['lr'], 'g')} | "
+                    f"{len(r.get('seeds', []))} | {r.get('status', '-')} | {r.get('note', '')} |"
+                )
             lines.append("")
         lines += render_sweeps(rows)
     lines += render_targets(table)
@@ -885,12 +1133,21 @@ def render_markdown(table: dict[str, Any]) -> str:
     if t:
         lines += ["Teachers: " + "; ".join(f"{k}: {json.dumps(v)}" for k, v in t.items()), ""]
     for track, entries in (table.get("teacher_rows") or {}).items():
-        lines += [f"Note: the {track} track's cells used {len(entries)} different teachers: " + "; ".join(
-            f"{e['teacher'].get('spec')} (G_ema {e['teacher'].get('G_ema_sha256', '?')}, FD-ref "
-            f"{e['teacher'].get('fd_ref', '?')}) for {', '.join(e['rows'])}" for e in entries) + ".", ""]
+        lines += [
+            f"Note: the {track} track's cells used {len(entries)} different teachers: "
+            + "; ".join(
+                f"{e['teacher'].get('spec')} (G_ema {e['teacher'].get('G_ema_sha256', '?')}, FD-ref "
+                f"{e['teacher'].get('fd_ref', '?')}) for {', '.join(e['rows'])}"
+                for e in entries
+            )
+            + ".",
+            "",
+        ]
     m = table.get("machine", {})
-    lines.append(f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
-                 f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}.")
+    lines.append(
+        f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
+        f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -901,9 +1158,12 @@ def render_sweeps(rows: list[dict[str, Any]]) -> list[str]:
     if not swept:
         return []
     lrs = sorted({float(lr) for r in swept for lr in r["sweep"]})
-    lines = ["### Learning-rate sweeps (seed 0): held-out kNN top-1 (picks the lr) / test linear top-1", "",
-             "| row | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen |",
-             "|---|" + "---:|" * len(lrs) + "---:|"]
+    lines = [
+        "### Learning-rate sweeps (seed 0): held-out kNN top-1 (picks the lr) / test linear top-1",
+        "",
+        "| row | " + " | ".join(f"lr {lr:g}" for lr in lrs) + " | chosen |",
+        "|---|" + "---:|" * len(lrs) + "---:|",
+    ]
     for r in swept:
         cells = []
         for lr in lrs:
@@ -933,32 +1193,49 @@ def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], s
         deltas.append(None if not b else sns["mean"] - b["mean"])
     target = TARGETS.get(track)
     met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
-    partial = met != "-" and any(str((by.get(n) or {}).get("status", "")).startswith("partial")
-                                 for n in ("sns", "vicreg-real", "simsiam-real"))
+    partial = met != "-" and any(
+        str((by.get(n) or {}).get("status", "")).startswith("partial") for n in ("sns", "vicreg-real", "simsiam-real")
+    )
     return ["-" if d is None else f"{d:+.2f}" for d in deltas], met, partial
 
 
 def render_targets(table: dict[str, Any]) -> list[str]:
     """Markdown lines: SnS minus each real-data SSL baseline (linear top-1, means over seeds) against the target."""
-    lines = ["## Targets: SnS linear top-1 minus the real-data SSL baselines", "",
-             "| track | target | SnS - VICReg-real | SnS - SimSiam-real | met |", "|---|---:|---:|---:|---|"]
+    lines = [
+        "## Targets: SnS linear top-1 minus the real-data SSL baselines",
+        "",
+        "| track | target | SnS - VICReg-real | SnS - SimSiam-real | met |",
+        "|---|---:|---:|---:|---|",
+    ]
     any_row = False
     for track, rows in table["rows"].items():
         verdict = target_verdict(track, rows)
         if verdict is None:
             continue
         cells, met, partial = verdict
-        lines.append(f"| {track} | +{TARGETS.get(track):g} | {cells[0]} | {cells[1]} | {met}"
-                     f"{' (partial rows)' if partial else ''} |")
+        lines.append(
+            f"| {track} | +{TARGETS.get(track):g} | {cells[0]} | {cells[1]} | {met}"
+            f"{' (partial rows)' if partial else ''} |"
+        )
         any_row = True
     return lines + [""] if any_row else []
 
 
 # The README's results table: these rows (the ones with a result on some track), both tracks side by side.
-SUMMARY_ROWS = ("sns", "vicreg-real", "simsiam-real", "squeeze", "squeeze-bank", "sns-bank", "supervised",
-                "random-init", "raw-pixels")
-README_BEGIN = ("<!-- fashion-summary: begin (written by `sns bench fashion --mode full` from "
-                "bench/results/fashion.json) -->")
+SUMMARY_ROWS = (
+    "sns",
+    "vicreg-real",
+    "simsiam-real",
+    "squeeze",
+    "squeeze-bank",
+    "sns-bank",
+    "supervised",
+    "random-init",
+    "raw-pixels",
+)
+README_BEGIN = (
+    "<!-- fashion-summary: begin (written by `sns bench fashion --mode full` from bench/results/fashion.json) -->"
+)
 README_END = "<!-- fashion-summary: end -->"
 
 
@@ -968,8 +1245,10 @@ def render_summary(table: dict[str, Any]) -> list[str]:
     tracks = list(table["rows"])
     by = {t: {r["row"]: r for r in table["rows"][t]} for t in tracks}
     title = {"full": "full track (60k real)", "scarce": f"scarce track ({SCARCE_IMAGES // 1000}k real)"}
-    lines = ["| row | " + " | ".join(f"{title.get(t, t)}: linear / kNN | lr | seeds" for t in tracks) + " |",
-             "|---|" + "---:|---:|---:|" * len(tracks)]
+    lines = [
+        "| row | " + " | ".join(f"{title.get(t, t)}: linear / kNN | lr | seeds" for t in tracks) + " |",
+        "|---|" + "---:|---:|---:|" * len(tracks),
+    ]
     for name in SUMMARY_ROWS:
         cells = [by[t].get(name) or {} for t in tracks]
         if not any(c.get("linear_top1") for c in cells):
@@ -977,8 +1256,11 @@ def render_summary(table: dict[str, Any]) -> list[str]:
         out = []
         for c in cells:
             lin, knn = c.get("linear_top1"), c.get("knn_top1")
-            out += ["-", "", ""] if not lin else [f"{_cell(lin)} / {_cell(knn)}",
-                                                  "-" if c.get("lr") is None else f"{c['lr']:g}", str(lin["n"])]
+            out += (
+                ["-", "", ""]
+                if not lin
+                else [f"{_cell(lin)} / {_cell(knn)}", "-" if c.get("lr") is None else f"{c['lr']:g}", str(lin["n"])]
+            )
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     verdicts = [target_verdict(t, table["rows"][t]) for t in tracks]
     if any(verdicts):
@@ -1004,13 +1286,14 @@ def sync_readme(readme: Path, table: dict[str, Any]) -> bool:
     if begin < 0 or end < begin:
         return False
     block = "\n".join([README_BEGIN, *render_summary(table), README_END])
-    new = text[:begin] + block + text[end + len(README_END):]
+    new = text[:begin] + block + text[end + len(README_END) :]
     if new != text:
         readme.write_text(new)
     return True
 
 
 # ------------------------------------------------------------------------------------------------ command line
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -1019,30 +1302,55 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(prog: str = "python bench/fashion.py") -> argparse.ArgumentParser:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budgets, eval subsets (~10 min with "
-                    "bf16 hardware, ~1 h on an AVX2-only CPU); = --mode quick")
-    ap.add_argument("--mode", choices=BASE_MODES, help="quick (smoke), sitting (1 epoch-equivalent per run, one "
-                    "lr, 2 seeds: ~2 h on 2 cores for the core rows), long (3 epoch-equivalents, one lr, one seed, kNN "
-                    "curves) or full (the default: 10 epochs, lr sweep, 3 seeds)")
-    ap.add_argument("--precision", choices=PRECISIONS, help="bf16 (the tables' definition, the default), fp32 "
-                    "(a separate table, results and work folders *-fp32: for CPUs without bf16 hardware, where bf16 is "
-                    "emulated ~20x slower) or auto (bf16 where the CPU has it, else fp32); --mode quick is always auto")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke version: tiny budgets, eval subsets (~10 min with "
+        "bf16 hardware, ~1 h on an AVX2-only CPU); = --mode quick",
+    )
+    ap.add_argument(
+        "--mode",
+        choices=BASE_MODES,
+        help="quick (smoke), sitting (1 epoch-equivalent per run, one "
+        "lr, 2 seeds: ~2 h on 2 cores for the core rows), long (3 epoch-equivalents, one lr, one seed, kNN "
+        "curves) or full (the default: 10 epochs, lr sweep, 3 seeds)",
+    )
+    ap.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="bf16 (the tables' definition, the default), fp32 "
+        "(a separate table, results and work folders *-fp32: for CPUs without bf16 hardware, where bf16 is "
+        "emulated ~20x slower) or auto (bf16 where the CPU has it, else fp32); --mode quick is always auto",
+    )
     ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
     ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
-    ap.add_argument("--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting|-long]"
-                    "[-fp32])")
-    ap.add_argument("--teacher", action="append", default=[], metavar="TRACK=SPEC",
-                    help="use this teacher for a track instead of the committed/trained one")
+    ap.add_argument(
+        "--work", help="where run directories go (default runs/bench-fashion[-quick|-sitting|-long][-fp32])"
+    )
+    ap.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        metavar="TRACK=SPEC",
+        help="use this teacher for a track instead of the committed/trained one",
+    )
     ap.add_argument("--budget-minutes", type=float, help="start no new run after this many minutes")
     ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long][-fp32])")
-    ap.add_argument("--lrs", help="comma list of learning rates replacing the mode's sweep for the selected rows "
-                    "(e.g. --mode sitting --rows simsiam-real --lrs 0.1,0.3 adds lr 0.3; the table then picks each "
-                    "row's lr by held-out kNN among all it has)")
+    ap.add_argument(
+        "--lrs",
+        help="comma list of learning rates replacing the mode's sweep for the selected rows "
+        "(e.g. --mode sitting --rows simsiam-real --lrs 0.1,0.3 adds lr 0.3; the table then picks each "
+        "row's lr by held-out kNN among all it has)",
+    )
     ap.add_argument("--list", action="store_true", help="list the rows and their overrides, run nothing")
     ap.add_argument("--progress", action="store_true", help="progress bars during training")
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: fastest on a shared CPU; "
-                    "0 keeps torch's default)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: fastest on a shared CPU; 0 keeps torch's default)",
+    )
     return ap
 
 
@@ -1069,9 +1377,21 @@ def main(argv: list[str] | None = None, prog: str = "python bench/fashion.py") -
             raise SnsError(f"--lrs {args.lrs!r}: expected a comma list of numbers, e.g. 0.1,0.3") from None
         if not lrs or any(not (0 < lr < 10) for lr in lrs):
             raise SnsError(f"--lrs {args.lrs!r}: expected learning rates in (0, 10)")
-    run_bench(quick=args.quick, mode=args.mode, lrs=lrs, rows=args.rows, tracks=tracks, force=args.force, work=args.work, teachers=teachers,
-              budget_minutes=args.budget_minutes, results_dir=args.results, progress=args.progress,
-              threads=args.threads or None, precision=args.precision)
+    run_bench(
+        quick=args.quick,
+        mode=args.mode,
+        lrs=lrs,
+        rows=args.rows,
+        tracks=tracks,
+        force=args.force,
+        work=args.work,
+        teachers=teachers,
+        budget_minutes=args.budget_minutes,
+        results_dir=args.results,
+        progress=args.progress,
+        threads=args.threads or None,
+        precision=args.precision,
+    )
     return 0
 
 

@@ -2,8 +2,9 @@
 
 Every trial starts the same tiny Squeeze-and-Span run (digits, 16 px, tiny random StyleGAN2 teacher,
 ckpt_every=1, kNN monitor and final evaluation on) as a subprocess, kills it and every process it started
-(torchrun's workers too) with SIGKILL, then runs the same command with --resume (or, if the kill came before the run directory held
-anything, the plain command again) and compares the result with one uninterrupted run: exported backbone,
+(torchrun's workers too) with SIGKILL, then runs the same command with --resume (or, if the kill came
+before the run directory held anything, the plain command again) and compares the result with one uninterrupted run:
+exported backbone,
 and the final checkpoint's student, objective (projector, squeeze module) and optimizer state, all with
 torch.equal. Kill moments are uniform over the uninterrupted run's wall time; --targeted adds kills aimed
 at the moments most likely to tear a file (while a checkpoint or the export is being written).
@@ -11,6 +12,7 @@ Writes bench/results/fault_injection.json.
 
 Usage: python bench/fault_injection.py [--trials 8] [--targeted] [--nproc 1] [--steps 60] [--seed 0] [--out PATH]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,30 +44,63 @@ def make():
 
 
 def run_args(steps: int) -> list[str]:
-    return ["--method", "sns", "--data", "digits", "--teacher", "fi_teacher:make", "--device", "cpu", "--no-progress",
-            "--seed", "0", "resolution=16", "width=0.125", "batch_size=16", "proj_hidden=32", "proj_dim=32",
-            "squeeze_hidden=32", f"steps={steps}", "ckpt_every=1", "keep_ckpts=2", "knn_every=20", "knn_bank=500",
-            "log_every=1", "final_eval=true"]
+    return [
+        "--method",
+        "sns",
+        "--data",
+        "digits",
+        "--teacher",
+        "fi_teacher:make",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seed",
+        "0",
+        "resolution=16",
+        "width=0.125",
+        "batch_size=16",
+        "proj_hidden=32",
+        "proj_dim=32",
+        "squeeze_hidden=32",
+        f"steps={steps}",
+        "ckpt_every=1",
+        "keep_ckpts=2",
+        "knn_every=20",
+        "knn_bank=500",
+        "log_every=1",
+        "final_eval=true",
+    ]
 
 
 def command(nproc: int) -> list[str]:
     if nproc == 1:
         return [sys.executable, "-m", "squeezespan", "pretrain"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "squeezespan", "pretrain"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "squeezespan",
+        "pretrain",
+    ]
 
 
 def environment(work: Path) -> dict[str, str]:
     # one intra-op thread: results are bit-reproducible only for a fixed thread count (and it shares the machine)
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(work), os.environ.get("PYTHONPATH", "")])
+    )
     env.pop("WORLD_SIZE", None)
     return env
 
 
 def start(nproc: int, out: Path, steps: int, env: dict, resume: bool = False) -> subprocess.Popen:
     cmd = command(nproc) + ["--out", str(out)] + run_args(steps) + (["--resume"] if resume else [])
-    return subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    return subprocess.Popen(
+        cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 900) -> tuple[int, str]:
@@ -109,9 +144,14 @@ def snapshot(out: Path) -> dict[str, Any]:
     ckpts = sorted(p.name for p in ck.glob("ckpt-*.pt")) if ck.is_dir() else []
     temps = sorted(p.name for p in ck.glob(".ckpt-*")) if ck.is_dir() else []
     temps += sorted(p.name for p in out.glob("*.tmp")) if out.is_dir() else []
-    return {"files": bool(out.is_dir() and any(out.iterdir())), "config": (out / "config.yaml").exists(),
-            "checkpoints": ckpts, "temporaries": temps, "export": (out / "backbone.safetensors").exists(),
-            "summary": (out / "summary.json").exists()}
+    return {
+        "files": bool(out.is_dir() and any(out.iterdir())),
+        "config": (out / "config.yaml").exists(),
+        "checkpoints": ckpts,
+        "temporaries": temps,
+        "export": (out / "backbone.safetensors").exists(),
+        "summary": (out / "summary.json").exists(),
+    }
 
 
 def phase(snap: dict[str, Any], steps: int) -> str:
@@ -134,10 +174,18 @@ def final_state(out: Path) -> dict[str, Any]:
     from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint
 
     state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
-    return {"backbone": load_file(str(out / "backbone.safetensors")), "step": state["step"],
-            "student": state["student"], "objective": state["objective"],
-            "optimizer": {f"{i}.{k}": v for i, s in state["optimizer"]["state"].items() for k, v in s.items()
-                          if isinstance(v, torch.Tensor)}}
+    return {
+        "backbone": load_file(str(out / "backbone.safetensors")),
+        "step": state["step"],
+        "student": state["student"],
+        "objective": state["objective"],
+        "optimizer": {
+            f"{i}.{k}": v
+            for i, s in state["optimizer"]["state"].items()
+            for k, v in s.items()
+            if isinstance(v, torch.Tensor)
+        },
+    }
 
 
 def identical(a: dict[str, Any], b: dict[str, Any]) -> dict[str, bool]:
@@ -171,8 +219,17 @@ def wait_for(proc: subprocess.Popen, cond, timeout: float, poll: float = 0.0005)
     return False
 
 
-def trial(i: int, how: str, when: float | None, nproc: int, steps: int, work: Path, env: dict,
-          reference: dict[str, Any], seed: int) -> dict[str, Any]:
+def trial(
+    i: int,
+    how: str,
+    when: float | None,
+    nproc: int,
+    steps: int,
+    work: Path,
+    env: dict,
+    reference: dict[str, Any],
+    seed: int,
+) -> dict[str, Any]:
     out = work / f"trial-{i:02d}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
@@ -197,15 +254,25 @@ def trial(i: int, how: str, when: float | None, nproc: int, steps: int, work: Pa
     resume = snap_after["files"]
     t1 = time.time()
     code, tail = finish(start(nproc, out, steps, env, resume=resume))
-    rec = {"trial": i, "how": how, "kill_after_s": round(killed_at, 3), "was_running": was_running,
-           "phase": phase(snap_after, steps), "left_behind": snap_after, "seen_just_before_kill": snap,
-           "resumed_with": "--resume" if resume else "fresh start (nothing to resume)", "resume_exit": code,
-           "resume_s": round(time.time() - t1, 1)}
+    rec = {
+        "trial": i,
+        "how": how,
+        "kill_after_s": round(killed_at, 3),
+        "was_running": was_running,
+        "phase": phase(snap_after, steps),
+        "left_behind": snap_after,
+        "seen_just_before_kill": snap,
+        "resumed_with": "--resume" if resume else "fresh start (nothing to resume)",
+        "resume_exit": code,
+        "resume_s": round(time.time() - t1, 1),
+    }
     if code != 0:
         rec.update(identical=False, error=tail)
         return rec
     same = identical(reference, final_state(out))
-    rec.update(checks=same, identical=all(same.values()), log_reads_as_one_run=metric_steps(out) == list(range(1, steps + 1)))
+    rec.update(
+        checks=same, identical=all(same.values()), log_reads_as_one_run=metric_steps(out) == list(range(1, steps + 1))
+    )
     return rec
 
 
@@ -248,24 +315,44 @@ def main() -> None:
         for i, (how, when) in enumerate(plan):
             rec = trial(i, how, when, args.nproc, args.steps, work, env, reference, args.seed)
             trials.append(rec)
-            print(f"trial {i:2d} {how:16s} kill at {rec['kill_after_s']:6.2f} s  {rec['phase']:<48s} "
-                  f"{rec['resumed_with']:<10s} -> {'bit-identical' if rec['identical'] else 'DIFFERENT'}", flush=True)
+            print(
+                f"trial {i:2d} {how:16s} kill at {rec['kill_after_s']:6.2f} s  {rec['phase']:<48s} "
+                f"{rec['resumed_with']:<10s} -> {'bit-identical' if rec['identical'] else 'DIFFERENT'}",
+                flush=True,
+            )
         killed = [t for t in trials if t["was_running"]]
         result = {
-            "what": "SIGKILL a real `sns pretrain` run (subprocess and all its descendants) at random moments, resume it, "
-                    "compare exported backbone + final checkpoint (student, objective, optimizer) with torch.equal "
-                    "against one uninterrupted run",
-            "command": " ".join(["sns pretrain" if args.nproc == 1 else f"torchrun --nproc_per_node {args.nproc} -m squeezespan pretrain",
-                                 "--out RUN"] + run_args(args.steps)),
-            "nproc": args.nproc, "steps": args.steps, "seed": args.seed, "uninterrupted_wall_s": round(wall, 1),
-            "torch": torch.__version__, "python": platform.python_version(), "threads": 1,
-            "trials": len(trials), "killed_while_running": len(killed),
+            "what": "SIGKILL a real `sns pretrain` run (subprocess and all its descendants) at random moments, "
+            "resume it, "
+            "compare exported backbone + final checkpoint (student, objective, optimizer) with torch.equal "
+            "against one uninterrupted run",
+            "command": " ".join(
+                [
+                    "sns pretrain"
+                    if args.nproc == 1
+                    else f"torchrun --nproc_per_node {args.nproc} -m squeezespan pretrain",
+                    "--out RUN",
+                ]
+                + run_args(args.steps)
+            ),
+            "nproc": args.nproc,
+            "steps": args.steps,
+            "seed": args.seed,
+            "uninterrupted_wall_s": round(wall, 1),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "threads": 1,
+            "trials": len(trials),
+            "killed_while_running": len(killed),
             "resumed_bit_identical": sum(t["identical"] for t in killed),
             "all_bit_identical": all(t["identical"] for t in trials),
             "details": trials,
         }
-        print(f"{result['resumed_bit_identical']}/{len(killed)} runs killed mid-run ended bit-identical "
-              f"to the uninterrupted one", flush=True)
+        print(
+            f"{result['resumed_bit_identical']}/{len(killed)} runs killed mid-run ended bit-identical "
+            f"to the uninterrupted one",
+            flush=True,
+        )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     finally:

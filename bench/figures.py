@@ -5,6 +5,7 @@ Usage: python bench/figures.py [--quick | --mode quick|sitting|long|full] [--pre
 (= `sns bench figures ...`). Reads the cached runs of `sns bench fashion` (their run directories must still
 exist for the UMAP, which needs the exported backbones) and writes PNGs into <results>/figures/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -86,12 +87,24 @@ def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
         if final:  # one shape per row, dodged sideways: rows ending at the same accuracy stay told apart
             shape = FINAL_MARKERS[i % len(FINAL_MARKERS)]
             x = final[0] * (1 + FINAL_DODGE * (i - (len(curves) - 1) / 2))
-            ax.plot(x, final[1], marker=shape, ms=8, color=color, markeredgecolor="black", markeredgewidth=0.5,
-                    linestyle="none", label=None if pts else name)
+            ax.plot(
+                x,
+                final[1],
+                marker=shape,
+                ms=8,
+                color=color,
+                markeredgecolor="black",
+                markeredgewidth=0.5,
+                linestyle="none",
+                label=None if pts else name,
+            )
     ax.set_xlabel("student image passes")
     ax.set_ylabel("kNN top-1 on test (%)")
-    ax.set_title(title + "\nlines: in-training monitor (knn_bank train images, whole test set); "
-                 "large markers: final bench evaluation (spread sideways)", fontsize=8)
+    ax.set_title(
+        title + "\nlines: in-training monitor (knn_bank train images, whole test set); "
+        "large markers: final bench evaluation (spread sideways)",
+        fontsize=8,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -147,8 +160,14 @@ def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> P
             line = ax.errorbar(rho, mean, yerr=std, marker="o", capsize=3, label=f"{track} track")
             if len(set(point_lrs)) > 1:  # no lr common to all rows: say which points ran at which lr
                 for x, y, lr in zip(rho, mean, point_lrs):
-                    ax.annotate("lr -" if lr is None else f"lr {lr:g}", (x, y), textcoords="offset points",
-                                xytext=(4, -10), fontsize=6, color=line[0].get_color())
+                    ax.annotate(
+                        "lr -" if lr is None else f"lr {lr:g}",
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(4, -10),
+                        fontsize=6,
+                        color=line[0].get_color(),
+                    )
         ax.set_xlabel("rho = syn_ratio (0: VICReg-real, 0.5: SnS, 1: Squeeze)")
         ax.set_ylabel(f"{label} top-1 on test (%)")
         ax.grid(alpha=0.3)
@@ -187,8 +206,13 @@ def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Pat
     return save_figure(fig, path, bbox_inches="tight")
 
 
-def make_figures(quick: bool | str = False, results: str | Path | None = None, tracks=("full", "scarce"),
-                 umap_images: int = 5000, log=print) -> list[Path]:
+def make_figures(
+    quick: bool | str = False,
+    results: str | Path | None = None,
+    tracks=("full", "scarce"),
+    umap_images: int = 5000,
+    log=print,
+) -> list[Path]:
     """``quick``: the bench mode whose results to draw (quick | sitting | long | full; a bool is the old --quick)."""
     fashion = _fashion()
     mode = fashion.mode_name(quick)
@@ -210,8 +234,9 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
             continue
         curves = {}
         for name, run in runs.items():
-            cfg = run.get("config") or json.loads((results / "runs" / f"{track}__{name}__lr{run['lr']:g}__s0.json")
-                                                  .read_text()).get("config")
+            cfg = run.get("config") or json.loads(
+                (results / "runs" / f"{track}__{name}__lr{run['lr']:g}__s0.json").read_text()
+            ).get("config")
             if not cfg or cfg.get("method") == "supervised":
                 per = cfg["batch_size"] if cfg else 1
             else:
@@ -219,8 +244,13 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
 
                 per = fashion.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
             curves[name] = knn_curve(run, per)
-        written.append(plot_knn_curves(curves, fig_dir / f"knn_curves_{track}.png",
-                                       f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}"))
+        written.append(
+            plot_knn_curves(
+                curves,
+                fig_dir / f"knn_curves_{track}.png",
+                f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}",
+            )
+        )
         panels = []
         test = None
         with_backbone = backbone_runs(table, track)
@@ -241,15 +271,27 @@ def make_figures(quick: bool | str = False, results: str | Path | None = None, t
                 idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
                 test = test.subset(idx)
             f, y = extract_features(load_backbone(backbone_path), test, device="cpu", normalize=False)
-            panels.append((f"{name} seed {run['seed']} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
-                           umap_embed(f), y.numpy()))
+            panels.append(
+                (
+                    f"{name} seed {run['seed']} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
+                    umap_embed(f),
+                    y.numpy(),
+                )
+            )
         if panels:
-            written.append(plot_umaps(panels, test.classes, fig_dir / f"umap_{track}.png",
-                                      f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}"))
+            written.append(
+                plot_umaps(
+                    panels,
+                    test.classes,
+                    fig_dir / f"umap_{track}.png",
+                    f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}",
+                )
+            )
     rho = rho_sweeps(table, tracks, mode)
     if rho:
-        written.append(plot_rho(rho, fig_dir / "rho_sweep.png",
-                                f"Fashion-MNIST: share of teacher images in the SnS batch{smoke}"))
+        written.append(
+            plot_rho(rho, fig_dir / "rho_sweep.png", f"Fashion-MNIST: share of teacher images in the SnS batch{smoke}")
+        )
     for p in written:
         log(f"wrote {p}")
     return written
@@ -265,16 +307,19 @@ def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -
     ap.add_argument("--quick", action="store_true", help="figures of the --quick (smoke) results")
     fashion = _fashion()
     ap.add_argument("--mode", choices=fashion.BASE_MODES, help="figures of this bench mode's results")
-    ap.add_argument("--precision", choices=fashion.PRECISIONS,
-                    help="figures of the bf16 (default) or fp32 table of that mode (auto: as `sns bench fashion`)")
-    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long]"
-                    "[-fp32])")
+    ap.add_argument(
+        "--precision",
+        choices=fashion.PRECISIONS,
+        help="figures of the bf16 (default) or fp32 table of that mode (auto: as `sns bench fashion`)",
+    )
+    ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long][-fp32])")
     ap.add_argument("--tracks", default="full,scarce")
     ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
     args = ap.parse_args(argv)
     tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
-    make_figures(fashion.with_precision(args.mode or args.quick, args.precision), args.results, tracks,
-                 args.umap_images)
+    make_figures(
+        fashion.with_precision(args.mode or args.quick, args.precision), args.results, tracks, args.umap_images
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ Two child processes, so that NVIDIA's code and ours never share an interpreter:
      same hooks; assert no torch_utils/dnnlib module got imported; report max |ours - official|.
 Results go to bench/results/official_parity.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,46 +32,126 @@ from pathlib import Path
 # with force_fp32=True: our G ignores the fp16 flags, so it must match that.
 CONFIGS = {
     "cifar": dict(
-        res=32, c_dim=0,
-        G=dict(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=2),
-               synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=256)),
-        D=dict(architecture="orig", channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=256,
-               block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=32))),
+        res=32,
+        c_dim=0,
+        G=dict(
+            z_dim=512,
+            w_dim=512,
+            mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=0, conv_clamp=256),
+        ),
+        D=dict(
+            architecture="orig",
+            channel_base=32768,
+            channel_max=512,
+            num_fp16_res=0,
+            conv_clamp=256,
+            block_kwargs={},
+            mapping_kwargs={},
+            epilogue_kwargs=dict(mbstd_group_size=32),
+        ),
+    ),
     "cifar-fp16": dict(
-        res=32, c_dim=0,
-        G=dict(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=2),
-               synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256)),
-        D=dict(architecture="orig", channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256,
-               block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=32))),
+        res=32,
+        c_dim=0,
+        G=dict(
+            z_dim=512,
+            w_dim=512,
+            mapping_kwargs=dict(num_layers=2),
+            synthesis_kwargs=dict(channel_base=32768, channel_max=512, num_fp16_res=4, conv_clamp=256),
+        ),
+        D=dict(
+            architecture="orig",
+            channel_base=32768,
+            channel_max=512,
+            num_fp16_res=4,
+            conv_clamp=256,
+            block_kwargs={},
+            mapping_kwargs={},
+            epilogue_kwargs=dict(mbstd_group_size=32),
+        ),
+    ),
     # train.py 'paper256' (fmaps=0.5, map=8, mbstd=8, G skip / D resnet) at 64 px to stay quick on a CPU.
     "paper256@64": dict(
-        res=64, c_dim=0,
-        G=dict(z_dim=512, w_dim=512, mapping_kwargs=dict(num_layers=8),
-               synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=0, conv_clamp=256)),
-        D=dict(channel_base=16384, channel_max=512, num_fp16_res=0, conv_clamp=256,
-               block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=8))),
+        res=64,
+        c_dim=0,
+        G=dict(
+            z_dim=512,
+            w_dim=512,
+            mapping_kwargs=dict(num_layers=8),
+            synthesis_kwargs=dict(channel_base=16384, channel_max=512, num_fp16_res=0, conv_clamp=256),
+        ),
+        D=dict(
+            channel_base=16384,
+            channel_max=512,
+            num_fp16_res=0,
+            conv_clamp=256,
+            block_kwargs={},
+            mapping_kwargs={},
+            epilogue_kwargs=dict(mbstd_group_size=8),
+        ),
+    ),
     # Paths the paper configs skip: labels (embed + D projection), resnet G, skip D, no clamp, 1 channel.
     "tiny-cond-resnet": dict(
-        res=16, c_dim=10, img_channels=1,
-        G=dict(z_dim=64, w_dim=64, mapping_kwargs=dict(num_layers=3),
-               synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="resnet")),
-        D=dict(architecture="skip", channel_base=1024, channel_max=64,
-               block_kwargs={}, mapping_kwargs={}, epilogue_kwargs=dict(mbstd_group_size=4))),
+        res=16,
+        c_dim=10,
+        img_channels=1,
+        G=dict(
+            z_dim=64,
+            w_dim=64,
+            mapping_kwargs=dict(num_layers=3),
+            synthesis_kwargs=dict(channel_base=1024, channel_max=64, architecture="resnet"),
+        ),
+        D=dict(
+            architecture="skip",
+            channel_base=1024,
+            channel_max=64,
+            block_kwargs={},
+            mapping_kwargs={},
+            epilogue_kwargs=dict(mbstd_group_size=4),
+        ),
+    ),
     # Every kwarg spelled out the way legacy.py writes them for TF-converted pickles (NVIDIA's released
     # cifar10.pkl is one), with the 'orig' G that lacks skip ToRGBs and D mapping with 0 layers.
     "legacy-kwargs-orig": dict(
-        res=32, c_dim=10,
-        G=dict(z_dim=64, w_dim=64,
-               mapping_kwargs=dict(num_layers=2, embed_features=None, layer_features=None, activation="lrelu",
-                                   lr_multiplier=0.01, w_avg_beta=0.995),
-               synthesis_kwargs=dict(channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None,
-                                     architecture="orig", resample_filter=[1, 3, 3, 1], use_noise=True,
-                                     activation="lrelu")),
-        D=dict(architecture="resnet", channel_base=2048, channel_max=64, num_fp16_res=0, conv_clamp=None,
-               cmap_dim=None, block_kwargs=dict(activation="lrelu", resample_filter=[1, 3, 3, 1], freeze_layers=0),
-               mapping_kwargs=dict(num_layers=0, embed_features=None, layer_features=None, activation="lrelu",
-                                   lr_multiplier=0.1),
-               epilogue_kwargs=dict(mbstd_group_size=None, mbstd_num_channels=1, activation="lrelu"))),
+        res=32,
+        c_dim=10,
+        G=dict(
+            z_dim=64,
+            w_dim=64,
+            mapping_kwargs=dict(
+                num_layers=2,
+                embed_features=None,
+                layer_features=None,
+                activation="lrelu",
+                lr_multiplier=0.01,
+                w_avg_beta=0.995,
+            ),
+            synthesis_kwargs=dict(
+                channel_base=2048,
+                channel_max=64,
+                num_fp16_res=0,
+                conv_clamp=None,
+                architecture="orig",
+                resample_filter=[1, 3, 3, 1],
+                use_noise=True,
+                activation="lrelu",
+            ),
+        ),
+        D=dict(
+            architecture="resnet",
+            channel_base=2048,
+            channel_max=64,
+            num_fp16_res=0,
+            conv_clamp=None,
+            cmap_dim=None,
+            block_kwargs=dict(activation="lrelu", resample_filter=[1, 3, 3, 1], freeze_layers=0),
+            mapping_kwargs=dict(
+                num_layers=0, embed_features=None, layer_features=None, activation="lrelu", lr_multiplier=0.1
+            ),
+            epilogue_kwargs=dict(mbstd_group_size=None, mbstd_num_channels=1, activation="lrelu"),
+        ),
+    ),
 }
 
 TOLERANCE = 1e-4
@@ -93,8 +174,10 @@ def _run(G, D, z, c, block_kwargs: dict) -> dict:
 
     out = {}
     taps = {}
-    hooks = [getattr(G.synthesis, f"b{r}").register_forward_hook(
-        lambda m, i, o, r=r: taps.__setitem__(r, o)) for r in G.synthesis.block_resolutions]
+    hooks = [
+        getattr(G.synthesis, f"b{r}").register_forward_hook(lambda m, i, o, r=r: taps.__setitem__(r, o))
+        for r in G.synthesis.block_resolutions
+    ]
     with torch.no_grad():
         out["img"] = G(z, c, noise_mode="const", **block_kwargs)
         for r, (x, img) in sorted(taps.items()):
@@ -133,7 +216,9 @@ def phase_official(src: str, work: Path, names: list[str], n: int, seed: int) ->
             for net in (G, D):
                 for pname, p in list(net.named_parameters()) + list(net.named_buffers()):
                     if not pname.endswith("resample_filter"):
-                        p.add_(torch.randn_like(p) * (0.2 if pname.endswith(("noise_strength", "bias", "w_avg")) else 0.02))
+                        p.add_(
+                            torch.randn_like(p) * (0.2 if pname.endswith(("noise_strength", "bias", "w_avg")) else 0.02)
+                        )
         G_ema = copy.deepcopy(G).eval()
         snapshot = dict(training_set_kwargs=dict(resolution=cfg["res"], use_labels=bool(cfg["c_dim"])))
         for key, module in (("G", G), ("D", D), ("G_ema", G_ema)):
@@ -166,7 +251,9 @@ def phase_ours(work: Path, names: list[str], n: int, seed: int) -> dict:
         official = torch.load(work / f"{name}.official.pt", weights_only=True)
         diffs = {k: float((ours[k] - official[k]).abs().max()) for k in ours}
         results[name] = dict(
-            config=cfg, n=n, seed=seed,
+            config=cfg,
+            n=n,
+            seed=seed,
             max_abs_diff=diffs,
             worst=max(diffs.values()),
             official_img_abs_max=float(official["img"].abs().max()),
@@ -204,31 +291,50 @@ def main() -> None:
     common = ["--configs", *args.configs, "--n", str(args.n), "--seed", str(args.seed)]
     with tempfile.TemporaryDirectory(prefix="sns_parity_") as work:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        subprocess.run([sys.executable, __file__, "--phase", "official", "--official-src", src, "--work", work,
-                        *common], check=True, env=env)
-        done = subprocess.run([sys.executable, __file__, "--phase", "ours", "--work", work, *common],
-                              check=True, env=env, stdout=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+        subprocess.run(
+            [sys.executable, __file__, "--phase", "official", "--official-src", src, "--work", work, *common],
+            check=True,
+            env=env,
+        )
+        done = subprocess.run(
+            [sys.executable, __file__, "--phase", "ours", "--work", work, *common],
+            check=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=tempfile.gettempdir(),
+        )
     import torch
 
     results = json.loads(done.stdout.strip().splitlines()[-1])
     record = dict(
         what="max |ours - official| on CPU in fp32, same z, noise_mode='const'; ours loaded by "
-             "squeezespan.load_stylegan2_pickle from a pickle written by the official code",
-        tolerance=TOLERANCE, torch=torch.__version__, python=platform.python_version(),
-        official_commit=args.official_commit or _git_head(src), configs=results)
+        "squeezespan.load_stylegan2_pickle from a pickle written by the official code",
+        tolerance=TOLERANCE,
+        torch=torch.__version__,
+        python=platform.python_version(),
+        official_commit=args.official_commit or _git_head(src),
+        configs=results,
+    )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     for name, r in results.items():
-        print(f"{name:18s} worst {r['worst']:.2e}  img {r['max_abs_diff']['img']:.2e}  "
-              f"D {r['max_abs_diff']['D_logits']:.2e}  {'ok' if r['passed'] else 'FAIL'}")
+        print(
+            f"{name:18s} worst {r['worst']:.2e}  img {r['max_abs_diff']['img']:.2e}  "
+            f"D {r['max_abs_diff']['D_logits']:.2e}  {'ok' if r['passed'] else 'FAIL'}"
+        )
     if not all(r["passed"] for r in results.values()):
         raise SystemExit(1)
 
 
 def _git_head(src: str) -> str | None:
     try:
-        return subprocess.run(["git", "-C", src, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "-C", src, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.CalledProcessError):
         return None
 

@@ -12,6 +12,7 @@ resumable cell: bench/results/teacher_quality/runs/*.json, keyed by the teacher'
 fingerprint. Writes bench/results/teacher_quality.{json,md} and bench/results/figures/teacher_quality.png
 (accuracy against the teacher's FD-ref, log x axis). --quick: tiny budget, narrow student, evaluation subsets.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,13 +55,14 @@ def _suffix(quick: bool) -> str:
 
 # ------------------------------------------------------------------------------------------------ teachers
 
+
 @dataclass
 class TeacherEntry:
-    spec: str                  # teacher directory given to the engine
-    label: str                 # "kimg 20"
+    spec: str  # teacher directory given to the engine
+    label: str  # "kimg 20"
     kimg: float
     fd_ref: float | None
-    sha: str                   # G_ema sha256 (16 hex digits, as bench/fashion.py records it)
+    sha: str  # G_ema sha256 (16 hex digits, as bench/fashion.py records it)
     identity: dict[str, Any]
 
 
@@ -71,8 +73,10 @@ def resolve_teacher_dir(entry: str) -> Path:
             return cand
         if (cand / "teacher" / "teacher.json").is_file():
             return cand / "teacher"
-    raise SnsError(f"--teachers {entry}: no teacher.json in {entry} nor in {TEACHER_DIR / entry}; expected a "
-                   f"teacher directory (teacher.json + G_ema.safetensors + D.safetensors) or '{RANDOM}'")
+    raise SnsError(
+        f"--teachers {entry}: no teacher.json in {entry} nor in {TEACHER_DIR / entry}; expected a "
+        f"teacher directory (teacher.json + G_ema.safetensors + D.safetensors) or '{RANDOM}'"
+    )
 
 
 def entry_from_dir(path: Path) -> TeacherEntry:
@@ -81,8 +85,9 @@ def entry_from_dir(path: Path) -> TeacherEntry:
         raise SnsError(f"--teachers {path}: teacher.json found but no G_ema.safetensors next to it")
     kimg = float(ident.get("kimg", float("nan")))
     fd = ident.get("fd_ref")
-    return TeacherEntry(str(path), f"kimg {kimg:g}", kimg, None if fd is None else float(fd), ident["G_ema_sha256"],
-                        ident)
+    return TeacherEntry(
+        str(path), f"kimg {kimg:g}", kimg, None if fd is None else float(fd), ident["G_ema_sha256"], ident
+    )
 
 
 def measure_fd_ref(G: torch.nn.Module, base: dict[str, Any], log: Callable = print) -> tuple[float, dict | None]:
@@ -93,8 +98,9 @@ def measure_fd_ref(G: torch.nn.Module, base: dict[str, Any], log: Callable = pri
 
     cfg = base["config"]
     kw = {"channels": int(cfg["channels"])} if cfg.get("channels") else {}
-    ds = load_dataset(cfg["data"], root=cfg.get("data_root"), split=cfg["split"], resolution=int(cfg["resolution"]),
-                      **kw)
+    ds = load_dataset(
+        cfg["data"], root=cfg.get("data_root"), split=cfg["split"], resolution=int(cfg["resolution"]), **kw
+    )
     with torch.random.fork_rng(devices=[]):
         ref_net = train_reference_net(ds, cache_dir=cfg.get("fd_ref_cache"), log=log)
     real = real_stats_cached(ds, ref_net, int(cfg["fd_ref_real"]))
@@ -112,8 +118,11 @@ def random_teacher(base_dir: Path, out: Path, log: Callable = print) -> Path:
     base = json.loads((base_dir / "teacher.json").read_text())
     if (out / "teacher.json").is_file():
         have = json.loads((out / "teacher.json").read_text())
-        if have.get("G_kwargs") == base["G_kwargs"] and have.get("fd_ref") is not None \
-                and have.get("random_init_of") == _fashion().teacher_identity(str(base_dir)).get("G_ema_sha256"):
+        if (
+            have.get("G_kwargs") == base["G_kwargs"]
+            and have.get("fd_ref") is not None
+            and have.get("random_init_of") == _fashion().teacher_identity(str(base_dir)).get("G_ema_sha256")
+        ):
             return out
     seed = int(base["config"]["seed"])
     torch.manual_seed(seed)
@@ -121,15 +130,27 @@ def random_teacher(base_dir: Path, out: Path, log: Callable = print) -> Path:
     G.eval().requires_grad_(False)
     log(f"measuring the FD-ref of an untrained generator (seed {seed}, G_kwargs of {base_dir})")
     fd, ref_meta = measure_fd_ref(G, base, log)
-    if base.get("fd_ref_net") and ref_meta and any(ref_meta.get(k) != base["fd_ref_net"].get(k)
-                                                   for k in ("val_accuracy", "steps", "init_kwargs")):
-        log(f"warning: the FD-ref reference net differs from the one that measured {base_dir}; "
-            "kimg 0's FD-ref is not comparable to the snapshots'")
-    meta = {k: base[k] for k in ("dataset", "split", "resolution", "img_channels", "mean", "std", "config")
-            if k in base}
-    meta.update(kimg=0.0, step=0, fd_ref=fd, fd_ref_num=base.get("fd_ref_num"), fd_ref_net=ref_meta,
-                random_init_of=_fashion().teacher_identity(str(base_dir)).get("G_ema_sha256"),
-                note="untrained generator: torch.manual_seed(config.seed) then build_networks, as train-gan starts")
+    if (
+        base.get("fd_ref_net")
+        and ref_meta
+        and any(ref_meta.get(k) != base["fd_ref_net"].get(k) for k in ("val_accuracy", "steps", "init_kwargs"))
+    ):
+        log(
+            f"warning: the FD-ref reference net differs from the one that measured {base_dir}; "
+            "kimg 0's FD-ref is not comparable to the snapshots'"
+        )
+    meta = {
+        k: base[k] for k in ("dataset", "split", "resolution", "img_channels", "mean", "std", "config") if k in base
+    }
+    meta.update(
+        kimg=0.0,
+        step=0,
+        fd_ref=fd,
+        fd_ref_num=base.get("fd_ref_num"),
+        fd_ref_net=ref_meta,
+        random_init_of=_fashion().teacher_identity(str(base_dir)).get("G_ema_sha256"),
+        note="untrained generator: torch.manual_seed(config.seed) then build_networks, as train-gan starts",
+    )
     save_teacher_dir(out, G, G, D, base["G_kwargs"], base["D_kwargs"], meta)
     return out
 
@@ -151,13 +172,15 @@ def resolve_teachers(entries: list[str], work: Path, log: Callable = print) -> l
 
 # ------------------------------------------------------------------------------------------------ cells
 
+
 def run_config(row_name: str, spec: str, seed: int, quick: bool, budget: int) -> dict[str, Any]:
     """The fashion bench's config of ``row_name`` with this teacher and seed, re-budgeted to ``budget`` passes."""
     from squeezespan.methods import method_settings
 
     fashion = _fashion()
-    cfg = fashion.resolve_run_config(fashion.ROW_BY_NAME[row_name], TRACK, LR, seed, "quick" if quick else "sitting",
-                                     spec)
+    cfg = fashion.resolve_run_config(
+        fashion.ROW_BY_NAME[row_name], TRACK, LR, seed, "quick" if quick else "sitting", spec
+    )
     per = fashion.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
     cfg["steps"] = steps = max(1, int(round(budget / per)))
     cfg["warmup_steps"] = min(int(cfg["warmup_steps"]), int(round(WARMUP_SHARE * steps)))
@@ -169,8 +192,13 @@ def run_config(row_name: str, spec: str, seed: int, quick: bool, budget: int) ->
 def cell_fingerprint(row_name: str, cfg: dict[str, Any], sha: str, quick: bool, budget: int) -> str:
     fashion = _fashion()
     mode = "quick" if quick else "sitting"
-    return fashion.fingerprint({"bench": "teacher_quality", "budget_passes": int(budget),
-                                "cell": fashion.cell_fingerprint(fashion.ROW_BY_NAME[row_name], TRACK, mode, cfg, sha)})
+    return fashion.fingerprint(
+        {
+            "bench": "teacher_quality",
+            "budget_passes": int(budget),
+            "cell": fashion.cell_fingerprint(fashion.ROW_BY_NAME[row_name], TRACK, mode, cfg, sha),
+        }
+    )
 
 
 def result_path(results_dir: Path, row_name: str, t: TeacherEntry, seed: int) -> Path:
@@ -190,11 +218,20 @@ def select_rows(patterns: str | None) -> list[str]:
     return [r for r in METHOD_ROWS if r in names]
 
 
-def run_teacher_quality(quick: bool = False, teachers: list[str] | None = None, rows: str | None = None,
-                        seeds: int = 1, budget_passes: int | None = None, force: bool = False,
-                        work: str | Path | None = None, results_dir: str | Path | None = None,
-                        figure: str | Path | None = None, progress: bool = False, threads: int | None = 1,
-                        log: Callable = print) -> dict[str, Any]:
+def run_teacher_quality(
+    quick: bool = False,
+    teachers: list[str] | None = None,
+    rows: str | None = None,
+    seeds: int = 1,
+    budget_passes: int | None = None,
+    force: bool = False,
+    work: str | Path | None = None,
+    results_dir: str | Path | None = None,
+    figure: str | Path | None = None,
+    progress: bool = False,
+    threads: int | None = 1,
+    log: Callable = print,
+) -> dict[str, Any]:
     """Run every (teacher, row, seed) cell without a valid cached result; then rewrite table, Markdown and PNG."""
     threads_before = torch.get_num_threads()
     if threads:
@@ -209,8 +246,11 @@ def _run(quick, teachers, rows, seeds, budget_passes, force, work, results_dir, 
     fashion = _fashion()
     if int(seeds) < 1:
         raise SnsError(f"--seeds {seeds}: expected a number of seeds >= 1")
-    budget = int(budget_passes if budget_passes is not None else
-                 (fashion.mode_settings("quick")["budget_passes"] if quick else BUDGET_PASSES))
+    budget = int(
+        budget_passes
+        if budget_passes is not None
+        else (fashion.mode_settings("quick")["budget_passes"] if quick else BUDGET_PASSES)
+    )
     if budget < 1:
         raise SnsError(f"--budget-passes {budget}: expected a positive number of student image passes")
     row_names = select_rows(rows)
@@ -231,17 +271,33 @@ def _run(quick, teachers, rows, seeds, budget_passes, force, work, results_dir, 
                     continue
                 ev = ev or fashion.eval_data("quick" if quick else "sitting")
                 log(f"[{t.label}, FD-ref {_fmt(t.fd_ref)}] {row_name} seed={seed} ({cfg['steps']} steps)")
-                res = fashion.run_one(fashion.ROW_BY_NAME[row_name], TRACK, LR, seed, cfg, ev, run_dir_root(work, t),
-                                      force, progress, log)
+                res = fashion.run_one(
+                    fashion.ROW_BY_NAME[row_name], TRACK, LR, seed, cfg, ev, run_dir_root(work, t), force, progress, log
+                )
                 if res is None:
                     log("interrupted: the run kept its checkpoint; re-run the same command to resume")
                     stopped = True
                     break
-                fashion.write_json(path, {"row": row_name, "seed": seed, "lr": LR, "kimg": t.kimg, "fd_ref": t.fd_ref,
-                                          "teacher": t.identity, "fingerprint": fp, "budget_passes": budget,
-                                          "smoke": bool(quick), "config": cfg, "eval": ev.settings,
-                                          "machine": fashion.machine(), "commit": fashion.git_commit(),
-                                          "finished": time.strftime("%Y-%m-%d %H:%M:%S"), **res})
+                fashion.write_json(
+                    path,
+                    {
+                        "row": row_name,
+                        "seed": seed,
+                        "lr": LR,
+                        "kimg": t.kimg,
+                        "fd_ref": t.fd_ref,
+                        "teacher": t.identity,
+                        "fingerprint": fp,
+                        "budget_passes": budget,
+                        "smoke": bool(quick),
+                        "config": cfg,
+                        "eval": ev.settings,
+                        "machine": fashion.machine(),
+                        "commit": fashion.git_commit(),
+                        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                        **res,
+                    },
+                )
                 log(f"  kNN {res['knn_top1']:.2f}  linear {res['linear_top1']:.2f}  ({res['wall_s']:.0f} s)")
             if stopped:
                 break
@@ -258,6 +314,7 @@ def _run(quick, teachers, rows, seeds, budget_passes, force, work, results_dir, 
 
 # ------------------------------------------------------------------------------------------------ tables
 
+
 def collect(entries: list[TeacherEntry], results_dir: Path, quick: bool, seeds: int, budget: int) -> dict[str, Any]:
     """Per teacher (in the given order), per method row: valid cached cells of the current config, mean/std."""
     fashion = _fashion()
@@ -268,22 +325,34 @@ def collect(entries: list[TeacherEntry], results_dir: Path, quick: bool, seeds: 
             runs = []
             for seed in range(seeds):
                 cfg = run_config(row_name, t.spec, seed, quick, budget)
-                res = fashion.load_cached(result_path(results_dir, row_name, t, seed),
-                                          cell_fingerprint(row_name, cfg, t.sha, quick, budget))
+                res = fashion.load_cached(
+                    result_path(results_dir, row_name, t, seed), cell_fingerprint(row_name, cfg, t.sha, quick, budget)
+                )
                 if res is not None:
                     runs.append(res)
             if runs:
-                rows[row_name] = {k: fashion._stats([float(r[k]) for r in runs])
-                                  for k in ("linear_top1", "knn_top1", "wall_s")}
+                rows[row_name] = {
+                    k: fashion._stats([float(r[k]) for r in runs]) for k in ("linear_top1", "knn_top1", "wall_s")
+                }
                 rows[row_name]["seeds"] = [r["seed"] for r in runs]
                 rows[row_name]["steps"] = runs[0].get("steps")
-        teachers.append({"label": t.label, "kimg": t.kimg, "fd_ref": t.fd_ref, "spec": t.spec, "G_ema_sha256": t.sha,
-                         "rows": rows})
-    return {"benchmark": "teacher-quality (fashion-mnist)", "smoke": bool(quick), "budget_passes": budget,
-            "lr": LR, "seeds": seeds, "track": TRACK, "warmup_share": WARMUP_SHARE,
-            "evaluation": "quick subsets" if quick else "sitting (full train/test sets)",
-            "created": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": fashion.machine(),
-            "commit": fashion.git_commit(), "teachers": teachers}
+        teachers.append(
+            {"label": t.label, "kimg": t.kimg, "fd_ref": t.fd_ref, "spec": t.spec, "G_ema_sha256": t.sha, "rows": rows}
+        )
+    return {
+        "benchmark": "teacher-quality (fashion-mnist)",
+        "smoke": bool(quick),
+        "budget_passes": budget,
+        "lr": LR,
+        "seeds": seeds,
+        "track": TRACK,
+        "warmup_share": WARMUP_SHARE,
+        "evaluation": "quick subsets" if quick else "sitting (full train/test sets)",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": fashion.machine(),
+        "commit": fashion.git_commit(),
+        "teachers": teachers,
+    }
 
 
 def _fmt(x: float | None, digits: int = 2) -> str:
@@ -294,49 +363,74 @@ def render_markdown(table: dict[str, Any]) -> str:
     fashion = _fashion()
     lines = []
     if table.get("smoke"):
-        lines += ["# Teacher quality vs student quality: SMOKE RUN (--quick), NOT A RESULT", "",
-                  "Tiny budget, narrow student and evaluation subsets: these numbers only show that the cells run.", ""]
+        lines += [
+            "# Teacher quality vs student quality: SMOKE RUN (--quick), NOT A RESULT",
+            "",
+            "Tiny budget, narrow student and evaluation subsets: these numbers only show that the cells run.",
+            "",
+        ]
     else:
         lines += ["# Teacher quality vs student quality (Fashion-MNIST; the paper's Figure 4 at CPU scale)", ""]
-    lines += [f"One student per teacher snapshot of one GAN training, trained with the `fashion-cpu` preset (lr "
-              f"{table['lr']:g}, seeds {table['seeds']}) for {table['budget_passes']} student image passes "
-              f"(warmup capped at {table['warmup_share']:.0%} of the steps); evaluation: {table['evaluation']}, "
-              "kNN k=200 t=0.1 and the fast linear probe, both on the test set. FD-ref: the teacher's Frechet "
-              "distance in our reference CNN's features (5,000 generated vs 10,000 real images; lower is better; "
-              "not FID). `squeeze` sees no real image: what it learns comes from the teacher alone.", "",
-              "| kimg | FD-ref | row | linear top-1 | kNN top-1 | wall (min) | steps | seeds | G_ema sha256 |",
-              "|---:|---:|---|---:|---:|---:|---:|---:|---|"]
+    lines += [
+        f"One student per teacher snapshot of one GAN training, trained with the `fashion-cpu` preset (lr "
+        f"{table['lr']:g}, seeds {table['seeds']}) for {table['budget_passes']} student image passes "
+        f"(warmup capped at {table['warmup_share']:.0%} of the steps); evaluation: {table['evaluation']}, "
+        "kNN k=200 t=0.1 and the fast linear probe, both on the test set. FD-ref: the teacher's Frechet "
+        "distance in our reference CNN's features (5,000 generated vs 10,000 real images; lower is better; "
+        "not FID). `squeeze` sees no real image: what it learns comes from the teacher alone.",
+        "",
+        "| kimg | FD-ref | row | linear top-1 | kNN top-1 | wall (min) | steps | seeds | G_ema sha256 |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---|",
+    ]
     for t in table["teachers"]:
         rows = t["rows"] or {"-": {}}
         for name, r in rows.items():
-            lines.append(f"| {t['kimg']:g} | {_fmt(t['fd_ref'])} | {name} | {fashion._cell(r.get('linear_top1'))} | "
-                         f"{fashion._cell(r.get('knn_top1'))} | {fashion._cell(r.get('wall_s'), 1 / 60, 1)} | "
-                         f"{r.get('steps', '-')} | {len(r.get('seeds', []))} | {t['G_ema_sha256']} |")
+            lines.append(
+                f"| {t['kimg']:g} | {_fmt(t['fd_ref'])} | {name} | {fashion._cell(r.get('linear_top1'))} | "
+                f"{fashion._cell(r.get('knn_top1'))} | {fashion._cell(r.get('wall_s'), 1 / 60, 1)} | "
+                f"{r.get('steps', '-')} | {len(r.get('seeds', []))} | {t['G_ema_sha256']} |"
+            )
     lines.append("")
     m = table.get("machine", {})
-    lines.append(f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at write "
-                 f"time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}.")
+    lines.append(
+        f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at write "
+        f"time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}."
+    )
     return "\n".join(lines) + "\n"
 
 
 def plot(table: dict[str, Any], path: Path) -> Path:
     """Linear and kNN top-1 against the teacher's FD-ref (log x), one line per method, points labelled by kimg."""
-    from squeezespan.report.plots import plt, save_figure
     import matplotlib.ticker  # noqa: F401 - the axis formatter below
+
+    from squeezespan.report.plots import plt, save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=120)
     for ax, key, name in zip(axes, ("linear_top1", "knn_top1"), ("linear probe", "kNN")):
         for i, row_name in enumerate(METHOD_ROWS):
-            pts = sorted(((t["fd_ref"], t["rows"][row_name][key], t["kimg"]) for t in table["teachers"]
-                          if row_name in t["rows"] and t["fd_ref"] is not None and t["fd_ref"] > 0),
-                         key=lambda p: p[0])
+            pts = sorted(
+                (
+                    (t["fd_ref"], t["rows"][row_name][key], t["kimg"])
+                    for t in table["teachers"]
+                    if row_name in t["rows"] and t["fd_ref"] is not None and t["fd_ref"] > 0
+                ),
+                key=lambda p: p[0],
+            )
             if not pts:
                 continue
             xs = [p[0] for p in pts]
             ys = [p[1]["mean"] for p in pts]
             es = [p[1]["std"] for p in pts]
-            ax.errorbar(xs, ys, yerr=es if any(es) else None, marker="o", ms=4, capsize=3, label=row_name,
-                        linestyle=("-", "--")[i % 2])
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=es if any(es) else None,
+                marker="o",
+                ms=4,
+                capsize=3,
+                label=row_name,
+                linestyle=("-", "--")[i % 2],
+            )
             for x, y, p in zip(xs, ys, pts if i == 0 else ()):  # label each teacher once
                 ax.annotate(f"{p[2]:g} kimg", (x, y), textcoords="offset points", xytext=(4, 5), fontsize=7)
         ax.set_xscale("log")
@@ -350,13 +444,16 @@ def plot(table: dict[str, Any], path: Path) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     smoke = " (SMOKE RUN, not a result)" if table.get("smoke") else ""
-    fig.suptitle(f"Fashion-MNIST: student accuracy vs teacher quality, {table['budget_passes']} student passes"
-                 f"{smoke}", fontsize=10)
+    fig.suptitle(
+        f"Fashion-MNIST: student accuracy vs teacher quality, {table['budget_passes']} student passes{smoke}",
+        fontsize=10,
+    )
     fig.tight_layout()
     return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------ command line
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
@@ -366,13 +463,19 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(prog: str = "python bench/teacher_quality.py") -> argparse.ArgumentParser:
     ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smoke version: tiny budget, width 0.25, eval subsets")
-    ap.add_argument("--teachers", help=f"comma list of teacher directories (or folder names under "
-                    f"bench/results/teachers/) and '{RANDOM}' (untrained generator, kimg 0); default: "
-                    f"{','.join(DEFAULT_TEACHERS)}")
+    ap.add_argument(
+        "--teachers",
+        help=f"comma list of teacher directories (or folder names under "
+        f"bench/results/teachers/) and '{RANDOM}' (untrained generator, kimg 0); default: "
+        f"{','.join(DEFAULT_TEACHERS)}",
+    )
     ap.add_argument("--rows", default="squeeze", help=f"comma list of {', '.join(METHOD_ROWS)} (default squeeze)")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
-    ap.add_argument("--budget-passes", type=int, help=f"student image passes per run (default {BUDGET_PASSES}; "
-                    "--quick: the fashion bench's quick budget)")
+    ap.add_argument(
+        "--budget-passes",
+        type=int,
+        help=f"student image passes per run (default {BUDGET_PASSES}; --quick: the fashion bench's quick budget)",
+    )
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
     ap.add_argument("--work", help="where run directories go (default runs/bench-teacher-quality[-quick])")
     ap.add_argument("--results", help="results folder (default bench/results/teacher_quality[-quick])")
@@ -387,9 +490,19 @@ def main(argv: list[str] | None = None, prog: str = "python bench/teacher_qualit
     teachers = [t.strip() for t in args.teachers.split(",") if t.strip()] if args.teachers else None
     if args.teachers is not None and not teachers:
         raise SnsError("--teachers is empty; give a comma list of teacher directories or 'random'")
-    run_teacher_quality(quick=args.quick, teachers=teachers, rows=args.rows, seeds=args.seeds,
-                        budget_passes=args.budget_passes, force=args.force, work=args.work, results_dir=args.results,
-                        figure=args.figure, progress=args.progress, threads=args.threads or None)
+    run_teacher_quality(
+        quick=args.quick,
+        teachers=teachers,
+        rows=args.rows,
+        seeds=args.seeds,
+        budget_passes=args.budget_passes,
+        force=args.force,
+        work=args.work,
+        results_dir=args.results,
+        figure=args.figure,
+        progress=args.progress,
+        threads=args.threads or None,
+    )
     return 0
 
 

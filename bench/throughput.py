@@ -1,4 +1,6 @@
-"""Training-step throughput of every method on the fashion-cpu student: precision, memory format, compile, teacher share.
+"""Training-step throughput of every method on the fashion-cpu student.
+
+Precision, memory format, compile, teacher share.
 
 Usage: python bench/throughput.py [--methods sns,squeeze,kd,vicreg,simsiam] [--batch 256] [--steps 4] [--warmup 1]
                                   [--threads 1] [--no-compile] [--teacher SPEC] [--out bench/results/throughput.json]
@@ -17,6 +19,7 @@ from a bank (engine/bank.py), for the Fashion-MNIST teacher and a paper-size 512
 images as uint8 on one step's loss and gradient. --bank-only measures just that and updates the JSON's
 "feature_bank" entry of an earlier full run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +40,12 @@ from squeezespan.errors import SnsError
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("sns", "squeeze", "kd", "vicreg", "simsiam")
 # (label, bf16, channels_last, compile)
-VARIANTS = (("fp32", False, False, False), ("bf16", True, False, False), ("bf16+channels_last", True, True, False),
-            ("bf16+compile", True, False, True))
+VARIANTS = (
+    ("fp32", False, False, False),
+    ("bf16", True, False, False),
+    ("bf16+channels_last", True, True, False),
+    ("bf16+compile", True, False, True),
+)
 COMPILE_METHODS = ("sns", "vicreg")  # compiling on a CPU takes minutes per model: two representative methods
 
 
@@ -56,7 +63,7 @@ def matmul_peak(n: int = 1024, reps: int = 5) -> dict[str, float]:
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         torch.mm(a, b)
         best = min(_time(lambda: torch.mm(a, b)) for _ in range(reps))
-        out[name] = round(2 * n ** 3 / best / 1e9, 1)
+        out[name] = round(2 * n**3 / best / 1e9, 1)
     return out
 
 
@@ -75,7 +82,7 @@ def student_flops(cfg: dict[str, Any]) -> dict[str, float]:
     m = build_student(cfg["arch"], cfg["variant"], cfg["width"], in_channels=1)
     x = torch.randn(8, 1, cfg["resolution"], cfg["resolution"])
     with FlopCounterMode(display=False) as fc:
-        y = m(x)
+        m(x)
     fwd = fc.get_total_flops() / 8
     with FlopCounterMode(display=False) as fc:
         m(x).sum().backward()
@@ -91,8 +98,14 @@ class Case:
 
         self.method, (self.label, bf16, cl, comp) = method, variant
         self.bank, self.name = bank, name  # a TeacherBank replaces the live teacher (teacher_bank=N)
-        overrides = [f"method={method}", f"batch_size={batch}", f"bf16={str(bf16).lower()}",
-                     f"channels_last={str(cl).lower()}", "knn_every=0", "device=cpu"]
+        overrides = [
+            f"method={method}",
+            f"batch_size={batch}",
+            f"bf16={str(bf16).lower()}",
+            f"channels_last={str(cl).lower()}",
+            "knn_every=0",
+            "device=cpu",
+        ]
         cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", "fashion-cpu", None, overrides, None)
         cfg["teacher"] = teacher
         self.cfg = cfg
@@ -104,7 +117,7 @@ class Case:
         student = run["student"]
         self.forward_student = torch.compile(student) if comp else student
         self.compiled = comp
-        mean, std, res = run["mean"], run["std"], cfg["resolution"]
+        mean, std, _res = run["mean"], run["std"], cfg["resolution"]
 
         def encode(x):
             x = (x - mean) / std
@@ -143,8 +156,17 @@ class Case:
             setattr(source, attr, timed)
         t0 = time.perf_counter()
         try:
-            inputs = _step_inputs(cfg, self.step, self.stream, teacher, self.n_syn, torch.device("cpu"),
-                                  run["augment"], self.encode, bank=self.bank)
+            inputs = _step_inputs(
+                cfg,
+                self.step,
+                self.stream,
+                teacher,
+                self.n_syn,
+                torch.device("cpu"),
+                run["augment"],
+                self.encode,
+                bank=self.bank,
+            )
         finally:
             if source is not None:
                 delattr(source, attr)  # the instance attribute hid the method: removing it restores it
@@ -165,20 +187,39 @@ class Case:
         passes_per_s = self.passes / med
         prec = "bf16" if self.cfg["bf16"] else "fp32"
         limit = peak[prec] * 1e9 / flops["train"]
-        return {"method": self.method, "variant": self.label, "batch": self.cfg["batch_size"], "syn": self.n_syn,
-                "student_passes_per_step": self.passes, "step_s_median": round(med, 4),
-                "step_s_min": round(min(self.times), 4), "images_per_s": round(self.cfg["batch_size"] / med, 1),
-                "student_passes_per_s": round(passes_per_s, 1), "teacher_s_median": round(teach, 4),
-                "teacher_share": round(teach / med, 3), "flop_bound_passes_per_s": round(limit, 1),
-                "fraction_of_flop_bound": round(passes_per_s / limit, 3), "steps_timed": len(self.times),
-                **({"teacher_name": self.name, "mode": "live" if self.bank is None else f"bank {len(self.bank)}"}
-                   if self.name else {})}
+        return {
+            "method": self.method,
+            "variant": self.label,
+            "batch": self.cfg["batch_size"],
+            "syn": self.n_syn,
+            "student_passes_per_step": self.passes,
+            "step_s_median": round(med, 4),
+            "step_s_min": round(min(self.times), 4),
+            "images_per_s": round(self.cfg["batch_size"] / med, 1),
+            "student_passes_per_s": round(passes_per_s, 1),
+            "teacher_s_median": round(teach, 4),
+            "teacher_share": round(teach / med, 3),
+            "flop_bound_passes_per_s": round(limit, 1),
+            "fraction_of_flop_bound": round(passes_per_s / limit, 3),
+            "steps_timed": len(self.times),
+            **(
+                {"teacher_name": self.name, "mode": "live" if self.bank is None else f"bank {len(self.bank)}"}
+                if self.name
+                else {}
+            ),
+        }
 
 
 # The paper's CIFAR teachers (StyleGAN2-ADA 'cifar' config): 512 channels at every block of a 32 px generator.
-PAPER_G_KWARGS = dict(z_dim=512, c_dim=0, w_dim=512, img_resolution=32, img_channels=1,
-                      mapping_kwargs=dict(num_layers=2, lr_multiplier=0.01),
-                      synthesis_kwargs=dict(channel_base=16384, channel_max=512, conv_clamp=None, architecture="skip"))
+PAPER_G_KWARGS = dict(
+    z_dim=512,
+    c_dim=0,
+    w_dim=512,
+    img_resolution=32,
+    img_channels=1,
+    mapping_kwargs=dict(num_layers=2, lr_multiplier=0.01),
+    synthesis_kwargs=dict(channel_base=16384, channel_max=512, conv_clamp=None, architecture="skip"),
+)
 
 
 def paper_teacher_dir(root: Path) -> Path:
@@ -191,14 +232,29 @@ def paper_teacher_dir(root: Path) -> Path:
     if (path / "teacher.json").exists():
         return path
     torch.manual_seed(0)
-    D_kwargs = dict(c_dim=0, img_resolution=32, img_channels=1, architecture="resnet", channel_base=16384,
-                    channel_max=512, conv_clamp=None, epilogue_kwargs=dict(mbstd_group_size=4))
+    D_kwargs = dict(
+        c_dim=0,
+        img_resolution=32,
+        img_channels=1,
+        architecture="resnet",
+        channel_base=16384,
+        channel_max=512,
+        conv_clamp=None,
+        epilogue_kwargs=dict(mbstd_group_size=4),
+    )
     G = Generator(**PAPER_G_KWARGS)
-    return save_teacher_dir(path, G, G, Discriminator(**D_kwargs), PAPER_G_KWARGS, D_kwargs,
-                            {"note": "random weights: throughput benchmark only"})
+    return save_teacher_dir(
+        path,
+        G,
+        G,
+        Discriminator(**D_kwargs),
+        PAPER_G_KWARGS,
+        D_kwargs,
+        {"note": "random weights: throughput benchmark only"},
+    )
 
 
-def quantisation_effect(case: "Case") -> dict[str, Any]:
+def quantisation_effect(case: Case) -> dict[str, Any]:
     """What storing bank images as uint8 does to one step: loss and gradient with the live teacher's float images
     against the same images rounded to 8 bits (same augmentation draw), next to two augmentation draws of the
     float images (the step-to-step noise SGD sees anyway)."""
@@ -207,8 +263,9 @@ def quantisation_effect(case: "Case") -> dict[str, Any]:
     from squeezespan.engine.trainer import _step_inputs
 
     run = case.run
-    inputs = _step_inputs(case.cfg, 10_000, case.stream, run["teacher"], case.n_syn, torch.device("cpu"),
-                          run["augment"], case.encode)
+    inputs = _step_inputs(
+        case.cfg, 10_000, case.stream, run["teacher"], case.n_syn, torch.device("cpu"), run["augment"], case.encode
+    )
     x_float = inputs.syn
     x_uint8 = quantize(x_float).float().div_(255)
     params = [p for g in run["optimizer"].param_groups for p in g["params"] if p.requires_grad]
@@ -224,25 +281,32 @@ def quantisation_effect(case: "Case") -> dict[str, Any]:
     def cos(a, b):
         return round(torch.nn.functional.cosine_similarity(a, b, dim=0).item(), 6)
 
-    out = {"method": case.method, "images": case.n_syn,
-           "max_pixel_change": round((x_uint8 - x_float).abs().max().item(), 6)}
+    out = {
+        "method": case.method,
+        "images": case.n_syn,
+        "max_pixel_change": round((x_uint8 - x_float).abs().max().item(), 6),
+    }
     grads_f = {}
     for label, bf16 in (("fp32", False), ("bf16", True)):
         l_f, g_f = loss_grad(x_float, 1, bf16)
         grads_f[label] = g_f
         l_q, g_q = loss_grad(x_uint8, 1, bf16)
         l_o, g_o = loss_grad(x_float, 2, bf16)
-        out[label] = {"loss_float": round(l_f, 5), "loss_uint8": round(l_q, 5),
-                      "loss_rel_change_uint8": float(f"{abs(l_q - l_f) / abs(l_f):.3g}"),
-                      "grad_cosine_uint8_vs_float": cos(g_f, g_q),
-                      "grad_cosine_other_augmentation": cos(g_f, g_o),
-                      "loss_rel_change_other_augmentation": float(f"{abs(l_o - l_f) / abs(l_f):.3g}")}
+        out[label] = {
+            "loss_float": round(l_f, 5),
+            "loss_uint8": round(l_q, 5),
+            "loss_rel_change_uint8": float(f"{abs(l_q - l_f) / abs(l_f):.3g}"),
+            "grad_cosine_uint8_vs_float": cos(g_f, g_q),
+            "grad_cosine_other_augmentation": cos(g_f, g_o),
+            "loss_rel_change_other_augmentation": float(f"{abs(l_o - l_f) / abs(l_f):.3g}"),
+        }
     out["grad_cosine_bf16_vs_fp32"] = cos(grads_f["fp32"], grads_f["bf16"])  # same images, same draw
     return out
 
 
-def bank_compare(batch: int, steps: int, warmup: int, fashion_teacher: str, bank_sizes: dict[str, int],
-                 cache: Path) -> dict[str, Any]:
+def bank_compare(
+    batch: int, steps: int, warmup: int, fashion_teacher: str, bank_sizes: dict[str, int], cache: Path
+) -> dict[str, Any]:
     """Measured: sns and squeeze steps, live teacher vs teacher_bank, for the fashion and a 512-channel teacher."""
     from squeezespan.engine.bank import build_bank
 
@@ -258,11 +322,18 @@ def bank_compare(batch: int, steps: int, warmup: int, fashion_teacher: str, bank
                 t = time.perf_counter()
                 bank = build_bank(live.run["teacher"], n, seed=0)
                 dt = time.perf_counter() - t
-                builds.append({"teacher_name": name, "teacher": spec, "bank_images": n, "build_s": round(dt, 2),
-                               "build_s_per_image": round(dt / n, 5),
-                               "build_s_for_50k": round(50_000 * dt / n, 0),
-                               "bytes_per_image": bank.images[0].numel() + 4 * sum(t.shape[1] for t in bank.taps),
-                               "tap_channels": [t.shape[1] for t in bank.taps]})
+                builds.append(
+                    {
+                        "teacher_name": name,
+                        "teacher": spec,
+                        "bank_images": n,
+                        "build_s": round(dt, 2),
+                        "build_s_per_image": round(dt / n, 5),
+                        "build_s_for_50k": round(50_000 * dt / n, 0),
+                        "bytes_per_image": bank.images[0].numel() + 4 * sum(t.shape[1] for t in bank.taps),
+                        "tap_channels": [t.shape[1] for t in bank.taps],
+                    }
+                )
             banked = Case(method, variant, batch, spec, bank=bank, name=name)
             cases += [live, banked]
     for c in cases:
@@ -277,22 +348,42 @@ def bank_compare(batch: int, steps: int, warmup: int, fashion_teacher: str, bank
     rows = [c.result(flops, peak) for c in cases]
     pairs = []
     for live, banked in zip(rows[::2], rows[1::2]):
-        pairs.append({"teacher_name": live["teacher_name"], "method": live["method"], "batch": live["batch"],
-                      "syn": live["syn"], "live_step_s": live["step_s_median"], "bank_step_s": banked["step_s_median"],
-                      "live_images_per_s": live["images_per_s"], "bank_images_per_s": banked["images_per_s"],
-                      "speedup": round(live["step_s_median"] / banked["step_s_median"], 2),
-                      "live_teacher_s": live["teacher_s_median"], "bank_gather_s": banked["teacher_s_median"],
-                      "live_teacher_share": live["teacher_share"]})
+        pairs.append(
+            {
+                "teacher_name": live["teacher_name"],
+                "method": live["method"],
+                "batch": live["batch"],
+                "syn": live["syn"],
+                "live_step_s": live["step_s_median"],
+                "bank_step_s": banked["step_s_median"],
+                "live_images_per_s": live["images_per_s"],
+                "bank_images_per_s": banked["images_per_s"],
+                "speedup": round(live["step_s_median"] / banked["step_s_median"], 2),
+                "live_teacher_s": live["teacher_s_median"],
+                "bank_gather_s": banked["teacher_s_median"],
+                "live_teacher_share": live["teacher_share"],
+            }
+        )
     quant = quantisation_effect(next(c for c in cases if c.bank is None and c.method == "sns"))
-    return {"variant": variant[0], "steps_timed": steps, "pairs": pairs, "builds": builds, "quantisation": quant,
-            "cases": rows, "loadavg": list(os.getloadavg())}
+    return {
+        "variant": variant[0],
+        "steps_timed": steps,
+        "pairs": pairs,
+        "builds": builds,
+        "quantisation": quant,
+        "cases": rows,
+        "loadavg": list(os.getloadavg()),
+    }
 
 
 def find_teacher() -> str | None:
     """A fashion teacher: the committed one, else one the fashion bench trained, else one in /work/runs."""
-    candidates = [RESULTS / "teachers" / "fashion-full", Path("runs/bench-fashion/teachers/fashion-full"),
-                  Path("runs/bench-fashion-quick/teachers/fashion-full-quick"),
-                  Path("/work/runs/bench-fashion-teacher-full-quick")]
+    candidates = [
+        RESULTS / "teachers" / "fashion-full",
+        Path("runs/bench-fashion/teachers/fashion-full"),
+        Path("runs/bench-fashion-quick/teachers/fashion-full-quick"),
+        Path("/work/runs/bench-fashion-teacher-full-quick"),
+    ]
     for c in candidates:
         if (c / "teacher.json").exists() or (c / "teacher" / "teacher.json").exists():
             return str(c)
@@ -300,24 +391,32 @@ def find_teacher() -> str | None:
 
 
 def render_markdown(res: dict[str, Any]) -> str:
-    lines = ["# Training-step throughput (fashion-cpu student)", "",
-             f"Machine: {res['machine']['platform']}, {res['machine'].get('cpu', 'CPU not recorded')}, "
-             f"{res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, bf16 hardware: "
-             f"{ {True: 'yes', False: 'no (bf16 is emulated)'}.get(res['machine'].get('bf16_native'), 'not recorded')}, "
-             f"{res['threads']} thread(s). Load before: `{res['uptime_before']}`; after: `{res['uptime_after']}`. "
-             "Other jobs shared the CPU: compare rows with each other (they were timed interleaved), not with "
-             "another machine.", "",
-             f"Student: ResNet-18 CIFAR variant x{res['student']['width']:g}, 32 px, 1 channel: "
-             f"{res['flops']['forward'] / 1e6:.1f} MFLOP forward, {res['flops']['train'] / 1e6:.1f} MFLOP forward+backward "
-             f"per image; {res['flops']['params'] / 1e6:.2f} M parameters. Matmul peak ({res['peak']['n']}^3): "
-             f"fp32 {res['peak']['fp32']} GFLOP/s, bf16 {res['peak']['bf16']} GFLOP/s. "
-             "FLOP-bound limit = peak / (forward+backward FLOPs per image pass).", "",
-             "| method | variant | batch (syn) | step (s) | images/s | student passes/s | teacher share | "
-             "FLOP-bound passes/s | fraction |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "# Training-step throughput (fashion-cpu student)",
+        "",
+        f"Machine: {res['machine']['platform']}, {res['machine'].get('cpu', 'CPU not recorded')}, "
+        f"{res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, bf16 hardware: "
+        f"{ {True: 'yes', False: 'no (bf16 is emulated)'}.get(res['machine'].get('bf16_native'), 'not recorded') }, "
+        f"{res['threads']} thread(s). Load before: `{res['uptime_before']}`; after: `{res['uptime_after']}`. "
+        "Other jobs shared the CPU: compare rows with each other (they were timed interleaved), not with "
+        "another machine.",
+        "",
+        f"Student: ResNet-18 CIFAR variant x{res['student']['width']:g}, 32 px, 1 channel: "
+        f"{res['flops']['forward'] / 1e6:.1f} MFLOP forward, {res['flops']['train'] / 1e6:.1f} MFLOP forward+backward "
+        f"per image; {res['flops']['params'] / 1e6:.2f} M parameters. Matmul peak ({res['peak']['n']}^3): "
+        f"fp32 {res['peak']['fp32']} GFLOP/s, bf16 {res['peak']['bf16']} GFLOP/s. "
+        "FLOP-bound limit = peak / (forward+backward FLOPs per image pass).",
+        "",
+        "| method | variant | batch (syn) | step (s) | images/s | student passes/s | teacher share | "
+        "FLOP-bound passes/s | fraction |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in res["cases"]:
-        lines.append(f"| {r['method']} | {r['variant']} | {r['batch']} ({r['syn']}) | {r['step_s_median']:.3f} | "
-                     f"{r['images_per_s']:.0f} | {r['student_passes_per_s']:.0f} | {100 * r['teacher_share']:.1f}% | "
-                     f"{r['flop_bound_passes_per_s']:.0f} | {100 * r['fraction_of_flop_bound']:.1f}% |")
+        lines.append(
+            f"| {r['method']} | {r['variant']} | {r['batch']} ({r['syn']}) | {r['step_s_median']:.3f} | "
+            f"{r['images_per_s']:.0f} | {r['student_passes_per_s']:.0f} | {100 * r['teacher_share']:.1f}% | "
+            f"{r['flop_bound_passes_per_s']:.0f} | {100 * r['fraction_of_flop_bound']:.1f}% |"
+        )
     lines += render_bank(res.get("feature_bank"))
     if res.get("notes"):
         lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
@@ -327,36 +426,54 @@ def render_markdown(res: dict[str, Any]) -> str:
 def render_bank(b: dict[str, Any] | None) -> list[str]:
     if not b or "pairs" not in b:
         return []
-    lines = ["", "## Feature bank: live teacher vs teacher_bank (measured)", "",
-             f"Same student, {b['variant']}, batch {b['pairs'][0]['batch']}, median of {b['steps_timed']} interleaved "
-             f"steps; load average during the bank cases: {', '.join(f'{x:.2f}' for x in b['loadavg'])} "
-             "(other jobs shared the 2 CPUs). The bank step gathers uint8 images + pooled taps instead of running G "
-             "(its teacher column is the gather).", "",
-             "| teacher | method | batch (syn) | live step (s) | bank step (s) | speed-up | live img/s | bank img/s | "
-             "teacher / gather (s) |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "",
+        "## Feature bank: live teacher vs teacher_bank (measured)",
+        "",
+        f"Same student, {b['variant']}, batch {b['pairs'][0]['batch']}, median of {b['steps_timed']} interleaved "
+        f"steps; load average during the bank cases: {', '.join(f'{x:.2f}' for x in b['loadavg'])} "
+        "(other jobs shared the 2 CPUs). The bank step gathers uint8 images + pooled taps instead of running G "
+        "(its teacher column is the gather).",
+        "",
+        "| teacher | method | batch (syn) | live step (s) | bank step (s) | speed-up | live img/s | bank img/s | "
+        "teacher / gather (s) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for p in b["pairs"]:
-        lines.append(f"| {p['teacher_name']} | {p['method']} | {p['batch']} ({p['syn']}) | {p['live_step_s']:.3f} | "
-                     f"{p['bank_step_s']:.3f} | {p['speedup']:.2f}x | {p['live_images_per_s']:.0f} | "
-                     f"{p['bank_images_per_s']:.0f} | {p['live_teacher_s']:.3f} / {p['bank_gather_s'] * 1000:.2f} ms |")
+        lines.append(
+            f"| {p['teacher_name']} | {p['method']} | {p['batch']} ({p['syn']}) | {p['live_step_s']:.3f} | "
+            f"{p['bank_step_s']:.3f} | {p['speedup']:.2f}x | {p['live_images_per_s']:.0f} | "
+            f"{p['bank_images_per_s']:.0f} | {p['live_teacher_s']:.3f} / {p['bank_gather_s'] * 1000:.2f} ms |"
+        )
     lines += ["", "One-time bank sampling (fp32 teacher forward, outside autocast, as the live path):", ""]
     for bd in b["builds"]:
-        lines.append(f"- {bd['teacher_name']}: {bd['bank_images']} images in {bd['build_s']:.1f} s "
-                     f"({1000 * bd['build_s_per_image']:.1f} ms/image, about {bd['build_s_for_50k'] / 60:.0f} min for "
-                     f"a 50k bank); {bd['bytes_per_image']} bytes/image (uint8 image + float32 pooled taps "
-                     f"{bd['tap_channels']}).")
+        lines.append(
+            f"- {bd['teacher_name']}: {bd['bank_images']} images in {bd['build_s']:.1f} s "
+            f"({1000 * bd['build_s_per_image']:.1f} ms/image, about {bd['build_s_for_50k'] / 60:.0f} min for "
+            f"a 50k bank); {bd['bytes_per_image']} bytes/image (uint8 image + float32 pooled taps "
+            f"{bd['tap_channels']})."
+        )
     q = b.get("quantisation")
     if q:
-        lines += ["", f"uint8 bank images vs the live float images ({q['method']}, {q['images']} synthetic images, "
-                  f"max pixel change {q['max_pixel_change']:.4f}), one step's loss and gradient, same augmentation "
-                  "draw; next to it, the same images under another augmentation draw:", ""]
+        lines += [
+            "",
+            f"uint8 bank images vs the live float images ({q['method']}, {q['images']} synthetic images, "
+            f"max pixel change {q['max_pixel_change']:.4f}), one step's loss and gradient, same augmentation "
+            "draw; next to it, the same images under another augmentation draw:",
+            "",
+        ]
         for label in ("fp32", "bf16"):
             e = q[label]
-            lines.append(f"- {label}: loss change {e['loss_rel_change_uint8']:.2g} (relative), gradient cosine "
-                         f"{e['grad_cosine_uint8_vs_float']:.4f}; another augmentation draw: loss change "
-                         f"{e['loss_rel_change_other_augmentation']:.2g}, gradient cosine "
-                         f"{e['grad_cosine_other_augmentation']:.4f}.")
-        lines.append(f"- for scale: the same float images and draw in bf16 vs fp32 give gradient cosine "
-                     f"{q['grad_cosine_bf16_vs_fp32']:.4f}.")
+            lines.append(
+                f"- {label}: loss change {e['loss_rel_change_uint8']:.2g} (relative), gradient cosine "
+                f"{e['grad_cosine_uint8_vs_float']:.4f}; another augmentation draw: loss change "
+                f"{e['loss_rel_change_other_augmentation']:.2g}, gradient cosine "
+                f"{e['grad_cosine_other_augmentation']:.4f}."
+            )
+        lines.append(
+            f"- for scale: the same float images and draw in bf16 vs fp32 give gradient cosine "
+            f"{q['grad_cosine_bf16_vs_fp32']:.4f}."
+        )
     return lines
 
 
@@ -368,10 +485,20 @@ class _Parser(argparse.ArgumentParser):
 def _bank(args, teacher: str) -> dict[str, Any]:
     before = uptime()
     # banks: enough for the timed steps; the 512-channel teacher costs ~0.3 s per image on one core
-    res = bank_compare(args.batch, args.bank_steps, args.warmup, teacher,
-                       {"fashion-full": 1024, "stylegan2-512 (random)": 256}, Path(args.bank_cache))
-    res.update(uptime_before=before, uptime_after=uptime(), created=time.strftime("%Y-%m-%d %H:%M:%S"),
-               threads=torch.get_num_threads())
+    res = bank_compare(
+        args.batch,
+        args.bank_steps,
+        args.warmup,
+        teacher,
+        {"fashion-full": 1024, "stylegan2-512 (random)": 256},
+        Path(args.bank_cache),
+    )
+    res.update(
+        uptime_before=before,
+        uptime_after=uptime(),
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        threads=torch.get_num_threads(),
+    )
     return res
 
 
@@ -386,11 +513,17 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
     ap.add_argument("--teacher", help="teacher spec (default: a committed or bench-trained fashion teacher)")
     ap.add_argument("--out", default=str(RESULTS / "throughput.json"))
     ap.add_argument("--no-bank", action="store_true", help="skip the live-teacher vs teacher_bank comparison")
-    ap.add_argument("--bank-only", action="store_true",
-                    help="only the teacher_bank comparison; updates the feature_bank entry of an existing --out")
+    ap.add_argument(
+        "--bank-only",
+        action="store_true",
+        help="only the teacher_bank comparison; updates the feature_bank entry of an existing --out",
+    )
     ap.add_argument("--bank-steps", type=int, default=3, help="timed steps per bank/live case")
-    ap.add_argument("--bank-cache", default="runs/bench-throughput-bank",
-                    help="where the 512-channel random teacher is written once")
+    ap.add_argument(
+        "--bank-cache",
+        default="runs/bench-throughput-bank",
+        help="where the 512-channel random teacher is written once",
+    )
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
@@ -398,8 +531,10 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
         raise SnsError(f"--methods {','.join(bad)}: unknown; choose from {', '.join(METHODS)}")
     teacher = args.teacher or find_teacher()
     if teacher is None and any(m in ("sns", "squeeze", "kd") for m in methods):
-        raise SnsError("no fashion teacher found; pass --teacher (a `sns train-gan` run dir) or run "
-                       "`sns bench fashion --rows sns` once to train one")
+        raise SnsError(
+            "no fashion teacher found; pass --teacher (a `sns train-gan` run dir) or run "
+            "`sns bench fashion --rows sns` once to train one"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.bank_only:
@@ -416,12 +551,16 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
         out.write_text(json.dumps(res, indent=2) + "\n")
         print("\n".join(render_bank(res["feature_bank"])))
         return 0
-    notes = ["The compile rows compile the student's forward, as the engine's `compile=true` does.",
-             "Teacher images are generated in fp32 in every variant (the engine samples outside autocast)."]
+    notes = [
+        "The compile rows compile the student's forward, as the engine's `compile=true` does.",
+        "Teacher images are generated in fp32 in every variant (the engine samples outside autocast).",
+    ]
     if not bf16_native("cpu"):
-        notes.append("This CPU has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates bf16, so the bf16 rows "
-                     "show the emulation's cost (what `bf16: auto` avoids). Their 'fraction' divides by an emulated "
-                     "matmul peak and says nothing about the hardware's limit.")
+        notes.append(
+            "This CPU has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates bf16, so the bf16 rows "
+            "show the emulation's cost (what `bf16: auto` avoids). Their 'fraction' divides by an emulated "
+            "matmul peak and says nothing about the hardware's limit."
+        )
     before = uptime()
     peak = dict(matmul_peak(), n=1024)
     cases = []
@@ -441,12 +580,27 @@ def main(argv: list[str] | None = None, prog: str = "python bench/throughput.py"
         print(f"round {r + 1}/{args.steps} done", flush=True)
     results = [c.result(flops, peak) for c in cases]
     after = uptime()
-    res = {"benchmark": "throughput", "created": time.strftime("%Y-%m-%d %H:%M:%S"), "threads": torch.get_num_threads(),
-           "uptime_before": before, "uptime_after": after, "loadavg_after": list(os.getloadavg()),
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                       "cpu": cpu_name(), "bf16_native": bf16_native("cpu")},
-           "teacher": teacher, "student": {k: cases[0].cfg[k] for k in ("arch", "variant", "width", "resolution")},
-           "peak": peak, "flops": flops, "cases": results, "notes": notes}
+    res = {
+        "benchmark": "throughput",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "threads": torch.get_num_threads(),
+        "uptime_before": before,
+        "uptime_after": after,
+        "loadavg_after": list(os.getloadavg()),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "cpu": cpu_name(),
+            "bf16_native": bf16_native("cpu"),
+        },
+        "teacher": teacher,
+        "student": {k: cases[0].cfg[k] for k in ("arch", "variant", "width", "resolution")},
+        "peak": peak,
+        "flops": flops,
+        "cases": results,
+        "notes": notes,
+    }
     if not args.no_bank and teacher is not None:
         res["feature_bank"] = _bank(args, teacher)
     out = Path(args.out)

@@ -1,4 +1,5 @@
 """Shared test fixtures: tiny configs that train in seconds on a CPU."""
+
 import os
 
 # Test tensors are tiny: one thread is as fast, and it cannot thrash when the machine is busy
@@ -18,9 +19,22 @@ def tiny_pretrain_cfg():
     from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
 
     def make(**over):
-        base = dict(data="digits", resolution=16, width=0.125, batch_size=16, steps=4, proj_hidden=32, proj_dim=32,
-                    squeeze_hidden=32, knn_every=0, final_eval=False, log_every=1, ckpt_every=0, device="cpu",
-                    bf16=False)
+        base = dict(
+            data="digits",
+            resolution=16,
+            width=0.125,
+            batch_size=16,
+            steps=4,
+            proj_hidden=32,
+            proj_dim=32,
+            squeeze_hidden=32,
+            knn_every=0,
+            final_eval=False,
+            log_every=1,
+            ckpt_every=0,
+            device="cpu",
+            bf16=False,
+        )
         base.update(over)
         return resolve_config(PRETRAIN_DEFAULTS, "pretrain", extra=base)
 

@@ -83,8 +83,13 @@ def test_grayscale_images_get_only_brightness_and_contrast():
 
 def test_hue_jitter_keeps_brightness_of_gray_and_changes_colour():
     cfg = AugmentConfig(
-        crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), jitter=(0.0, 0.0, 0.0, 0.5), jitter_p=1.0,
-        grayscale_p=0.0, flip_p=0.0, blur_p=0.0,
+        crop_scale=(1.0, 1.0),
+        crop_ratio=(1.0, 1.0),
+        jitter=(0.0, 0.0, 0.0, 0.5),
+        jitter_p=1.0,
+        grayscale_p=0.0,
+        flip_p=0.0,
+        blur_p=0.0,
     )
     x = torch.tensor([0.9, 0.2, 0.1]).view(1, 3, 1, 1).expand(4, 3, 8, 8).contiguous()
     torch.manual_seed(0)

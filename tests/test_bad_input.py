@@ -1,4 +1,5 @@
 """The bad-input table: every bad input ends with one `error:` line, a non-zero exit and nothing on disk changed."""
+
 from __future__ import annotations
 
 import gzip
@@ -20,15 +21,30 @@ from squeezespan.cli import main
 
 TESTS_DIR = Path(__file__).resolve().parent
 # tiny settings, so that a case that stops failing trains for seconds, not hours
-SMALL = {"pretrain": ["resolution=16", "width=0.125", "batch_size=16", "steps=2", "proj_hidden=32", "proj_dim=32",
-                      "squeeze_hidden=32", "final_eval=false", "ckpt_every=0"],
-         "eval": ["resolution=16", "linear_epochs=2"],
-         "train-gan": ["kimg=0.05", "batch=8", "fd_ref_kimg=null", "sample_kimg=0", "snapshot_kimg=0"]}
-OLD_RUN = {"keep.txt": b"an earlier run's notes\n", "config.yaml": b"method: vicreg\n",
-           "metrics.jsonl": b'{"step": 1, "loss": 1.0}\n'}
+SMALL = {
+    "pretrain": [
+        "resolution=16",
+        "width=0.125",
+        "batch_size=16",
+        "steps=2",
+        "proj_hidden=32",
+        "proj_dim=32",
+        "squeeze_hidden=32",
+        "final_eval=false",
+        "ckpt_every=0",
+    ],
+    "eval": ["resolution=16", "linear_epochs=2"],
+    "train-gan": ["kimg=0.05", "batch=8", "fd_ref_kimg=null", "sample_kimg=0", "snapshot_kimg=0"],
+}
+OLD_RUN = {
+    "keep.txt": b"an earlier run's notes\n",
+    "config.yaml": b"method: vicreg\n",
+    "metrics.jsonl": b'{"step": 1, "loss": 1.0}\n',
+}
 
 
 # ------------------------------------------------------------------------------------------ input builders
+
 
 def _idx(path: Path, dims: tuple[int, ...], data: bytes | None = None, magic: bytes | None = None) -> None:
     header = (magic or bytes([0, 0, 8, len(dims)])) + struct.pack(">" + "I" * len(dims), *dims)
@@ -97,20 +113,25 @@ def _run_with_truncated_checkpoint(d: Path) -> None:
 # be replaced only once the input is valid. A case that names its own --out keeps it; "{out}" stands for the
 # earlier run's directory; "{no-out}" means no --out at all.
 
+
 def case_missing_dataset_root(t):
     return ["pretrain", "--method", "vicreg", "--data", "cifar10", "--root", str(t / "nowhere")], ["nowhere"]
 
 
 def case_truncated_idx(t):
     _mnist(t / "data", {"data": bytes(100)})
-    return ["data", "info", "mnist", "--root", str(t / "data"), "--split", "train"], \
-        ["train-images-idx3-ubyte", "truncated"]
+    return ["data", "info", "mnist", "--root", str(t / "data"), "--split", "train"], [
+        "train-images-idx3-ubyte",
+        "truncated",
+    ]
 
 
 def case_corrupt_idx_magic(t):
     _mnist(t / "data", {"magic": b"\x00\x00\x0d\x03"})
-    return ["pretrain", "--method", "vicreg", "--data", "mnist", "--root", str(t / "data")], \
-        ["train-images-idx3-ubyte", "magic"]
+    return ["pretrain", "--method", "vicreg", "--data", "mnist", "--root", str(t / "data")], [
+        "train-images-idx3-ubyte",
+        "magic",
+    ]
 
 
 def case_corrupt_idx_gzip(t):
@@ -124,8 +145,10 @@ def case_corrupt_idx_gzip(t):
 
 def case_cifar_wrong_sizes(t):
     _cifar10(t / "data", pickle.dumps({b"data": np.zeros((10, 1000), np.uint8), b"labels": [0] * 10}))
-    return ["pretrain", "--method", "vicreg", "--data", "cifar10", "--root", str(t / "data")], \
-        ["data_batch_1", "(10, 1000)"]
+    return ["pretrain", "--method", "vicreg", "--data", "cifar10", "--root", str(t / "data")], [
+        "data_batch_1",
+        "(10, 1000)",
+    ]
 
 
 def case_cifar_malicious_pickle(t):
@@ -143,15 +166,19 @@ def case_stl10_truncated(t):
 
 def case_empty_image_folder(t):
     (t / "imgs").mkdir()
-    return ["pretrain", "--method", "vicreg", "--data", "folder", "--root", str(t / "imgs")], \
-        ["imgs", "no images found"]
+    return ["pretrain", "--method", "vicreg", "--data", "folder", "--root", str(t / "imgs")], [
+        "imgs",
+        "no images found",
+    ]
 
 
 def case_corrupt_image_in_folder(t):
     _pngs(t / "imgs" / "cats")
     (t / "imgs" / "cats" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    return ["pretrain", "--method", "vicreg", "--data", "folder", "--root", str(t / "imgs")], \
-        ["broken.png", "cannot decode"]
+    return ["pretrain", "--method", "vicreg", "--data", "folder", "--root", str(t / "imgs")], [
+        "broken.png",
+        "cannot decode",
+    ]
 
 
 def case_float_image_in_folder(t):
@@ -228,8 +255,11 @@ def case_negative_lr(t):
 
 
 def case_tap_regex_matches_nothing(t):
-    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "taps=nope.*"], \
-        ["'nope.*'", "matches no module", "synthesis.b4"]
+    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "taps=nope.*"], [
+        "'nope.*'",
+        "matches no module",
+        "synthesis.b4",
+    ]
 
 
 def case_generator_not_an_image(t):
@@ -243,27 +273,42 @@ def case_generator_not_an_image(t):
         "    def forward(self, z):\n"
         "        return self.body(z)\n\n"
         "def make():\n"
-        "    return Flat()\n")
-    return ["pretrain", "--method", "sns", "--teacher", "flat_generator:make", "taps=body"], \
-        ["Flat returned shape (2, 10)", "(N, C, H, W)"]
+        "    return Flat()\n"
+    )
+    return ["pretrain", "--method", "sns", "--teacher", "flat_generator:make", "taps=body"], [
+        "Flat returned shape (2, 10)",
+        "(N, C, H, W)",
+    ]
 
 
 def case_teacher_weights_corrupt(t):
     (t / "g.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "--teacher-weights",
-            str(t / "g.safetensors")], ["g.safetensors", "cannot read"]
+    return [
+        "pretrain",
+        "--method",
+        "sns",
+        "--teacher",
+        "tiny_teacher:make",
+        "--teacher-weights",
+        str(t / "g.safetensors"),
+    ], ["g.safetensors", "cannot read"]
 
 
 def case_teacher_spec_unknown_kind(t):
     (t / "teacher.txt").write_text("a teacher?\n")
-    return ["pretrain", "--method", "sns", "--teacher", str(t / "teacher.txt")], \
-        ["teacher.txt", "stylegan2-pkl:PATH", "module.path:factory"]
+    return ["pretrain", "--method", "sns", "--teacher", str(t / "teacher.txt")], [
+        "teacher.txt",
+        "stylegan2-pkl:PATH",
+        "module.path:factory",
+    ]
 
 
 def case_stylegan2_pkl_not_a_pickle(t):
     (t / "G.pkl").write_text("<html>404 not found</html>\n")
-    return ["pretrain", "--method", "sns", "--teacher", f"stylegan2-pkl:{t / 'G.pkl'}"], \
-        ["G.pkl", "not a binary pickle"]
+    return ["pretrain", "--method", "sns", "--teacher", f"stylegan2-pkl:{t / 'G.pkl'}"], [
+        "G.pkl",
+        "not a binary pickle",
+    ]
 
 
 def case_backbone_of_another_architecture(t):
@@ -271,23 +316,30 @@ def case_backbone_of_another_architecture(t):
     meta = json.loads(st.with_suffix(".json").read_text())
     meta["width"] = 0.25  # the weights are width 0.125
     st.with_suffix(".json").write_text(json.dumps(meta))
-    return ["eval", "--data", "digits", "--backbone", str(st), "resolution=16"], \
-        ["backbone.safetensors", "does not fit", "another architecture"]
+    return ["eval", "--data", "digits", "--backbone", str(st), "resolution=16"], [
+        "backbone.safetensors",
+        "does not fit",
+        "another architecture",
+    ]
 
 
 def case_backbone_foreign_safetensors(t):
     from safetensors.torch import save_file
 
     save_file(torch.nn.Linear(4, 2).state_dict(), str(t / "G_ema.safetensors"))
-    return ["eval", "--data", "digits", "--backbone", str(t / "G_ema.safetensors"), "resolution=16"], \
-        ["G_ema", "no squeezespan metadata"]
+    return ["eval", "--data", "digits", "--backbone", str(t / "G_ema.safetensors"), "resolution=16"], [
+        "G_ema",
+        "no squeezespan metadata",
+    ]
 
 
 def case_backbone_corrupt_safetensors(t):
     st = _export(t / "bb" / "backbone")
     st.write_bytes(st.read_bytes()[:200])
-    return ["eval", "--data", "digits", "--backbone", str(st), "resolution=16"], \
-        ["backbone.safetensors", "not a readable safetensors file"]
+    return ["eval", "--data", "digits", "--backbone", str(st), "resolution=16"], [
+        "backbone.safetensors",
+        "not a readable safetensors file",
+    ]
 
 
 def case_out_is_a_file(t):
@@ -297,8 +349,7 @@ def case_out_is_a_file(t):
 
 def case_out_blocked_by_a_file(t):
     (t / "blocker").write_text("a file where a folder should be\n")
-    return ["pretrain", "--method", "vicreg", "--out", str(t / "blocker" / "run")], \
-        ["--out", "blocker", "not writable"]
+    return ["pretrain", "--method", "vicreg", "--out", str(t / "blocker" / "run")], ["--out", "blocker", "not writable"]
 
 
 def case_out_not_empty(t):
@@ -307,8 +358,11 @@ def case_out_not_empty(t):
 
 def case_resume_empty_dir(t):
     (t / "empty").mkdir()
-    return ["pretrain", "--method", "vicreg", "--out", str(t / "empty"), "--resume"], \
-        ["--resume", "empty", "no run to resume"]
+    return ["pretrain", "--method", "vicreg", "--out", str(t / "empty"), "--resume"], [
+        "--resume",
+        "empty",
+        "no run to resume",
+    ]
 
 
 def case_resume_truncated_checkpoint(t):
@@ -352,27 +406,43 @@ def case_missing_required_out(t):
 
 def case_teacher_channels_mismatch(t):
     _pngs(t / "imgs", n=4)
-    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "--data", "folder",
-            "--root", str(t / "imgs")], ["--teacher", "1-channel", "3 channels"]
+    return [
+        "pretrain",
+        "--method",
+        "sns",
+        "--teacher",
+        "tiny_teacher:make",
+        "--data",
+        "folder",
+        "--root",
+        str(t / "imgs"),
+    ], ["--teacher", "1-channel", "3 channels"]
 
 
 def case_backbone_channels_mismatch(t):
     st = _export(t / "bb" / "backbone")  # a 1-channel (grey) backbone
     _pngs(t / "imgs", n=4)
-    return ["eval", "--data", "folder", "--root", str(t / "imgs"), "--backbone", str(st)], \
-        ["--backbone", "1-channel", "3"]
+    return ["eval", "--data", "folder", "--root", str(t / "imgs"), "--backbone", str(st)], [
+        "--backbone",
+        "1-channel",
+        "3",
+    ]
 
 
 # Bad numbers that still end in a traceback or are silently accepted (see XFAIL); strict, so once they are
 # checked the XPASS fails and the mark must go.
 def case_real_branch_batch_of_one(t):
-    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "batch_size=4", "syn_ratio=0.75"], \
-        ["batch_size=4", "syn_ratio=0.75"]
+    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "batch_size=4", "syn_ratio=0.75"], [
+        "batch_size=4",
+        "syn_ratio=0.75",
+    ]
 
 
 def case_no_real_images_but_syn_ratio_below_1(t):
-    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "batch_size=4", "syn_ratio=0.9"], \
-        ["batch_size=4", "syn_ratio=0.9"]
+    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make", "batch_size=4", "syn_ratio=0.9"], [
+        "batch_size=4",
+        "syn_ratio=0.9",
+    ]
 
 
 def case_log_every_zero(t):
@@ -391,16 +461,20 @@ def case_train_gan_negative_lr(t):
     return ["train-gan", "--data", "digits", "resolution=8", "lr=-1"], ["lr=-1"]
 
 
-XFAIL = {
-}
-CASES = {name[len("case_"):]: fn for name, fn in dict(globals()).items() if name.startswith("case_")}
-PARAMS = [pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[name])] if name in XFAIL
-                       else []) for name in CASES]
+XFAIL = {}
+CASES = {name[len("case_") :]: fn for name, fn in dict(globals()).items() if name.startswith("case_")}
+PARAMS = [
+    pytest.param(name, id=name, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[name])] if name in XFAIL else [])
+    for name in CASES
+]
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def _runnable(argv: list[str], out: Path) -> list[str]:
@@ -435,7 +509,7 @@ def _run(argv: list[str], capsys) -> tuple[int, str]:
 @pytest.mark.parametrize("case", PARAMS)
 def test_bad_input(case, tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS_DIR))  # tiny_teacher:make
-    monkeypatch.syspath_prepend(str(tmp_path))   # factories a case writes
+    monkeypatch.syspath_prepend(str(tmp_path))  # factories a case writes
     monkeypatch.delenv("SNS_DEBUG", raising=False)
     out = tmp_path / "out"
     out.mkdir()
@@ -466,8 +540,23 @@ def test_the_table_is_big_enough():
 def test_constant_channel_trains(tmp_path, capsys):
     """Images whose green and blue channels never change are valid data: normalisation must stay finite."""
     _pngs(tmp_path / "imgs", n=8)
-    code, err = _run(["pretrain", "--method", "vicreg", "--data", "folder", "--root", str(tmp_path / "imgs"),
-                      "--out", str(tmp_path / "o"), "--no-progress"] + SMALL["pretrain"] + ["batch_size=8"], capsys)
+    code, err = _run(
+        [
+            "pretrain",
+            "--method",
+            "vicreg",
+            "--data",
+            "folder",
+            "--root",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+        ]
+        + SMALL["pretrain"]
+        + ["batch_size=8"],
+        capsys,
+    )
     assert code == 0, err
 
 
@@ -479,14 +568,19 @@ def test_overrides_after_flags_are_read(tmp_path, capsys):
 
 def _sns(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "SNS_DEBUG"}
-    return subprocess.run([sys.executable, "-m", "squeezespan", *argv], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "squeezespan", *argv], capture_output=True, text=True, cwd=cwd, env=env, timeout=120
+    )
 
 
-@pytest.mark.parametrize("argv, fragment", [
-    (["pretrain", "--method", "byol", "--out", "run"], "--method 'byol' is unknown"),
-    (["pretrain", "--bogus", "--out", "run"], "--bogus"),
-], ids=["unknown-method", "unknown-flag"])
+@pytest.mark.parametrize(
+    "argv, fragment",
+    [
+        (["pretrain", "--method", "byol", "--out", "run"], "--method 'byol' is unknown"),
+        (["pretrain", "--bogus", "--out", "run"], "--bogus"),
+    ],
+    ids=["unknown-method", "unknown-flag"],
+)
 def test_subprocess_exit_code_and_no_traceback(tmp_path, argv, fragment):
     done = _sns(*argv, cwd=tmp_path)
     assert done.returncode == 2, done
@@ -502,13 +596,17 @@ def _palette_image(grey: int) -> Image.Image:
     return img
 
 
-@pytest.mark.parametrize("mode, make", [
-    ("I;16", lambda: Image.fromarray(np.full((8, 8), 40000, np.uint16))),
-    ("P", lambda: _palette_image(155)),
-    ("CMYK", lambda: Image.new("CMYK", (8, 8), (100, 100, 100, 0))),
-    ("LA", lambda: Image.new("LA", (8, 8), (155, 255))),
-    ("1", lambda: Image.new("1", (8, 8), 1)),
-], ids=["16-bit-grey", "palette", "cmyk", "grey-alpha", "1-bit"])
+@pytest.mark.parametrize(
+    "mode, make",
+    [
+        ("I;16", lambda: Image.fromarray(np.full((8, 8), 40000, np.uint16))),
+        ("P", lambda: _palette_image(155)),
+        ("CMYK", lambda: Image.new("CMYK", (8, 8), (100, 100, 100, 0))),
+        ("LA", lambda: Image.new("LA", (8, 8), (155, 255))),
+        ("1", lambda: Image.new("1", (8, 8), 1)),
+    ],
+    ids=["16-bit-grey", "palette", "cmyk", "grey-alpha", "1-bit"],
+)
 def test_image_modes_that_convert(tmp_path, mode, make):
     """Every integer image mode decodes to the 8-bit picture it shows; 16 bits scale down instead of clipping."""
     from squeezespan.data.folder import decode_image

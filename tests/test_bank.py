@@ -1,4 +1,5 @@
 """Teacher feature bank (teacher_bank=N): same images/targets as the live teacher, seeded draws, exact resume, reuse."""
+
 import json
 
 import pytest
@@ -11,7 +12,6 @@ from squeezespan.engine.bank import BANK_FILE, build_bank, latent_generator, qua
 from squeezespan.engine.trainer import pretrain
 from squeezespan.errors import SnsError
 from squeezespan.models import SqueezeModule
-from squeezespan.models.heads import pool_tap
 from squeezespan.teachers.teacher import Teacher
 
 TEACHER = "tiny_teacher:make"
@@ -109,10 +109,18 @@ def test_bank_of_another_config_is_regenerated_with_a_message(tmp_path, tiny_pre
 
 def test_bank_and_live_runs_differ_but_both_train(tmp_path, tiny_pretrain_cfg):
     """The bank is a finite set of other latents: same shapes and losses of the same size, not the same run."""
-    live = pretrain(tiny_pretrain_cfg(method="squeeze", teacher=TEACHER, steps=2), tmp_path / "live",
-                    progress=False, log=lambda *a: None)
-    banked = pretrain(tiny_pretrain_cfg(method="squeeze", teacher=TEACHER, steps=2, teacher_bank=32),
-                      tmp_path / "bank", progress=False, log=lambda *a: None)
+    live = pretrain(
+        tiny_pretrain_cfg(method="squeeze", teacher=TEACHER, steps=2),
+        tmp_path / "live",
+        progress=False,
+        log=lambda *a: None,
+    )
+    banked = pretrain(
+        tiny_pretrain_cfg(method="squeeze", teacher=TEACHER, steps=2, teacher_bank=32),
+        tmp_path / "bank",
+        progress=False,
+        log=lambda *a: None,
+    )
     assert live["steps"] == banked["steps"] == 2
     a, b = _weights(tmp_path / "live"), _weights(tmp_path / "bank")
     assert any(not torch.equal(a[k], b[k]) for k in a)
@@ -124,12 +132,15 @@ def test_vicreg_on_synthetic_images_uses_the_bank(tmp_path, tiny_pretrain_cfg):
     assert (tmp_path / BANK_FILE).exists()
 
 
-@pytest.mark.parametrize("over, match", [
-    (dict(method="encode", teacher_bank=16), r"teacher_bank=16: method encode runs the teacher G itself"),
-    (dict(method="sns", teacher_bank=-1), r"teacher_bank=-1 must be an integer >= 0"),
-    (dict(method="sns", teacher_bank=2.5), r"teacher_bank=2.5 must be an integer >= 0"),
-    (dict(method="sns", teacher_bank=4), r"teacher_bank=4 holds fewer images than the 8 synthetic"),
-])
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        (dict(method="encode", teacher_bank=16), r"teacher_bank=16: method encode runs the teacher G itself"),
+        (dict(method="sns", teacher_bank=-1), r"teacher_bank=-1 must be an integer >= 0"),
+        (dict(method="sns", teacher_bank=2.5), r"teacher_bank=2.5 must be an integer >= 0"),
+        (dict(method="sns", teacher_bank=4), r"teacher_bank=4 holds fewer images than the 8 synthetic"),
+    ],
+)
 def test_bad_bank_settings_are_refused(tmp_path, tiny_pretrain_cfg, over, match):
     cfg = tiny_pretrain_cfg(teacher=TEACHER, steps=1)
     cfg.update(over)  # past resolve_config: the engine itself must refuse

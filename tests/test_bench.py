@@ -1,4 +1,5 @@
 """Tests of the benchmark runner (bench/fashion.py via squeezespan.bench): cache skip/force, tables, quick configs."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def test_quick_configs_share_one_budget_of_student_passes():
     # 2048 passes: vicreg 64 images x 2 views; sns 32 syn + 32 real x 2; squeeze 64 syn x 1
     assert (vic["steps"], sns["steps"], sq["steps"]) == (16, 21, 32) and q["budget_passes"] == 2048
     assert sns["teacher"] == "T" and vic["teacher"] is None and sns["real_subset"] == 0
-    assert fashion.resolve_run_config(fashion.ROW_BY_NAME["kd-noaug"], "full", 0.1, 0, True, "T")["augment_syn"] is False
+    assert (
+        fashion.resolve_run_config(fashion.ROW_BY_NAME["kd-noaug"], "full", 0.1, 0, True, "T")["augment_syn"] is False
+    )
     perbatch = fashion.resolve_run_config(fashion.ROW_BY_NAME["sns-perbatch"], "full", 0.1, 0, True, "T")
     assert perbatch["augment"]["per_sample"] is False and sns["augment"]["per_sample"] is True
     assert {k: v for k, v in perbatch.items() if k != "augment"} == {k: v for k, v in sns.items() if k != "augment"}
@@ -51,7 +54,9 @@ def test_bank_row_is_squeeze_from_a_60k_bank_at_squeeze_budget_and_a_small_bank_
     live = fashion.resolve_run_config(fashion.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "full", "T")
     bank = fashion.resolve_run_config(row, "full", 0.1, 0, "full", "T")
     assert bank["teacher_bank"] == 60000 and live["teacher_bank"] == 0
-    assert {k: v for k, v in bank.items() if k != "teacher_bank"} == {k: v for k, v in live.items() if k != "teacher_bank"}
+    assert {k: v for k, v in bank.items() if k != "teacher_bank"} == {
+        k: v for k, v in live.items() if k != "teacher_bank"
+    }
     quick = fashion.resolve_run_config(row, "full", 0.1, 0, True, "T")
     assert quick["teacher_bank"] == 1024 >= quick["batch_size"]  # smoke-sized: sampling 60k took 5-6 min here
     assert ("squeeze", "squeeze-bank", "sns", "sns-bank") in dict(fashion.TABLES).values()
@@ -117,8 +122,14 @@ def test_cache_is_skipped_when_valid_and_redone_with_force_or_new_config(tmp_pat
 def _fake_run_one(calls):
     def run_one(row, track, lr, seed, cfg, ev, work, force, progress, log):
         calls.append((row.name, track, lr, seed, force))
-        return {"knn_top1": 50.0 + seed, "linear_top1": 60.0 + seed, "val_knn_top1": 40.0 + lr, "wall_s": 2.0,
-                "steps": (cfg or {}).get("steps")}
+        return {
+            "knn_top1": 50.0 + seed,
+            "linear_top1": 60.0 + seed,
+            "val_knn_top1": 40.0 + lr,
+            "wall_s": 2.0,
+            "steps": (cfg or {}).get("steps"),
+        }
+
     return run_one
 
 
@@ -126,11 +137,20 @@ def test_run_bench_runs_each_cell_once_then_skips_and_force_redoes(tmp_path, mon
     calls = []
     monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
     monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    kw = dict(quick=True, rows="vicreg-real,raw-pixels", tracks=("full",), work=tmp_path / "w",
-              results_dir=tmp_path / "res" / "fashion-quick", log=lambda *a: None)
+    kw = dict(
+        quick=True,
+        rows="vicreg-real,raw-pixels",
+        tracks=("full",),
+        work=tmp_path / "w",
+        results_dir=tmp_path / "res" / "fashion-quick",
+        log=lambda *a: None,
+    )
     table = fashion.run_bench(**kw)
-    assert calls == [("vicreg-real", "full", 0.1, 0, False), ("vicreg-real", "full", 0.1, 1, False),
-                     ("raw-pixels", "full", 0.0, 0, False)]
+    assert calls == [
+        ("vicreg-real", "full", 0.1, 0, False),
+        ("vicreg-real", "full", 0.1, 1, False),
+        ("raw-pixels", "full", 0.0, 0, False),
+    ]
     assert table["smoke"] is True and table["complete"] is True
     rows = {r["row"]: r for r in table["rows"]["full"]}
     assert rows["vicreg-real"]["status"] == "done" and rows["vicreg-real"]["knn_top1"]["mean"] == 50.5
@@ -150,12 +170,14 @@ def test_a_resumed_cell_reports_the_wall_time_of_all_its_segments(tmp_path, monk
     import squeezespan.export as export
 
     # the trainer reports 1000 s of training of which this segment was 1 s (an earlier segment was stopped)
-    monkeypatch.setattr(trainer, "pretrain", lambda *a, **k: {"steps": 4, "train_time_s": 1000.0,
-                                                              "segment_time_s": 1.0})
+    monkeypatch.setattr(
+        trainer, "pretrain", lambda *a, **k: {"steps": 4, "train_time_s": 1000.0, "segment_time_s": 1.0}
+    )
     monkeypatch.setattr(export, "load_backbone", lambda path: None)
     monkeypatch.setattr(fashion, "evaluate_backbone", lambda m, ev, normalize: {"knn_top1": 1.0})
-    out = fashion.run_one(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, {}, None, tmp_path, False, False,
-                          lambda *a: None)
+    out = fashion.run_one(
+        fashion.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, {}, None, tmp_path, False, False, lambda *a: None
+    )
     assert out["train_time_s"] == 1000.0
     assert 999.0 <= out["wall_s"] < 1030.0  # 999 s of earlier training + this invocation
 
@@ -163,8 +185,9 @@ def test_a_resumed_cell_reports_the_wall_time_of_all_its_segments(tmp_path, monk
 def test_table_names_the_teachers_of_cells_from_earlier_sittings(tmp_path, monkeypatch):
     monkeypatch.setattr(fashion, "run_one", _fake_run_one([]))
     monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    kw = dict(quick=True, rows="raw-pixels", tracks=("full",), work=tmp_path, results_dir=tmp_path / "r",
-              log=lambda *a: None)
+    kw = dict(
+        quick=True, rows="raw-pixels", tracks=("full",), work=tmp_path, results_dir=tmp_path / "r", log=lambda *a: None
+    )
     fashion.run_bench(**kw)
     cell = tmp_path / "r" / "runs" / "full__raw-pixels__lr0__s0.json"
     cell.write_text(json.dumps(dict(json.loads(cell.read_text()), teacher={"spec": "T", "fd_ref": 3.0})))
@@ -175,18 +198,24 @@ def test_table_names_the_teachers_of_cells_from_earlier_sittings(tmp_path, monke
 
 
 def test_table_says_when_cells_of_a_track_used_different_teachers():
-    runs = [{"track": "full", "row": "sns", "teacher": {"spec": "A", "G_ema_sha256": "aa", "fd_ref": 3.0}},
-            {"track": "full", "row": "squeeze", "teacher": {"spec": "B", "G_ema_sha256": "bb", "fd_ref": 9.0}},
-            {"track": "full", "row": "sns", "teacher": {"spec": "A", "G_ema_sha256": "aa", "fd_ref": 3.0}},
-            {"track": "scarce", "row": "sns", "teacher": {"spec": "S", "G_ema_sha256": "ss"}},
-            {"track": "full", "row": "vicreg-real", "teacher": None}]
+    runs = [
+        {"track": "full", "row": "sns", "teacher": {"spec": "A", "G_ema_sha256": "aa", "fd_ref": 3.0}},
+        {"track": "full", "row": "squeeze", "teacher": {"spec": "B", "G_ema_sha256": "bb", "fd_ref": 9.0}},
+        {"track": "full", "row": "sns", "teacher": {"spec": "A", "G_ema_sha256": "aa", "fd_ref": 3.0}},
+        {"track": "scarce", "row": "sns", "teacher": {"spec": "S", "G_ema_sha256": "ss"}},
+        {"track": "full", "row": "vicreg-real", "teacher": None},
+    ]
     named, mixed = fashion.teachers_of(runs, {})
     assert named == {"full": runs[2]["teacher"], "scarce": runs[3]["teacher"]}
     assert list(mixed) == ["full"] and [(e["teacher"]["spec"], e["rows"]) for e in mixed["full"]] == [
-        ("A", ["sns"]), ("B", ["squeeze"])]
+        ("A", ["sns"]),
+        ("B", ["squeeze"]),
+    ]
     md = fashion.render_markdown({"rows": {}, "teachers": named, "teacher_rows": mixed})
-    assert "the full track's cells used 2 different teachers: A (G_ema aa, FD-ref 3.0) for sns; " \
-           "B (G_ema bb, FD-ref 9.0) for squeeze." in md
+    assert (
+        "the full track's cells used 2 different teachers: A (G_ema aa, FD-ref 3.0) for sns; "
+        "B (G_ema bb, FD-ref 9.0) for squeeze." in md
+    )
     # this sitting's teacher is named only if a cell used it: one no cell used says nothing about the table
     assert fashion.teachers_of(runs, {"full": {"spec": "C", "G_ema_sha256": "cc"}})[0]["full"] == runs[2]["teacher"]
     now_b = {"spec": "B", "G_ema_sha256": "bb", "fd_ref": 9.5}
@@ -206,19 +235,28 @@ def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
     monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    table = fashion.run_bench(quick=True, rows="raw-pixels", tracks=("full",), budget_minutes=0, work=tmp_path,
-                              results_dir=tmp_path / "r", log=lambda *a: None)
+    table = fashion.run_bench(
+        quick=True,
+        rows="raw-pixels",
+        tracks=("full",),
+        budget_minutes=0,
+        work=tmp_path,
+        results_dir=tmp_path / "r",
+        log=lambda *a: None,
+    )
     assert calls == [] and table["complete"] is False
 
 
 def test_aggregate_and_markdown_by_hand():
     row = fashion.ROW_BY_NAME["sns"]
-    runs = [{"lr": 0.03, "seed": 0, "val_knn_top1": 80.0, "knn_top1": 81.0, "linear_top1": 85.0, "wall_s": 60.0},
-            {"lr": 0.1, "seed": 0, "val_knn_top1": 82.0, "knn_top1": 83.0, "linear_top1": 86.0, "wall_s": 120.0},
-            {"lr": 0.1, "seed": 1, "val_knn_top1": 10.0, "knn_top1": 85.0, "linear_top1": 88.0, "wall_s": 180.0}]
+    runs = [
+        {"lr": 0.03, "seed": 0, "val_knn_top1": 80.0, "knn_top1": 81.0, "linear_top1": 85.0, "wall_s": 60.0},
+        {"lr": 0.1, "seed": 0, "val_knn_top1": 82.0, "knn_top1": 83.0, "linear_top1": 86.0, "wall_s": 120.0},
+        {"lr": 0.1, "seed": 1, "val_knn_top1": 10.0, "knn_top1": 85.0, "linear_top1": 88.0, "wall_s": 180.0},
+    ]
     agg = fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=3)
     assert agg["lr"] == 0.1 and agg["seeds"] == [0, 1] and agg["status"].startswith("partial")
-    assert agg["knn_top1"]["mean"] == 84.0 and round(agg["knn_top1"]["std"], 4) == round(2 ** 0.5, 4)
+    assert agg["knn_top1"]["mean"] == 84.0 and round(agg["knn_top1"]["std"], 4) == round(2**0.5, 4)
     assert fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=2)["status"] == "done"
     assert fashion.aggregate(fashion.ROW_BY_NAME["sns-sharedbn"], [], (0.1,))["status"] == "not run"
     table = {"smoke": False, "rows": {"full": [agg]}, "machine": {}, "settings": {}}
@@ -275,8 +313,11 @@ def _fake_fashion(n: int, split: str):
 def test_eval_data_subsets_and_scarce_dataset_run_on_a_real_dataset_object(monkeypatch):
     import squeezespan.data as data
 
-    monkeypatch.setattr(data, "load_dataset", lambda name, split="train", resolution=None, **kw:
-                        _fake_fashion(5000 if split == "train" else 1500, split))
+    monkeypatch.setattr(
+        data,
+        "load_dataset",
+        lambda name, split="train", resolution=None, **kw: _fake_fashion(5000 if split == "train" else 1500, split),
+    )
     ev = fashion.eval_data("quick")
     q = fashion.mode_settings(True)
     assert (len(ev.train), len(ev.test), len(ev.val_idx)) == (q["eval_train"], q["eval_test"], q["val_images"])
@@ -296,26 +337,35 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "knn_top1": 61.5}\nnot json\n')
-    run = {"row": "sns", "track": "full", "lr": 0.1, "seed": 0, "run_dir": str(run_dir), "steps": 40,
-           "knn_top1": 70.0, "linear_top1": 75.0}
+    run = {
+        "row": "sns",
+        "track": "full",
+        "lr": 0.1,
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "steps": 40,
+        "knn_top1": 70.0,
+        "linear_top1": 75.0,
+    }
     pts, final = figures.knn_curve(run, passes_per_step=384)
     assert pts == [(20 * 384, 61.5)] and final == (40 * 384, 70.0)
     # a result that kept its curve draws it without the run directory (a clean clone has none)
     kept = dict(run, run_dir=str(tmp_path / "gone"), knn_monitor=[[30, 65.0]])
     assert figures.knn_curve(kept, passes_per_step=384)[0] == [(30 * 384, 65.0)]
-    table = {"rows": {"full": [{"row": "sns", "lr": 0.1}]},
-             "runs": [run, dict(run, seed=1), dict(run, lr=0.3)]}
+    table = {"rows": {"full": [{"row": "sns", "lr": 0.1}]}, "runs": [run, dict(run, seed=1), dict(run, lr=0.3)]}
     assert list(figures.chosen_runs(table, "full")) == ["sns"]  # seed 0 at the chosen lr only
     # UMAP panels need a backbone on this machine: the lowest seed at the chosen lr that has one
     assert figures.backbone_runs(table, "full") == {}
     for seed in (1, 2):
         (tmp_path / f"s{seed}").mkdir()
         (tmp_path / f"s{seed}" / "backbone.safetensors").write_bytes(b"x")
-    table["runs"] += [dict(run, seed=2, run_dir=str(tmp_path / "s2")), dict(run, seed=1, run_dir=str(tmp_path / "s1")),
-                      dict(run, lr=0.3, seed=0, run_dir=str(tmp_path / "s1"))]
+    table["runs"] += [
+        dict(run, seed=2, run_dir=str(tmp_path / "s2")),
+        dict(run, seed=1, run_dir=str(tmp_path / "s1")),
+        dict(run, lr=0.3, seed=0, run_dir=str(tmp_path / "s1")),
+    ]
     assert figures.backbone_runs(table, "full")["sns"]["seed"] == 1
-    png = figures.plot_knn_curves({"sns": (pts, final), "vicreg-real": ([], (40 * 512, 68.0))},
-                                  tmp_path / "k.png", "t")
+    png = figures.plot_knn_curves({"sns": (pts, final), "vicreg-real": ([], (40 * 512, 68.0))}, tmp_path / "k.png", "t")
     xy = np.random.default_rng(0).normal(size=(20, 2))
     png2 = figures.plot_umaps([("a", xy, np.arange(20) % 10)], [str(i) for i in range(10)], tmp_path / "u.png", "t")
     assert png.read_bytes()[:4] == b"\x89PNG" and png2.read_bytes()[:4] == b"\x89PNG"
@@ -329,15 +379,32 @@ def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     figures = bench.load_script("figures")
 
     def row(name, lin, std=0.5, lr=0.1):
-        return {"row": name, "lr": lr, "linear_top1": {"mean": lin, "std": std, "n": 2},
-                "knn_top1": {"mean": lin - 4, "std": None, "n": 1}}
+        return {
+            "row": name,
+            "lr": lr,
+            "linear_top1": {"mean": lin, "std": std, "n": 2},
+            "knn_top1": {"mean": lin - 4, "std": None, "n": 1},
+        }
 
-    table = {"rows": {"scarce": [row("squeeze", 86.0), row("sns", 84.0, lr=0.03), row("vicreg-real", 83.0),
-                                 row("sns-syn75", 85.0), {"row": "sns-syn25", "status": "not run"},
-                                 row("kd-aug", 70.0)]}}
+    table = {
+        "rows": {
+            "scarce": [
+                row("squeeze", 86.0),
+                row("sns", 84.0, lr=0.03),
+                row("vicreg-real", 83.0),
+                row("sns-syn75", 85.0),
+                {"row": "sns-syn25", "status": "not run"},
+                row("kd-aug", 70.0),
+            ]
+        }
+    }
     pts = figures.rho_points(table, "scarce", "sitting")
     assert [(r, m, n) for r, m, _, n, _ in pts["linear_top1"]] == [
-        (0.0, 83.0, "vicreg-real"), (0.5, 84.0, "sns"), (0.75, 85.0, "sns-syn75"), (1.0, 86.0, "squeeze")]
+        (0.0, 83.0, "vicreg-real"),
+        (0.5, 84.0, "sns"),
+        (0.75, 85.0, "sns-syn75"),
+        (1.0, 86.0, "squeeze"),
+    ]
     assert pts["knn_top1"][0][1:3] == (79.0, 0.0)  # one seed: no std, drawn without an error bar
     assert [p[4] for p in pts["linear_top1"]] == [0.1, 0.03, 0.1, 0.1]  # each row's chosen lr, drawn beside it
     png = figures.plot_rho({"scarce": pts}, tmp_path / "rho.png", "t")
@@ -347,12 +414,23 @@ def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     def run(name, lr, seed, lin):
         return {"row": name, "track": "scarce", "lr": lr, "seed": seed, "linear_top1": lin, "knn_top1": lin - 4}
 
-    table["runs"] = [run("squeeze", 0.1, 0, 86.0), run("sns", 0.03, 0, 84.0), run("sns", 0.03, 1, 84.0),
-                     run("sns", 0.1, 0, 82.0), run("sns", 0.1, 1, 83.0), run("vicreg-real", 0.1, 0, 83.0),
-                     run("sns-syn75", 0.1, 0, 85.0), run("kd-aug", 0.3, 0, 70.0)]
+    table["runs"] = [
+        run("squeeze", 0.1, 0, 86.0),
+        run("sns", 0.03, 0, 84.0),
+        run("sns", 0.03, 1, 84.0),
+        run("sns", 0.1, 0, 82.0),
+        run("sns", 0.1, 1, 83.0),
+        run("vicreg-real", 0.1, 0, 83.0),
+        run("sns-syn75", 0.1, 0, 85.0),
+        run("kd-aug", 0.3, 0, 70.0),
+    ]
     pts = figures.rho_points(table, "scarce", "sitting")
     assert [(n, m, lr) for _, m, _, n, lr in pts["linear_top1"]] == [
-        ("vicreg-real", 83.0, 0.1), ("sns", 82.5, 0.1), ("sns-syn75", 85.0, 0.1), ("squeeze", 86.0, 0.1)]
+        ("vicreg-real", 83.0, 0.1),
+        ("sns", 82.5, 0.1),
+        ("sns-syn75", 85.0, 0.1),
+        ("squeeze", 86.0, 0.1),
+    ]
     assert abs(pts["linear_top1"][1][2] - 0.7071) < 1e-3  # std over sns's two lr-0.1 seeds
     assert list(figures.rho_sweeps(table, ("scarce",), "sitting")) == ["scarce"]
     two = dict(table, rows={"scarce": [r for r in table["rows"]["scarce"] if r["row"] in ("sns", "vicreg-real")]})
@@ -365,11 +443,15 @@ def test_targets_section_compares_sns_with_both_real_baselines():
     def row(name, mean):
         return {"row": name, "linear_top1": {"mean": mean, "std": 0.0, "n": 2}}
 
-    table = {"rows": {"full": [row("sns", 86.0), row("vicreg-real", 84.0), row("simsiam-real", 84.6)],
-                      "scarce": [row("sns", 85.0), row("vicreg-real", 83.0), {"row": "simsiam-real"}]}}
+    table = {
+        "rows": {
+            "full": [row("sns", 86.0), row("vicreg-real", 84.0), row("simsiam-real", 84.6)],
+            "scarce": [row("sns", 85.0), row("vicreg-real", 83.0), {"row": "simsiam-real"}],
+        }
+    }
     md = "\n".join(fashion.render_targets(table))
     assert "| full | +1.5 | +2.00 | +1.40 | no |" in md  # +1.4 over SimSiam misses the +1.5 target
-    assert "| scarce | +3 | +2.00 | - | - |" in md      # a baseline not run: no verdict
+    assert "| scarce | +3 | +2.00 | - | - |" in md  # a baseline not run: no verdict
     table["rows"]["full"][2] = row("simsiam-real", 84.5)
     assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(fashion.render_targets(table))
     table["rows"]["full"][0]["status"] = "partial: sweep 1/3, seeds 1"  # --mode full, built across sittings
@@ -378,29 +460,58 @@ def test_targets_section_compares_sns_with_both_real_baselines():
 
 def test_summary_puts_the_tracks_side_by_side_with_the_target_verdicts():
     def row(name, lin, knn, n, lr=0.1, status="done"):
-        return {"row": name, "lr": lr, "status": status, "linear_top1": {"mean": lin, "std": 0.5, "n": n},
-                "knn_top1": {"mean": knn, "std": 0.25, "n": n}}
+        return {
+            "row": name,
+            "lr": lr,
+            "status": status,
+            "linear_top1": {"mean": lin, "std": 0.5, "n": n},
+            "knn_top1": {"mean": knn, "std": 0.25, "n": n},
+        }
 
-    table = {"rows": {"full": [row("sns", 86.0, 80.0, 3), row("vicreg-real", 84.0, 79.0, 3),
-                               row("simsiam-real", 84.5, 78.0, 2, lr=0.3), {"row": "squeeze", "status": "not run"},
-                               row("raw-pixels", 84.45, 82.1, 1, lr=None)],
-                      "scarce": [row("sns", 85.0, 79.0, 1, status="partial: sweep 1/3, seeds 1"),
-                                 row("vicreg-real", 83.0, 78.0, 1), {"row": "simsiam-real"}]}}
+    table = {
+        "rows": {
+            "full": [
+                row("sns", 86.0, 80.0, 3),
+                row("vicreg-real", 84.0, 79.0, 3),
+                row("simsiam-real", 84.5, 78.0, 2, lr=0.3),
+                {"row": "squeeze", "status": "not run"},
+                row("raw-pixels", 84.45, 82.1, 1, lr=None),
+            ],
+            "scarce": [
+                row("sns", 85.0, 79.0, 1, status="partial: sweep 1/3, seeds 1"),
+                row("vicreg-real", 83.0, 78.0, 1),
+                {"row": "simsiam-real"},
+            ],
+        }
+    }
     lines = fashion.render_summary(table)
-    assert lines[0] == ("| row | full track (60k real): linear / kNN | lr | seeds "
-                        "| scarce track (2k real): linear / kNN | lr | seeds |")
+    assert lines[0] == (
+        "| row | full track (60k real): linear / kNN | lr | seeds | scarce track (2k real): linear / kNN | lr | seeds |"
+    )
     assert "| sns | 86.00 ± 0.50 / 80.00 ± 0.25 | 0.1 | 3 | 85.00 / 79.00 | 0.1 | 1 |" in lines
     assert "| simsiam-real | 84.50 ± 0.50 / 78.00 ± 0.25 | 0.3 | 2 | - |  |  |" in lines
     assert "| raw-pixels | 84.45 / 82.10 | - | 1 | - |  |  |" in lines
     assert not any(line.startswith("| squeeze ") for line in lines)  # no result on either track: left out
     # full: +2.00 over VICReg, +1.50 over SimSiam, both >= 1.5; scarce: SimSiam not run, so no verdict
-    assert lines[-1] == ("| **SnS - VICReg-real / SnS - SimSiam-real** | **+2.00 / +1.50** (target +1.5: met) |  |  "
-                         "| **+2.00 / -** (target +3: no verdict) |  |  |")  # no verdict, so nothing to mark partial
+    assert lines[-1] == (
+        "| **SnS - VICReg-real / SnS - SimSiam-real** | **+2.00 / +1.50** (target +1.5: met) |  |  "
+        "| **+2.00 / -** (target +3: no verdict) |  |  |"
+    )  # no verdict, so nothing to mark partial
 
 
 def test_sync_readme_rewrites_only_the_block_between_its_markers(tmp_path):
-    table = {"rows": {"full": [{"row": "raw-pixels", "lr": None, "linear_top1": {"mean": 84.45, "std": 0, "n": 1},
-                                "knn_top1": {"mean": 82.1, "std": 0, "n": 1}}]}}
+    table = {
+        "rows": {
+            "full": [
+                {
+                    "row": "raw-pixels",
+                    "lr": None,
+                    "linear_top1": {"mean": 84.45, "std": 0, "n": 1},
+                    "knn_top1": {"mean": 82.1, "std": 0, "n": 1},
+                }
+            ]
+        }
+    }
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\nbefore\n{fashion.README_BEGIN}\n| stale | table |\n{fashion.README_END}\nafter\n")
     assert fashion.sync_readme(readme, table)
@@ -449,8 +560,13 @@ def test_precision_fp32_is_a_separate_table_trained_and_evaluated_in_fp32(tmp_pa
     assert "--precision fp32" in fashion.render_markdown({"mode": "full-fp32", "rows": {}, "settings": {}})
     # its own results and work folders; the README keeps showing the bf16 table
     calls = []
-    monkeypatch.setattr(fashion, "run_one", lambda row, track, lr, seed, cfg, ev, work, *a: calls.append(work) or
-                        {"knn_top1": 50.0, "linear_top1": 60.0, "val_knn_top1": 40.0, "wall_s": 2.0})
+    monkeypatch.setattr(
+        fashion,
+        "run_one",
+        lambda row, track, lr, seed, cfg, ev, work, *a: (
+            calls.append(work) or {"knn_top1": 50.0, "linear_top1": 60.0, "val_knn_top1": 40.0, "wall_s": 2.0}
+        ),
+    )
     monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
     monkeypatch.setattr(fashion, "RESULTS", tmp_path / "bench" / "results")
     monkeypatch.chdir(tmp_path)
@@ -471,17 +587,24 @@ def test_the_readme_results_table_is_the_committed_results():
     root = Path(fashion.__file__).resolve().parent.parent
     table = json.loads((root / "bench" / "results" / "fashion.json").read_text())
     text = (root / "README.md").read_text()
-    block = text[text.index(fashion.README_BEGIN) + len(fashion.README_BEGIN):text.index(fashion.README_END)]
-    assert block.strip("\n").splitlines() == fashion.render_summary(table), \
+    block = text[text.index(fashion.README_BEGIN) + len(fashion.README_BEGIN) : text.index(fashion.README_END)]
+    assert block.strip("\n").splitlines() == fashion.render_summary(table), (
         "README's results table is stale: re-render it with `sns bench fashion --mode full --budget-minutes 0`"
+    )
 
 
 def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
     monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    kw = dict(quick=True, rows="vicreg-real", tracks=("full",), work=tmp_path / "w",
-              results_dir=tmp_path / "res" / "fashion-quick", log=lambda *a: None)
+    kw = dict(
+        quick=True,
+        rows="vicreg-real",
+        tracks=("full",),
+        work=tmp_path / "w",
+        results_dir=tmp_path / "res" / "fashion-quick",
+        log=lambda *a: None,
+    )
     fashion.run_bench(**kw)
     assert [c[2:4] for c in calls] == [(0.1, 0), (0.1, 1)]
     calls.clear()
@@ -502,8 +625,18 @@ def test_collect_keeps_the_monitor_curve_of_results_written_without_it(tmp_path)
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 150, "knn_top1": 71.25}\n{"step": 200, "loss": 1.0}\n{"ste')
     assert fashion.monitor_curve(run_dir) == [[150, 71.25]] and fashion.monitor_curve(tmp_path / "none") == []
-    res = {"row": "sns", "track": "full", "lr": 0.1, "seed": 0, "run_dir": str(run_dir), "steps": 300,
-           "knn_top1": 75.0, "linear_top1": 80.0, "val_knn_top1": 74.0, "wall_s": 60.0}
+    res = {
+        "row": "sns",
+        "track": "full",
+        "lr": 0.1,
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "steps": 300,
+        "knn_top1": 75.0,
+        "linear_top1": 80.0,
+        "val_knn_top1": 74.0,
+        "wall_s": 60.0,
+    }
     path = fashion.result_path(tmp_path / "res", "full", "sns", 0.1, 0)
     fashion.write_json(path, res)
     table = fashion.collect(tmp_path / "res", "long")

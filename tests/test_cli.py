@@ -1,4 +1,5 @@
 """The `sns` command end to end on tiny configs: conventions, outputs, and one-line errors."""
+
 import json
 import subprocess
 import sys
@@ -7,8 +8,20 @@ import pytest
 
 from squeezespan.cli import main
 
-TINY = ["resolution=16", "width=0.125", "batch_size=16", "steps=2", "proj_hidden=32", "proj_dim=32",
-        "squeeze_hidden=32", "final_eval=false", "ckpt_every=0", "--no-progress", "--device", "cpu"]
+TINY = [
+    "resolution=16",
+    "width=0.125",
+    "batch_size=16",
+    "steps=2",
+    "proj_hidden=32",
+    "proj_dim=32",
+    "squeeze_hidden=32",
+    "final_eval=false",
+    "ckpt_every=0",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def test_python_dash_m_is_sns():
@@ -34,28 +47,48 @@ def test_pretrain_then_resume_then_eval(tmp_path, capsys):
     # overrides apply on top of the run's own config (here: train 2 more steps), not on top of the defaults
     assert main(["pretrain", "--out", str(run), "--resume", "--no-progress", "steps=4"]) == 0
     import yaml
+
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["steps"] == 4 and saved["seed"] == 3 and saved["width"] == 0.125
     assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()][-1] == 4
     ev = tmp_path / "ev"
-    assert main(["eval", "--data", "digits", "--backbone", str(run), "--backbone", "raw", "--out", str(ev),
-                 "resolution=16", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                "digits",
+                "--backbone",
+                str(run),
+                "--backbone",
+                "raw",
+                "--out",
+                str(ev),
+                "resolution=16",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = json.loads((ev / "eval.json").read_text())["results"]
     assert [r["name"].split(" ")[0] for r in rows] == ["vicreg", "raw"]
     assert all(0 <= r["linear"]["top1"] <= 100 for r in rows)
     assert "| raw pixels | fast |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["pretrain", "--method", "nope"], "--method 'nope' is unknown"),
-    (["pretrain", "--preset", "nope"], "--preset 'nope' is unknown"),
-    (["pretrain", "--data", "nope"], "nope"),
-    (["pretrain", "lr=fast"], "'lr' must be float"),
-    (["pretrain", "batchsize=3"], "unknown key 'batchsize'"),
-    (["pretrain", "--device", "cuda:7"], "--device"),
-    (["data", "info", "cifar10", "--root", "/nonexistent"], "cifar-10-batches-py"),
-    (["eval", "--protocol", "fast", "--backbone", "/nonexistent/backbone.safetensors"], "nonexistent"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pretrain", "--method", "nope"], "--method 'nope' is unknown"),
+        (["pretrain", "--preset", "nope"], "--preset 'nope' is unknown"),
+        (["pretrain", "--data", "nope"], "nope"),
+        (["pretrain", "lr=fast"], "'lr' must be float"),
+        (["pretrain", "batchsize=3"], "unknown key 'batchsize'"),
+        (["pretrain", "--device", "cuda:7"], "--device"),
+        (["data", "info", "cifar10", "--root", "/nonexistent"], "cifar-10-batches-py"),
+        (["eval", "--protocol", "fast", "--backbone", "/nonexistent/backbone.safetensors"], "nonexistent"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     if argv[0] != "data":
         argv = argv + ["--out", str(tmp_path / "o"), "--no-progress"]

@@ -1,4 +1,5 @@
 """Config resolution: defaults < preset < file < flags < key=value, with clear errors."""
+
 import pytest
 
 from squeezespan.config import parse_override, resolve_config
@@ -22,14 +23,17 @@ def test_override_values_parse_as_yaml():
     assert parse_override("a=null") == ("a", None)
 
 
-@pytest.mark.parametrize("override, match", [
-    (["lrr=1"], "unknown key 'lrr'.*lr"),
-    (["augment.blurp=1"], "unknown key 'augment.blurp'.*blur_p"),
-    (["lr=fast"], "'lr' must be float"),
-    (["steps=true"], "'steps' must be int"),
-    (["augment=3"], "is a section"),
-    (["noequals"], "not a key=value"),
-])
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        (["lrr=1"], "unknown key 'lrr'.*lr"),
+        (["augment.blurp=1"], "unknown key 'augment.blurp'.*blur_p"),
+        (["lr=fast"], "'lr' must be float"),
+        (["steps=true"], "'steps' must be int"),
+        (["augment=3"], "is a section"),
+        (["noequals"], "not a key=value"),
+    ],
+)
 def test_bad_overrides(override, match):
     with pytest.raises(SnsError, match=match):
         resolve_config(DEFAULTS, "pretrain", overrides=override)
@@ -60,6 +64,7 @@ def test_every_shipped_preset_resolves():
     defaults = {"pretrain": PRETRAIN_DEFAULTS}
     try:
         from squeezespan.teachers.train_gan import GAN_DEFAULTS
+
         defaults["gan"] = GAN_DEFAULTS
     except ImportError:
         pass

@@ -1,4 +1,5 @@
 """squeezespan.data: every on-disk format read from small hand-written files, its errors, stats and batching."""
+
 from __future__ import annotations
 
 import gzip
@@ -11,8 +12,17 @@ import pytest
 import torch
 from PIL import Image
 
-from squeezespan.data import (DATASETS, FolderDataset, ImageDataset, batches, channel_stats, dataset_info,
-                              describe_dataset, load_dataset, normalize)
+from squeezespan.data import (
+    DATASETS,
+    FolderDataset,
+    ImageDataset,
+    batches,
+    channel_stats,
+    dataset_info,
+    describe_dataset,
+    load_dataset,
+    normalize,
+)
 from squeezespan.errors import SnsError
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -25,8 +35,10 @@ def idx_bytes(array: np.ndarray) -> bytes:
 
 def write_idx_set(directory, images: dict, labels: dict, gz: bool):
     directory.mkdir(parents=True, exist_ok=True)
-    names = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-             "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+    names = {
+        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+    }
     for split, (image_name, label_name) in names.items():
         for name, array in ((image_name, images[split]), (label_name, labels[split])):
             data = idx_bytes(array)
@@ -38,10 +50,14 @@ def write_idx_set(directory, images: dict, labels: dict, gz: bool):
 
 def small_idx(seed=0, n_train=6, n_test=4, side=28):
     rng = np.random.default_rng(seed)
-    images = {"train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
-              "test": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8)}
-    labels = {"train": rng.integers(0, 10, n_train, dtype=np.uint8),
-              "test": rng.integers(0, 10, n_test, dtype=np.uint8)}
+    images = {
+        "train": rng.integers(0, 256, (n_train, side, side), dtype=np.uint8),
+        "test": rng.integers(0, 256, (n_test, side, side), dtype=np.uint8),
+    }
+    labels = {
+        "train": rng.integers(0, 10, n_train, dtype=np.uint8),
+        "test": rng.integers(0, 10, n_test, dtype=np.uint8),
+    }
     return images, labels
 
 
@@ -60,8 +76,12 @@ def write_cifar10(root, per_batch=2, n_test=3, seed=0):
     batches_written = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         n = n_test if name == "test_batch" else per_batch
-        batch = {"batch_label": name, "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "labels": [int(v) for v in rng.integers(0, 10, n)], "filenames": [f"{name}_{i}.png" for i in range(n)]}
+        batch = {
+            "batch_label": name,
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "labels": [int(v) for v in rng.integers(0, 10, n)],
+            "filenames": [f"{name}_{i}.png" for i in range(n)],
+        }
         cifar_pickle(batch, d / name)
         batches_written[name] = batch
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -99,8 +119,9 @@ def write_stl(root, n_train=2, n_test=1, n_unlabeled=3):
     sets["test_y"] = np.array([1] * n_test, dtype=np.uint8)
     (d / "train_y.bin").write_bytes(sets["train_y"].tobytes())
     (d / "test_y.bin").write_bytes(sets["test_y"].tobytes())
-    (d / "class_names.txt").write_text("\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse",
-                                                  "monkey", "ship", "truck"]) + "\n")
+    (d / "class_names.txt").write_text(
+        "\n".join(["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]) + "\n"
+    )
     return d, sets
 
 
@@ -252,14 +273,30 @@ def test_cifar_batch_with_wrong_sizes_is_refused(tmp_path):
 
 def py2_batch_pickle(data: np.ndarray, labels: list) -> bytes:
     """A batch pickled the way the real CIFAR files were (Python 2 cPickle, numpy 1.x): opcodes by hand."""
+
     def string(b: bytes) -> bytes:  # BINSTRING: a Python 2 str, decoded with latin1 on load
         return b"T" + struct.pack("<I", len(b)) + b
+
     rows, cols = data.shape
-    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string(b"b") + b"\x87R"
-             + b"(K\x01J" + struct.pack("<i", rows) + b"J" + struct.pack("<i", cols) + b"\x86"
-             + b"cnumpy\ndtype\n" + string(b"u1") + b"K\x00K\x01\x87R"
-             + b"(K\x03" + string(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-             + b"\x89" + string(data.tobytes()) + b"tb")
+    array = (
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+        + string(b"b")
+        + b"\x87R"
+        + b"(K\x01J"
+        + struct.pack("<i", rows)
+        + b"J"
+        + struct.pack("<i", cols)
+        + b"\x86"
+        + b"cnumpy\ndtype\n"
+        + string(b"u1")
+        + b"K\x00K\x01\x87R"
+        + b"(K\x03"
+        + string(b"|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + b"\x89"
+        + string(data.tobytes())
+        + b"tb"
+    )
     label_list = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
     return b"\x80\x02}(" + string(b"data") + array + string(b"labels") + label_list + b"u."
 
@@ -285,8 +322,11 @@ def test_malicious_cifar_pickle_is_refused_and_not_executed(tmp_path):
     d, written = write_cifar10(tmp_path)
     marker = tmp_path / "pwned"
     (d / "data_batch_1").write_bytes(pickle.dumps({"data": _Evil(marker), "labels": []}, protocol=2))
-    with pytest.raises(SnsError, match=r"data_batch_1: unsafe pickle \(refused to load global "
-                                       r"(posix|os|nt)\.system"):
+    with pytest.raises(
+        SnsError,
+        match=r"data_batch_1: unsafe pickle \(refused to load global "
+        r"(posix|os|nt)\.system",
+    ):
         load_dataset("cifar10", root=tmp_path)
     assert not marker.exists()
 
@@ -301,10 +341,19 @@ def test_cifar100_fine_and_coarse_labels(tmp_path):
     d.mkdir()
     rng = np.random.default_rng(3)
     for split, n in (("train", 4), ("test", 2)):
-        cifar_pickle({"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                      "fine_labels": [99, 0, 5, 7][:n], "coarse_labels": [19, 0, 1, 2][:n]}, d / split)
-    cifar_pickle({"fine_label_names": [f"fine{i}" for i in range(100)],
-                  "coarse_label_names": [f"coarse{i}" for i in range(20)]}, d / "meta", legacy_numpy_path=False)
+        cifar_pickle(
+            {
+                "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                "fine_labels": [99, 0, 5, 7][:n],
+                "coarse_labels": [19, 0, 1, 2][:n],
+            },
+            d / split,
+        )
+    cifar_pickle(
+        {"fine_label_names": [f"fine{i}" for i in range(100)], "coarse_label_names": [f"coarse{i}" for i in range(20)]},
+        d / "meta",
+        legacy_numpy_path=False,
+    )
     fine = load_dataset("cifar100", root=tmp_path)
     coarse = load_dataset("cifar100", root=tmp_path, labels="coarse")
     assert fine.num_classes == 100 and fine.labels.tolist() == [99, 0, 5, 7] and fine.classes[99] == "fine99"
@@ -381,8 +430,7 @@ def test_folder_labelled_streams_resized_images(tmp_path):
     assert ds.mean[2] == pytest.approx(100 / 255 / 3, abs=1e-3)  # one blue image of three, sampled exactly
     grey = load_dataset("folder", root=tmp_path, resolution=8, channels=1)
     assert grey[2][0].shape == (1, 8, 8) and int(grey[2][0][0, 0, 0]) == round(0.114 * 100)
-    got = list(batches(ds, 2, shuffle=True, drop_last=False, generator=torch.Generator().manual_seed(0),
-                       num_workers=1))
+    got = list(batches(ds, 2, shuffle=True, drop_last=False, generator=torch.Generator().manual_seed(0), num_workers=1))
     assert [b[0].shape[0] for b in got] == [2, 1]
     assert sorted(torch.cat([b[1] for b in got]).tolist()) == [0, 0, 1]
     assert dataset_info(ds)["storage"].startswith("stream")
@@ -435,11 +483,11 @@ def test_batches_shuffle_is_reproducible_and_covers_every_image(tmp_path):
 
 def test_channel_stats_and_normalize_by_hand():
     images = torch.zeros((2, 3, 2, 2), dtype=torch.uint8)
-    images[0, 0] = 255           # channel 0: half 255, half 0 -> mean 0.5, std 0.5
-    images[:, 1] = 51            # channel 1: constant 0.2 -> std 0
-    images[1, 2, 0] = 255        # channel 2: 2 of 8 pixels white -> mean 0.25, std sqrt(0.25 * 0.75)
+    images[0, 0] = 255  # channel 0: half 255, half 0 -> mean 0.5, std 0.5
+    images[:, 1] = 51  # channel 1: constant 0.2 -> std 0
+    images[1, 2, 0] = 255  # channel 2: 2 of 8 pixels white -> mean 0.25, std sqrt(0.25 * 0.75)
     mean, std = channel_stats(images)
-    assert mean == pytest.approx((0.5, 0.2, 0.25)) and std == pytest.approx((0.5, 0.0, 0.75 ** 0.5 / 2), abs=1e-9)
+    assert mean == pytest.approx((0.5, 0.2, 0.25)) and std == pytest.approx((0.5, 0.0, 0.75**0.5 / 2), abs=1e-9)
     x = torch.tensor([1.0, 0.2, 0.0]).view(1, 3, 1, 1)
     assert normalize(x, (0.5, 0.2, 0.25), (0.5, 1.0, 0.25)).flatten().tolist() == pytest.approx([1.0, 0.0, -1.0])
     with pytest.raises(SnsError, match="3 channels"):
@@ -451,7 +499,13 @@ def test_dataset_info_and_describe(tmp_path):
     write_idx_set(tmp_path, images, labels, gz=True)
     info = dataset_info(load_dataset("fashion-mnist", root=tmp_path, split="test", resolution=32))
     assert {k: info[k] for k in ("name", "split", "size", "num_classes", "channels", "resolution")} == {
-        "name": "fashion-mnist", "split": "test", "size": 4, "num_classes": 10, "channels": 1, "resolution": 32}
+        "name": "fashion-mnist",
+        "split": "test",
+        "size": 4,
+        "num_classes": 10,
+        "channels": 1,
+        "resolution": 32,
+    }
     assert len(info["classes"]) == 10 and len(info["mean"]) == 1 and len(info["std"]) == 1
     assert info["storage"].startswith("memory")
     text = describe_dataset("fashion-mnist", root=tmp_path)

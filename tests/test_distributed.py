@@ -1,4 +1,5 @@
 """Several processes (torchrun, gloo on CPU) train the same model as one process with the same global batch."""
+
 import json
 import os
 import signal
@@ -17,13 +18,31 @@ from squeezespan.errors import SnsError
 TESTS = Path(__file__).parent
 # digits at 16 px, 1/8-width ResNet-18, tiny random StyleGAN2 teacher; one intra-op thread everywhere so
 # that the only difference between the runs is how the batch is split over processes
-TINY = ["--data", "digits", "--teacher", "tiny_teacher:make", "--device", "cpu", "--no-progress", "--seed", "0",
-        "resolution=16", "width=0.125", "batch_size=16", "proj_hidden=32", "proj_dim=32", "squeeze_hidden=32",
-        "final_eval=false", "log_every=1"]
+TINY = [
+    "--data",
+    "digits",
+    "--teacher",
+    "tiny_teacher:make",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--seed",
+    "0",
+    "resolution=16",
+    "width=0.125",
+    "batch_size=16",
+    "proj_hidden=32",
+    "proj_dim=32",
+    "squeeze_hidden=32",
+    "final_eval=false",
+    "log_every=1",
+]
 
 
 def _env():
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    )
     env.pop("WORLD_SIZE", None)
     return env
 
@@ -31,13 +50,22 @@ def _env():
 def _cmd(nproc: int) -> list:
     if nproc == 1:
         return [sys.executable, "-m", "squeezespan", "pretrain"]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "squeezespan", "pretrain"]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "squeezespan",
+        "pretrain",
+    ]
 
 
 def _pretrain(nproc: int, out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    done = subprocess.run(_cmd(nproc) + ["--out", str(out), *TINY, *args], env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    done = subprocess.run(
+        _cmd(nproc) + ["--out", str(out), *TINY, *args], env=_env(), capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -77,7 +105,10 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
     args = ["--method", "sns", "steps=3", "lr=0.0003", "ckpt_every=0", "augment.enabled=false"]
     _pretrain(1, tmp_path / "one", *args)
     two = _pretrain(2, tmp_path / "two", *args)
-    a, b = load_file(str(tmp_path / "one" / "backbone.safetensors")), load_file(str(tmp_path / "two" / "backbone.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "one" / "backbone.safetensors")),
+        load_file(str(tmp_path / "two" / "backbone.safetensors")),
+    )
     init = _initial_state(tmp_path / "one")
     moved = max((a[k] - v).abs().max().item() for k, v in init["student"].items() if k.endswith("conv1.weight"))
     assert moved > 1e-3  # the weights did move: the equality below is not the equality of two untrained nets
@@ -106,9 +137,11 @@ def test_two_processes_equal_one_other_methods(tmp_path, method):
     args = ["--method", method, "steps=3", "lr=0.0003", "ckpt_every=0", "augment.enabled=false"]
     _pretrain(1, tmp_path / "one", *args)
     _pretrain(2, tmp_path / "two", *args)
-    _assert_same_training(load_file(str(tmp_path / "one" / "backbone.safetensors")),
-                          load_file(str(tmp_path / "two" / "backbone.safetensors")),
-                          _initial_state(tmp_path / "one")["student"])
+    _assert_same_training(
+        load_file(str(tmp_path / "one" / "backbone.safetensors")),
+        load_file(str(tmp_path / "two" / "backbone.safetensors")),
+        _initial_state(tmp_path / "one")["student"],
+    )
 
 
 # ---- the pieces, in two spawned processes
@@ -125,7 +158,7 @@ def _pieces_worker(rank: int, rendezvous: str, out: str) -> None:
     try:
         res = {}
         torch.manual_seed(0)
-        x = (torch.randn(8, 3, 5, 5) * 3 + 1)[rank * 4:(rank + 1) * 4].requires_grad_(True)
+        x = (torch.randn(8, 3, 5, 5) * 3 + 1)[rank * 4 : (rank + 1) * 4].requires_grad_(True)
         bn = torch.nn.Sequential(torch.nn.BatchNorm2d(3, momentum=0.3))
         with torch.no_grad():
             bn[0].weight.copy_(torch.tensor([1.0, 2.0, -1.0]))
@@ -137,12 +170,19 @@ def _pieces_worker(rank: int, rendezvous: str, out: str) -> None:
         for p in bn.parameters():  # what DDP does: average over ranks
             dist.all_reduce(p.grad)
             p.grad /= 2
-        res.update(y=y.detach(), x_grad=x.grad, w_grad=bn[0].weight.grad, b_grad=bn[0].bias.grad,
-                   rm=bn[0].running_mean, rv=bn[0].running_var, kind=type(bn[0]).__name__)
+        res.update(
+            y=y.detach(),
+            x_grad=x.grad,
+            w_grad=bn[0].weight.grad,
+            b_grad=bn[0].bias.grad,
+            rm=bn[0].running_mean,
+            rv=bn[0].running_var,
+            kind=type(bn[0]).__name__,
+        )
         torch.manual_seed(1)
         z1, z2 = (torch.randn(8, 6) @ torch.randn(6, 6)).chunk(2, dim=1)[0], torch.randn(8, 3)
-        z1 = z1[rank * 4:(rank + 1) * 4].requires_grad_(True)
-        loss, _ = losses.vicreg(z1, z2[rank * 4:(rank + 1) * 4])
+        z1 = z1[rank * 4 : (rank + 1) * 4].requires_grad_(True)
+        loss, _ = losses.vicreg(z1, z2[rank * 4 : (rank + 1) * 4])
         loss.backward()
         res.update(vic_loss=loss.detach(), vic_grad=z1.grad / 2)  # / world size: DDP's average
         torch.save(res, f"{out}.{rank}")
@@ -182,7 +222,9 @@ def _rendezvous(tmp_path: Path) -> str:
 def test_global_batchnorm_and_gathered_losses_equal_one_process(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(_pieces_worker, args=(_rendezvous(tmp_path), str(tmp_path / "res")), nprocs=2, start_method="spawn")
+    mp.start_processes(
+        _pieces_worker, args=(_rendezvous(tmp_path), str(tmp_path / "res")), nprocs=2, start_method="spawn"
+    )
     r0, r1 = (torch.load(tmp_path / f"res.{r}") for r in range(2))
     assert r0["kind"] == "GlobalBatchNorm"
     # the same computation in one process with the whole batch and torch's BatchNorm2d
@@ -266,12 +308,14 @@ def _kill_tree(proc) -> None:
 
 @pytest.mark.slow
 def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
-    """SIGKILL to torchrun and all its workers (as a node failure would), then `torchrun ... --resume`, augmentation on."""
+    """SIGKILL to torchrun and all its workers (as a node failure would), then `torchrun ... --resume`,
+    augmentation on."""
     args = ["--method", "sns", "steps=6", "ckpt_every=1", "keep_ckpts=2"]
     _pretrain(2, tmp_path / "straight", *args)
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(2) + ["--out", str(out), *TINY, *args], env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cmd(2) + ["--out", str(out), *TINY, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 180
         while not (out / "checkpoints" / "ckpt-00000003.pt").exists():
@@ -287,8 +331,13 @@ def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
     a, b = load_file(str(tmp_path / "straight" / "backbone.safetensors")), load_file(str(out / "backbone.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the same checkpoint resumed by ONE process: it continues and says why it cannot be bit-identical
-    one = subprocess.run(_cmd(1) + ["--out", str(out), "--resume", "--no-progress"], env=_env(), capture_output=True,
-                         text=True, timeout=240)
+    one = subprocess.run(
+        _cmd(1) + ["--out", str(out), "--resume", "--no-progress"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert one.returncode == 0 and "written by 2 process(es), this run has 1" in one.stdout + one.stderr
 
 
@@ -296,11 +345,41 @@ def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
 def test_train_gan_two_processes_stay_in_sync_and_resume(tmp_path):
     # every checkpoint compares the weights of all ranks (train-gan raises if they differ), so two checkpoints
     # prove the gradients were averaged; then the run continues under torchrun with --resume
-    gan = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "squeezespan",
-           "train-gan", "--data", "digits", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "gan"),
-           "resolution=8", "z_dim=8", "w_dim=8", "mapping_layers=1", "channel_base=64", "channel_max=16", "batch=8",
-           "mbstd_group_size=2", "r1_interval=2", "r1_gamma=1.0", "fd_ref_kimg=null", "sample_kimg=null",
-           "snapshot_kimg=0.016", "grid_size=4", "log_steps=1", "ada_target=0.6", "ada_interval=1", "augment_p=0.5"]
+    gan = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "squeezespan",
+        "train-gan",
+        "--data",
+        "digits",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "gan"),
+        "resolution=8",
+        "z_dim=8",
+        "w_dim=8",
+        "mapping_layers=1",
+        "channel_base=64",
+        "channel_max=16",
+        "batch=8",
+        "mbstd_group_size=2",
+        "r1_interval=2",
+        "r1_gamma=1.0",
+        "fd_ref_kimg=null",
+        "sample_kimg=null",
+        "snapshot_kimg=0.016",
+        "grid_size=4",
+        "log_steps=1",
+        "ada_target=0.6",
+        "ada_interval=1",
+        "augment_p=0.5",
+    ]
     first = subprocess.run(gan + ["kimg=0.032"], env=_env(), capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpts = list_checkpoints(tmp_path / "gan" / "checkpoints")

@@ -1,4 +1,5 @@
 """Table 1 baselines: latent encoding (w from an image, reconstruction through the frozen G) and D's features."""
+
 import json
 import sys
 import types
@@ -40,6 +41,7 @@ def _student():
 
 # ---------------------------------------------------------------------------------------------- encode
 
+
 @pytest.mark.parametrize("syn_ratio", [1.0, 0.5])
 def test_encode_runs_on_the_engine_syn_and_syn_plus_real(tmp_path, tiny_pretrain_cfg, syn_ratio):
     cfg = tiny_pretrain_cfg(method="encode", teacher=TEACHER, tap_w=True, steps=2, syn_ratio=syn_ratio)
@@ -63,15 +65,19 @@ def test_encode_reconstruction_improves_over_20_engine_steps(tmp_path, tiny_pret
 
 def test_encode_taps_w_by_itself_and_refuses_a_run_without_teacher_images(tmp_path, tiny_pretrain_cfg):
     # the engine turns the w tap on for a method that needs it (LatentEncoding.needs_w)
-    pretrain(tiny_pretrain_cfg(method="encode", teacher=TEACHER, steps=1), tmp_path / "a", progress=False,
-             log=_quiet)
+    pretrain(tiny_pretrain_cfg(method="encode", teacher=TEACHER, steps=1), tmp_path / "a", progress=False, log=_quiet)
     assert (tmp_path / "a" / "backbone.safetensors").exists()
     with pytest.raises(SnsError, match="tap_w=true"):  # built by hand, the objective still checks
         from squeezespan.methods import build_objective
+
         build_objective(dict(method="encode", tap_w=False, taps=".*b4$", proj_hidden=32), 8, [8])
     with pytest.raises(SnsError, match="0 < syn_ratio"):
-        pretrain(tiny_pretrain_cfg(method="encode", teacher=TEACHER, tap_w=True, syn_ratio=0.0, steps=1),
-                 tmp_path / "b", progress=False, log=_quiet)
+        pretrain(
+            tiny_pretrain_cfg(method="encode", teacher=TEACHER, tap_w=True, syn_ratio=0.0, steps=1),
+            tmp_path / "b",
+            progress=False,
+            log=_quiet,
+        )
 
 
 def test_reconstruction_at_the_true_w_is_the_teacher_image():
@@ -88,8 +94,9 @@ def test_gradient_reaches_the_student_through_the_frozen_generator():
     G = teacher.generator
     before = {k: v.clone() for k, v in G.state_dict().items()}
     student, encode = _student()
-    objective = build_objective(dict(method="encode", tap_w=True, w_latent=0.0, proj_hidden=32),
-                                student.feature_dim, [G.w_dim])
+    objective = build_objective(
+        dict(method="encode", tap_w=True, w_latent=0.0, proj_hidden=32), student.feature_dim, [G.w_dim]
+    )
     assert isinstance(objective, LatentEncoding) and not any(k.startswith("G") for k in objective.state_dict())
     images, taps = teacher.sample(8, seed=1)
     loss, logs = objective(StepInputs(syn=images, taps=taps, encode=encode, teacher=teacher))
@@ -168,10 +175,18 @@ def test_lpips_reconstruction_loss_from_a_user_weights_file(tmp_path, monkeypatc
 
 # ------------------------------------------------------------------------------------------------ disc
 
+
 def _tiny_d(resolution=16, channels=1):
     torch.manual_seed(5)
-    _, D = build_stylegan2(resolution=resolution, img_channels=channels, channel_base=256, channel_max=16,
-                           z_dim=16, w_dim=16, mapping_layers=1)
+    _, D = build_stylegan2(
+        resolution=resolution,
+        img_channels=channels,
+        channel_base=256,
+        channel_max=16,
+        z_dim=16,
+        w_dim=16,
+        mapping_layers=1,
+    )
     return D
 
 
@@ -180,8 +195,10 @@ def test_disc_features_are_the_pooled_block_outputs_of_d():
 
     D = _tiny_d(resolution=32, channels=3)
     seen = {}
-    hooks = [getattr(D, f"b{r}").register_forward_hook(lambda m, i, o, r=r: seen.__setitem__(r, o[0]))
-             for r in D.block_resolutions]
+    hooks = [
+        getattr(D, f"b{r}").register_forward_hook(lambda m, i, o, r=r: seen.__setitem__(r, o[0]))
+        for r in D.block_resolutions
+    ]
     x = torch.rand(4, 3, 32, 32)
     D(x * 2 - 1)  # D's own forward pass on [-1, 1] images
     for h in hooks:
@@ -214,16 +231,19 @@ def test_sns_eval_scores_a_teacher_discriminator_single_and_multi(tmp_path):
     from squeezespan.eval.run import EVAL_DEFAULTS, run_eval
     from squeezespan.teachers.train_gan import GAN_DEFAULTS, build_networks, network_kwargs, save_teacher_dir
 
-    gan_cfg = dict(GAN_DEFAULTS, resolution=16, channel_base=256, channel_max=16, z_dim=16, w_dim=16,
-                   mapping_layers=1)
+    gan_cfg = dict(GAN_DEFAULTS, resolution=16, channel_base=256, channel_max=16, z_dim=16, w_dim=16, mapping_layers=1)
     G_kwargs, D_kwargs = network_kwargs(gan_cfg, img_channels=1)
     torch.manual_seed(0)
     G, D = build_networks(G_kwargs, D_kwargs)
     save_teacher_dir(tmp_path / "gan" / "teacher", G, G, D, G_kwargs, D_kwargs, {})
     gan = str(tmp_path / "gan")
-    cfg = resolve_config(EVAL_DEFAULTS, "eval", extra=dict(
-        data="digits", resolution=16, backbones=[f"disc:{gan}", f"disc:{gan}:multi"], device="cpu",
-        linear_epochs=20))
+    cfg = resolve_config(
+        EVAL_DEFAULTS,
+        "eval",
+        extra=dict(
+            data="digits", resolution=16, backbones=[f"disc:{gan}", f"disc:{gan}:multi"], device="cpu", linear_epochs=20
+        ),
+    )
     (tmp_path / "ev").mkdir()
     rows = run_eval(cfg, tmp_path / "ev", progress=False, log=_quiet)
     assert [r["name"].split(" ")[0] for r in rows] == ["disc-single", "disc-multi"]

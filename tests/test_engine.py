@@ -1,4 +1,5 @@
 """The training engine: a run trains, logs, checkpoints, exports; resume is exact; bad values are refused."""
+
 import json
 from pathlib import Path
 
@@ -86,12 +87,15 @@ def test_nan_loss_stops_with_clear_message(tmp_path, tiny_pretrain_cfg):
         assert all(torch.isfinite(v).all() for v in state["student"].values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("over, match", [
-    (dict(batch_size=2), "too small"),
-    (dict(method="nope"), "--method 'nope' is unknown"),
-    (dict(method="sns"), "needs --teacher"),
-    (dict(method="vicreg", syn_ratio=1.5), r"syn_ratio=1.5 must be in \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "over, match",
+    [
+        (dict(batch_size=2), "too small"),
+        (dict(method="nope"), "--method 'nope' is unknown"),
+        (dict(method="sns"), "needs --teacher"),
+        (dict(method="vicreg", syn_ratio=1.5), r"syn_ratio=1.5 must be in \[0, 1\]"),
+    ],
+)
 def test_bad_values_are_refused(tmp_path, tiny_pretrain_cfg, over, match):
     with pytest.raises(SnsError, match=match):
         pretrain(tiny_pretrain_cfg(**over), tmp_path, progress=False, log=lambda *a: None)
@@ -102,9 +106,18 @@ def test_pretraining_on_unlabelled_split_with_labelled_knn_bank(tmp_path, tiny_p
     from test_data import write_stl
 
     write_stl(tmp_path / "data", n_train=2, n_test=1, n_unlabeled=6)
-    cfg = tiny_pretrain_cfg(method="vicreg", data="stl10", data_root=str(tmp_path / "data"), train_split="train+unlabeled",
-                            monitor_split="train", batch_size=8, steps=2, final_eval=True, variant="imagenet",
-                            resolution=32)
+    cfg = tiny_pretrain_cfg(
+        method="vicreg",
+        data="stl10",
+        data_root=str(tmp_path / "data"),
+        train_split="train+unlabeled",
+        monitor_split="train",
+        batch_size=8,
+        steps=2,
+        final_eval=True,
+        variant="imagenet",
+        resolution=32,
+    )
     summary = pretrain(cfg, tmp_path / "run", progress=False, log=lambda *a: None)
     assert 0 <= summary["knn"]["top1"] <= 100
     with pytest.raises(SnsError):  # an unlabelled bank is refused, not silently scored

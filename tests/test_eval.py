@@ -1,4 +1,5 @@
 """Evaluation: weighted kNN, linear probes (fast and paper), feature extraction, baselines, results table."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,18 @@ from torch import nn
 
 from squeezespan.data import ImageDataset
 from squeezespan.errors import SnsError
-from squeezespan.eval import (CropFlip, RawPixels, evaluate, extract_features, format_table, knn_eval,
-                              knn_predict, linear_probe, linear_probe_augmented, random_init_student)
+from squeezespan.eval import (
+    CropFlip,
+    RawPixels,
+    evaluate,
+    extract_features,
+    format_table,
+    knn_eval,
+    knn_predict,
+    linear_probe,
+    linear_probe_augmented,
+    random_init_student,
+)
 
 
 def blobs(n_per_class: int, num_classes: int, dim: int, spread: float, seed: int):
@@ -22,8 +33,9 @@ def blobs(n_per_class: int, num_classes: int, dim: int, spread: float, seed: int
     return centres[y] + spread * torch.randn(len(y), dim, generator=g), y
 
 
-def tiny_dataset(n: int = 40, channels: int = 3, resolution: int = 8, num_classes: int = 2, seed: int = 0,
-                 unlabelled: int = 0) -> ImageDataset:
+def tiny_dataset(
+    n: int = 40, channels: int = 3, resolution: int = 8, num_classes: int = 2, seed: int = 0, unlabelled: int = 0
+) -> ImageDataset:
     """Images whose brightness encodes the class (plus noise), so a backbone that pools can tell classes."""
     g = torch.Generator().manual_seed(seed)
     y = torch.arange(n) % num_classes
@@ -33,8 +45,17 @@ def tiny_dataset(n: int = 40, channels: int = 3, resolution: int = 8, num_classe
     labels = torch.cat([y, torch.full((unlabelled,), -1)])
     if unlabelled:
         images = torch.cat([images, images[:unlabelled]])
-    return ImageDataset("tiny", "train", [images], labels, [str(c) for c in range(num_classes)],
-                        (0.5,) * channels, (0.25,) * channels, channels, resolution)
+    return ImageDataset(
+        "tiny",
+        "train",
+        [images],
+        labels,
+        [str(c) for c in range(num_classes)],
+        (0.5,) * channels,
+        (0.25,) * channels,
+        channels,
+        resolution,
+    )
 
 
 class SmallNet(nn.Module):
@@ -55,6 +76,7 @@ class SmallNet(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------- kNN
+
 
 def test_knn_hand_computed_weighted_vote():
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])  # third row is normalised inside
@@ -115,6 +137,7 @@ def test_knn_rejects_unlabelled_and_mismatched_inputs():
 
 # -------------------------------------------------------------------------------------- linear probes
 
+
 @pytest.mark.parametrize("solver", ["sgd", "lbfgs"])
 def test_linear_probe_separable_and_deterministic(solver):
     train_f, train_y = blobs(40, 4, 12, spread=2.0, seed=0)
@@ -162,6 +185,7 @@ def test_crop_flip_shapes_identity_and_seeded():
 
 # ------------------------------------------------------------------------------------ feature extraction
 
+
 def test_extract_features_shapes_normalisation_and_batches():
     ds = tiny_dataset(10, channels=2, resolution=4)
     feats, labels = extract_features(RawPixels(2, 4), ds, batch_size=3)
@@ -199,6 +223,7 @@ def test_extract_features_rejects_unpooled_output():
 
 # ------------------------------------------------------------------------------------------- baselines
 
+
 def test_raw_pixels_dims_and_pooling():
     assert RawPixels(3, 32)(torch.zeros(2, 3, 32, 32)).shape == (2, 3072)
     big = RawPixels(3, 96)  # 27648 dims would exceed 4096: average-pooled to 36 x 36
@@ -221,6 +246,7 @@ def test_random_init_student_is_seeded_and_leaves_global_rng_alone():
 
 # -------------------------------------------------------------------------------------- evaluate, table
 
+
 def test_evaluate_fast_drops_unlabelled_and_writes_json_ready_results():
     train, test = tiny_dataset(30, unlabelled=7), tiny_dataset(10, seed=1)
     result = evaluate(None, train, test, linear_kw={"epochs": 5})
@@ -228,8 +254,7 @@ def test_evaluate_fast_drops_unlabelled_and_writes_json_ready_results():
     assert result["knn"]["top1"] == 100.0 and result["linear"]["top1"] == 100.0
     assert result["linear"]["epochs"] == 5 and result["linear"]["solver"] == "lbfgs"
     json.dumps(result)
-    table = format_table([result, {"backbone": "other", "knn": {"top1": 12.345, "top5": 50.0},
-                                   "time_s": 3.0}])
+    table = format_table([result, {"backbone": "other", "knn": {"top1": 12.345, "top5": 50.0}, "time_s": 3.0}])
     lines = table.splitlines()
     assert len(lines) == 4 and "raw-pixels" in lines[2] and "100.00" in lines[2]
     assert "| other | - | 12.35 | 50.00 | - | - | 3.0 |" == lines[3]
@@ -237,8 +262,9 @@ def test_evaluate_fast_drops_unlabelled_and_writes_json_ready_results():
 
 def test_evaluate_paper_protocol_and_bad_protocol():
     train, test = tiny_dataset(24), tiny_dataset(8, seed=1)
-    result = evaluate(SmallNet(), train, test, protocol="paper", knn=False,
-                      linear_kw={"epochs": 1, "batch_size": 8}, name="small")
+    result = evaluate(
+        SmallNet(), train, test, protocol="paper", knn=False, linear_kw={"epochs": 1, "batch_size": 8}, name="small"
+    )
     assert result["name"] == "small" and result["knn"] is None and result["linear"]["lr"] == 30.0
     with pytest.raises(SnsError, match="protocol"):
         evaluate(None, train, test, protocol="slow")

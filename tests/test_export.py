@@ -67,8 +67,16 @@ def test_round_trip_gives_the_same_features(tiny, exported, name):
 def test_metadata_says_what_the_backbone_expects(tiny, exported):
     meta = json.loads((exported / "bb.json").read_text())
     for key, value in {
-        "arch": "resnet18", "variant": "cifar", "width": 0.25, "in_channels": 3, "feature_dim": 128,
-        "resolution": 32, "method": "sns", "dataset": "cifar10", "epoch": 12, "knn_top1": 0.5,
+        "arch": "resnet18",
+        "variant": "cifar",
+        "width": 0.25,
+        "in_channels": 3,
+        "feature_dim": 128,
+        "resolution": 32,
+        "method": "sns",
+        "dataset": "cifar10",
+        "epoch": 12,
+        "knn_top1": 0.5,
     }.items():
         assert meta[key] == value, key
     assert meta["mean"] == pytest.approx(MEAN) and meta["std"] == pytest.approx(STD)

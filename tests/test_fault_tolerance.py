@@ -1,4 +1,5 @@
 """A run survives SIGKILL, torn or corrupted checkpoints, a full disk and NaNs: it stops clearly and resumes exactly."""
+
 import errno
 import importlib.util
 import os
@@ -29,8 +30,22 @@ def _cfg():
     from squeezespan.config import resolve_config
     from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
 
-    over = dict(method="vicreg", data="digits", resolution=16, width=0.125, batch_size=16, steps=STEPS, proj_hidden=32,
-                proj_dim=32, knn_every=0, final_eval=False, log_every=1, ckpt_every=1, keep_ckpts=10, device="cpu")
+    over = dict(
+        method="vicreg",
+        data="digits",
+        resolution=16,
+        width=0.125,
+        batch_size=16,
+        steps=STEPS,
+        proj_hidden=32,
+        proj_dim=32,
+        knn_every=0,
+        final_eval=False,
+        log_every=1,
+        ckpt_every=1,
+        keep_ckpts=10,
+        device="cpu",
+    )
     return resolve_config(PRETRAIN_DEFAULTS, "pretrain", extra=over)
 
 
@@ -55,9 +70,32 @@ def _same_state(a: dict, b: dict) -> bool:
 
 
 def _sns(out: Path, *extra: str) -> list:
-    return [sys.executable, "-m", "squeezespan", "pretrain", "--method", "vicreg", "--data", "digits", "--out", str(out),
-            "--device", "cpu", "--no-progress", "resolution=16", "width=0.125", "batch_size=16", "proj_hidden=32",
-            "proj_dim=32", "final_eval=false", "steps=6", "ckpt_every=1", "keep_ckpts=2", "log_every=1", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "squeezespan",
+        "pretrain",
+        "--method",
+        "vicreg",
+        "--data",
+        "digits",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "resolution=16",
+        "width=0.125",
+        "batch_size=16",
+        "proj_hidden=32",
+        "proj_dim=32",
+        "final_eval=false",
+        "steps=6",
+        "ckpt_every=1",
+        "keep_ckpts=2",
+        "log_every=1",
+        *extra,
+    ]
 
 
 def test_sigkill_mid_run_then_resume_ends_bit_identical(tmp_path):
@@ -92,8 +130,20 @@ def test_fault_injection_bench_random_kills(tmp_path):
     spec.loader.exec_module(bench)
     out = tmp_path / "result.json"
     old = sys.argv
-    sys.argv = ["fault_injection.py", "--trials", "3", "--steps", "12", "--seed", "1", "--targeted", "--out", str(out),
-                "--work", str(tmp_path / "work")]
+    sys.argv = [
+        "fault_injection.py",
+        "--trials",
+        "3",
+        "--steps",
+        "12",
+        "--seed",
+        "1",
+        "--targeted",
+        "--out",
+        str(out),
+        "--work",
+        str(tmp_path / "work"),
+    ]
     try:
         bench.main()
     finally:
@@ -151,9 +201,27 @@ def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, straight, mon
     from squeezespan.cli import main
 
     monkeypatch.setattr(ckpt_mod, "open", _DiskFullAfter(3), raising=False)
-    argv = ["pretrain", "--method", "vicreg", "--data", "digits", "--out", str(tmp_path), "--device", "cpu",
-            "--no-progress", "resolution=16", "width=0.125", "batch_size=16", f"steps={STEPS}", "proj_hidden=32",
-            "proj_dim=32", "final_eval=false", "ckpt_every=1", "keep_ckpts=1"]
+    argv = [
+        "pretrain",
+        "--method",
+        "vicreg",
+        "--data",
+        "digits",
+        "--out",
+        str(tmp_path),
+        "--device",
+        "cpu",
+        "--no-progress",
+        "resolution=16",
+        "width=0.125",
+        "batch_size=16",
+        f"steps={STEPS}",
+        "proj_hidden=32",
+        "proj_dim=32",
+        "final_eval=false",
+        "ckpt_every=1",
+        "keep_ckpts=1",
+    ]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: No space left on device") and "ckpt-00000003" in err and "\n" not in err, err
@@ -206,7 +274,9 @@ def test_nan_loss_stops_within_one_step_with_last_good_checkpoint(tmp_path, stra
         return (loss * float("nan") if len(calls) == 3 else loss), logs
 
     monkeypatch.setattr(VICReg, "forward", poisoned)
-    with pytest.raises(SnsError, match=r"loss became nan at step 3; stopped, last good checkpoint kept in .*checkpoints"):
+    with pytest.raises(
+        SnsError, match=r"loss became nan at step 3; stopped, last good checkpoint kept in .*checkpoints"
+    ):
         pretrain(_cfg(), tmp_path, progress=False, log=_quiet)
     assert len(calls) == 3  # stopped in the step that produced it
     ckpts = list_checkpoints(tmp_path / "checkpoints")

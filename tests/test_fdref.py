@@ -1,4 +1,5 @@
 """FD-ref: the Frechet formula against hand-computed cases, the metric's basic behaviour, the cached reference net."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -8,13 +9,21 @@ import pytest
 import torch
 
 from squeezespan.errors import SnsError
-from squeezespan.eval.fdref import (ReferenceNet, fd_ref, feature_stats, frechet_distance, load_reference_net,
-                                    train_reference_net)
+from squeezespan.eval.fdref import (
+    ReferenceNet,
+    fd_ref,
+    feature_stats,
+    frechet_distance,
+    load_reference_net,
+    train_reference_net,
+)
 
 
 def test_frechet_1d_hand_computed():
     # (mu1 - mu2)^2 + s1 + s2 - 2 sqrt(s1 s2) = 4 + 4 + 1 - 4 = 5
-    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(5.0)
+    assert frechet_distance(np.array([1.0]), np.array([[4.0]]), np.array([3.0]), np.array([[1.0]])) == pytest.approx(
+        5.0
+    )
 
 
 def test_frechet_diagonal_hand_computed():
@@ -57,7 +66,8 @@ def test_fd_ref_identical_near_zero_and_grows_with_a_shift():
     assert shifted > 5 * same_dist > 0
     # uint8 input is the same images as their float version.
     assert fd_ref(real, (other * 255).round().to(torch.uint8), net) == pytest.approx(
-        fd_ref(real, (other * 255).round() / 255, net), rel=1e-4)
+        fd_ref(real, (other * 255).round() / 255, net), rel=1e-4
+    )
 
 
 def test_reference_net_trains_caches_and_reloads(tmp_path):

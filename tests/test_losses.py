@@ -1,4 +1,5 @@
 """Loss terms against hand-computed values, and the objectives' combination rules."""
+
 import math
 
 import torch
@@ -31,8 +32,12 @@ def test_vicreg_weights_terms_as_paper():
     torch.manual_seed(0)
     z1, z2 = torch.randn(16, 8), torch.randn(16, 8)
     total, parts = losses.vicreg(z1, z2, w_mse=25, w_var=25, w_cov=1)
-    expect = (25 * losses.invariance(z1, z2) + 25 * (losses.variance(z1) + losses.variance(z2))
-              + losses.covariance(z1) + losses.covariance(z2))
+    expect = (
+        25 * losses.invariance(z1, z2)
+        + 25 * (losses.variance(z1) + losses.variance(z2))
+        + losses.covariance(z1)
+        + losses.covariance(z2)
+    )
     assert torch.allclose(total, expect)
     assert set(parts) == {"inv", "var", "cov"}
 
@@ -41,7 +46,7 @@ def test_squeeze_loss_penalises_student_statistics_only():
     torch.manual_seed(0)
     zf, zg = torch.randn(16, 8), torch.zeros(16, 8)
     total, _ = losses.squeeze(zf, zg, 25, 25, 1)
-    expect = 25 * (zf ** 2).mean() + 25 * losses.variance(zf) + losses.covariance(zf)
+    expect = 25 * (zf**2).mean() + 25 * losses.variance(zf) + losses.covariance(zf)
     assert torch.allclose(total, expect)
 
 

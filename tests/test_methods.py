@@ -1,4 +1,5 @@
 """Every method runs a few steps on the one engine; Squeeze and Span resumes exactly; Table 5 row c collapses."""
+
 import json
 
 import pytest
@@ -19,18 +20,21 @@ def _metrics(run):
     return [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method, over", [
-    ("sns", {}),
-    ("squeeze", {}),
-    ("kd", {}),
-    ("kd", {"augment_syn": False}),        # Table 5 row a
-    ("sns", {"squeeze_depth": 0}),         # no T_phi
-    ("vicreg", {"syn_ratio": 1.0}),        # VICReg on synthetic images
-    ("vicreg", {"syn_ratio": 0.5}),        # ... and on mixed data
-    ("simsiam", {"syn_ratio": 0.5}),
-    ("sns", {"taps": "w"}),                # latent w as the target (Table 1 latent rows)
-    ("sns", {"bn_pass": "shared"}),        # one student pass over syn + both real views
-])
+@pytest.mark.parametrize(
+    "method, over",
+    [
+        ("sns", {}),
+        ("squeeze", {}),
+        ("kd", {}),
+        ("kd", {"augment_syn": False}),  # Table 5 row a
+        ("sns", {"squeeze_depth": 0}),  # no T_phi
+        ("vicreg", {"syn_ratio": 1.0}),  # VICReg on synthetic images
+        ("vicreg", {"syn_ratio": 0.5}),  # ... and on mixed data
+        ("simsiam", {"syn_ratio": 0.5}),
+        ("sns", {"taps": "w"}),  # latent w as the target (Table 1 latent rows)
+        ("sns", {"bn_pass": "shared"}),  # one student pass over syn + both real views
+    ],
+)
 def test_each_method_runs(tmp_path, tiny_pretrain_cfg, method, over):
     cfg = tiny_pretrain_cfg(method=method, teacher=TEACHER, steps=2, **over)
     pretrain(cfg, tmp_path, progress=False, log=_quiet)
@@ -81,17 +85,30 @@ def _sns_objective(bn_pass):
     from squeezespan.methods import SqueezeAndSpan
 
     torch.manual_seed(0)
-    return SqueezeAndSpan(8, [4, 6], syn_ratio=0.5, proj_layers=2, proj_hidden=16, proj_dim=8, squeeze_depth=2,
-                          squeeze_hidden=16, bn_pass=bn_pass)
+    return SqueezeAndSpan(
+        8,
+        [4, 6],
+        syn_ratio=0.5,
+        proj_layers=2,
+        proj_hidden=16,
+        proj_dim=8,
+        squeeze_depth=2,
+        squeeze_hidden=16,
+        bn_pass=bn_pass,
+    )
 
 
 def _sns_inputs(encode):
     from squeezespan.methods import StepInputs
 
     g = torch.Generator().manual_seed(1)
-    return StepInputs(real=torch.rand(6, 1, 4, 4, generator=g), syn=torch.rand(6, 1, 4, 4, generator=g),
-                      taps=[torch.randn(6, 4, 2, 2, generator=g), torch.randn(6, 6, 4, 4, generator=g)],
-                      augment=lambda x: x.flip(-1), encode=encode)
+    return StepInputs(
+        real=torch.rand(6, 1, 4, 4, generator=g),
+        syn=torch.rand(6, 1, 4, 4, generator=g),
+        taps=[torch.randn(6, 4, 2, 2, generator=g), torch.randn(6, 6, 4, 4, generator=g)],
+        augment=lambda x: x.flip(-1),
+        encode=encode,
+    )
 
 
 def test_shared_bn_pass_is_the_same_loss_up_to_batchnorm_statistics():

@@ -1,4 +1,5 @@
 """Safe import of StyleGAN2-ADA pickles: official format admitted, tensors mapped by name, code never run."""
+
 from __future__ import annotations
 
 import builtins
@@ -54,8 +55,12 @@ def _fake_official_modules():
     persistence._reconstruct_persistent_obj = _reconstruct_persistent_obj
     util = types.ModuleType("dnnlib.util")
     util.EasyDict = EasyDict
-    fakes = {"torch_utils": types.ModuleType("torch_utils"), "torch_utils.persistence": persistence,
-             "dnnlib": types.ModuleType("dnnlib"), "dnnlib.util": util}
+    fakes = {
+        "torch_utils": types.ModuleType("torch_utils"),
+        "torch_utils.persistence": persistence,
+        "dnnlib": types.ModuleType("dnnlib"),
+        "dnnlib.util": util,
+    }
     assert not set(fakes) & set(sys.modules)
     sys.modules.update(fakes)
     try:
@@ -77,13 +82,19 @@ class _PersistencePickler(pickle.Pickler):
         state = dict(obj.__dict__)
         state.setdefault("_init_args", ())
         state.setdefault("_init_kwargs", EasyDict())
-        meta = dict(type="class", version=6, module_src=self.module_src,
-                    class_name=self.class_names.get(id(obj), type(obj).__name__), state=state)
+        meta = dict(
+            type="class",
+            version=6,
+            module_src=self.module_src,
+            class_name=self.class_names.get(id(obj), type(obj).__name__),
+            state=state,
+        )
         return _reconstruct_persistent_obj, (meta,)
 
 
-def official_style_pickle(snapshot: dict, protocol: int = 4, module_src: str = HARMLESS_SRC,
-                          class_names: dict | None = None) -> bytes:
+def official_style_pickle(
+    snapshot: dict, protocol: int = 4, module_src: str = HARMLESS_SRC, class_names: dict | None = None
+) -> bytes:
     buf = io.BytesIO()
     with _fake_official_modules():
         _PersistencePickler(buf, protocol, module_src, class_names or {}).dump(snapshot)
@@ -162,9 +173,15 @@ def test_positional_init_args_get_official_names(tmp_path):
 
 
 def _tiny_official_kwargs():
-    return dict(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
-                mapping_kwargs=EasyDict(num_layers=2),
-                synthesis_kwargs=EasyDict(channel_base=64, channel_max=16, num_fp16_res=4, conv_clamp=256))
+    return dict(
+        z_dim=8,
+        c_dim=0,
+        w_dim=8,
+        img_resolution=8,
+        img_channels=3,
+        mapping_kwargs=EasyDict(num_layers=2),
+        synthesis_kwargs=EasyDict(channel_base=64, channel_max=16, num_fp16_res=4, conv_clamp=256),
+    )
 
 
 def _as_official(module, kwargs):
@@ -175,13 +192,20 @@ def _as_official(module, kwargs):
 
 
 def test_builds_our_generator_and_discriminator_with_identical_outputs(tmp_path):
-    from squeezespan.teachers.stylegan2 import Discriminator, Generator as OurGenerator
+    from squeezespan.teachers.stylegan2 import Discriminator
+    from squeezespan.teachers.stylegan2 import Generator as OurGenerator
 
     torch.manual_seed(0)
     g_kw = _tiny_official_kwargs()
     G = _as_official(OurGenerator(**g_kw), g_kw)
-    d_kw = dict(c_dim=0, img_resolution=8, img_channels=3, channel_base=64, channel_max=16,
-                epilogue_kwargs=EasyDict(mbstd_group_size=2))
+    d_kw = dict(
+        c_dim=0,
+        img_resolution=8,
+        img_channels=3,
+        channel_base=64,
+        channel_max=16,
+        epilogue_kwargs=EasyDict(mbstd_group_size=2),
+    )
     D = _as_official(Discriminator(**d_kw), d_kw)
     with torch.no_grad():  # zero-initialised biases/noise strengths would hide a mix-up
         for p in list(G.parameters()) + list(D.parameters()):
@@ -214,8 +238,10 @@ def test_teacher_from_pickle_taps_the_synthesis_blocks(tmp_path):
     images, feats = teacher.run(z)
 
     blocks = {}
-    hooks = [getattr(G.synthesis, f"b{r}").register_forward_hook(lambda m, i, o, r=r: blocks.__setitem__(r, o[0]))
-             for r in (4, 8)]
+    hooks = [
+        getattr(G.synthesis, f"b{r}").register_forward_hook(lambda m, i, o, r=r: blocks.__setitem__(r, o[0]))
+        for r in (4, 8)
+    ]
     with torch.no_grad():
         img = G(z, None, noise_mode="const")
     for h in hooks:
@@ -344,8 +370,23 @@ def test_parity_with_official_checkout(tmp_path):
         pytest.skip("set SNS_OFFICIAL_SG2ADA to a stylegan2-ada-pytorch checkout to compare with the official code")
     script = Path(__file__).resolve().parents[1] / "bench" / "official_parity.py"
     out = tmp_path / "parity.json"
-    done = subprocess.run([sys.executable, str(script), "--official-src", src, "--configs", "tiny-cond-resnet",
-                           "cifar", "--n", "4", "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--official-src",
+            src,
+            "--configs",
+            "tiny-cond-resnet",
+            "cifar",
+            "--n",
+            "4",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     import json
 

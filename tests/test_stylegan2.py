@@ -39,8 +39,9 @@ def _perturb(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 @pytest.mark.parametrize("res,channels", [(8, 3), (16, 1), (32, 3), (64, 1)])
 def test_generator_and_discriminator_shapes(res, channels):
     torch.manual_seed(0)
-    G, D = build_stylegan2(resolution=res, img_channels=channels, channel_base=64, channel_max=8, z_dim=8, w_dim=8,
-                           mbstd_group_size=2)
+    G, D = build_stylegan2(
+        resolution=res, img_channels=channels, channel_base=64, channel_max=8, z_dim=8, w_dim=8, mbstd_group_size=2
+    )
     z = torch.randn(4, 8)
     ws = G.mapping(z, None)
     assert ws.shape == (4, G.num_ws, 8)
@@ -61,8 +62,16 @@ def test_generator_state_dict_keys_match_official_names():
     G = _tiny_g(8, channels=3, mapping_kwargs=dict(num_layers=2))
     layer = ["weight", "noise_strength", "bias", "resample_filter", "noise_const", "affine.weight", "affine.bias"]
     rgb = ["weight", "bias", "affine.weight", "affine.bias"]
-    expected = {"synthesis.b4.const", "synthesis.b4.resample_filter", "synthesis.b8.resample_filter",
-                "mapping.w_avg", "mapping.fc0.weight", "mapping.fc0.bias", "mapping.fc1.weight", "mapping.fc1.bias"}
+    expected = {
+        "synthesis.b4.const",
+        "synthesis.b4.resample_filter",
+        "synthesis.b8.resample_filter",
+        "mapping.w_avg",
+        "mapping.fc0.weight",
+        "mapping.fc0.bias",
+        "mapping.fc1.weight",
+        "mapping.fc1.bias",
+    }
     expected |= {f"synthesis.b4.conv1.{k}" for k in layer} | {f"synthesis.b4.torgb.{k}" for k in rgb}
     expected |= {f"synthesis.b8.conv{i}.{k}" for i in (0, 1) for k in layer} | {f"synthesis.b8.torgb.{k}" for k in rgb}
     sd = G.state_dict()
@@ -74,14 +83,23 @@ def test_generator_state_dict_keys_match_official_names():
     assert sd["synthesis.b8.conv1.noise_const"].shape == (8, 8)
     assert sd["synthesis.b8.conv1.noise_strength"].shape == ()
     assert sd["mapping.fc0.weight"].shape == (8, 8) and sd["mapping.w_avg"].shape == (8,)
-    assert torch.allclose(sd["synthesis.b8.resample_filter"], torch.tensor([1.0, 3, 3, 1]).outer(torch.tensor([1.0, 3, 3, 1])) / 64)
+    assert torch.allclose(
+        sd["synthesis.b8.resample_filter"], torch.tensor([1.0, 3, 3, 1]).outer(torch.tensor([1.0, 3, 3, 1])) / 64
+    )
 
 
 def test_discriminator_state_dict_keys_match_official_names():
     D = Discriminator(img_resolution=8, img_channels=1, channel_base=64, channel_max=16)
     conv = ["weight", "bias", "resample_filter"]
-    expected = {"b8.resample_filter", "b8.skip.weight", "b8.skip.resample_filter",
-                "b4.fc.weight", "b4.fc.bias", "b4.out.weight", "b4.out.bias"}
+    expected = {
+        "b8.resample_filter",
+        "b8.skip.weight",
+        "b8.skip.resample_filter",
+        "b4.fc.weight",
+        "b4.fc.bias",
+        "b4.out.weight",
+        "b4.out.bias",
+    }
     expected |= {f"b8.{layer}.{k}" for layer in ("fromrgb", "conv0", "conv1") for k in conv}
     expected |= {f"b4.conv.{k}" for k in conv}
     sd = D.state_dict()
@@ -94,23 +112,57 @@ def test_discriminator_state_dict_keys_match_official_names():
 def test_larger_nets_carry_the_named_keys():
     G, D = build_stylegan2(resolution=32, img_channels=3, channel_base=64, channel_max=8, c_dim=2)
     g, d = G.state_dict(), D.state_dict()
-    for key in ["synthesis.b4.const", "synthesis.b8.conv0.affine.weight", "synthesis.b8.torgb.weight",
-                "synthesis.b16.conv1.noise_const", "synthesis.b32.torgb.affine.bias", "mapping.fc0.weight",
-                "mapping.fc1.bias", "mapping.w_avg", "mapping.embed.weight"]:
+    for key in [
+        "synthesis.b4.const",
+        "synthesis.b8.conv0.affine.weight",
+        "synthesis.b8.torgb.weight",
+        "synthesis.b16.conv1.noise_const",
+        "synthesis.b32.torgb.affine.bias",
+        "mapping.fc0.weight",
+        "mapping.fc1.bias",
+        "mapping.w_avg",
+        "mapping.embed.weight",
+    ]:
         assert key in g, key
-    for key in ["b32.fromrgb.weight", "b32.conv0.weight", "b16.conv1.bias", "b8.skip.weight", "b4.conv.weight",
-                "b4.fc.weight", "b4.out.weight", "mapping.embed.weight", "mapping.fc7.weight"]:
+    for key in [
+        "b32.fromrgb.weight",
+        "b32.conv0.weight",
+        "b16.conv1.bias",
+        "b8.skip.weight",
+        "b4.conv.weight",
+        "b4.fc.weight",
+        "b4.out.weight",
+        "mapping.embed.weight",
+        "mapping.fc7.weight",
+    ]:
         assert key in d, key
     assert "b16.fromrgb.weight" not in d and "mapping.w_avg" not in d  # resnet D reads the image once
 
 
 def test_official_kwarg_forms_build_the_same_network():
     # StyleGAN2-ADA pickles pass synthesis kwargs as a dict, StyleGAN3's copy passes them flat; fp16 is ignored.
-    a = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  synthesis_kwargs=dict(channel_base=64, channel_max=16, num_fp16_res=4, conv_clamp=256))
-    b = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
-                  channel_base=64, channel_max=16, num_fp16_res=4, conv_clamp=256,
-                  fused_modconv_default="inference_only")
+    a = Generator(
+        z_dim=8,
+        c_dim=0,
+        w_dim=8,
+        img_resolution=16,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=64, channel_max=16, num_fp16_res=4, conv_clamp=256),
+    )
+    b = Generator(
+        z_dim=8,
+        c_dim=0,
+        w_dim=8,
+        img_resolution=16,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=2),
+        channel_base=64,
+        channel_max=16,
+        num_fp16_res=4,
+        conv_clamp=256,
+        fused_modconv_default="inference_only",
+    )
     b.load_state_dict(a.state_dict(), strict=True)
     z = torch.randn(2, 8)
     with torch.no_grad():
@@ -172,8 +224,14 @@ def test_fused_and_unfused_modulated_conv_agree(up, demodulate):
     torch.manual_seed(0)
     x, w, styles = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
     noise = torch.randn(3, 1, 6 * up, 6 * up)
-    kw = dict(noise=noise, up=up, padding=1, resample_filter=make_resample_filter(), demodulate=demodulate,
-              flip_weight=(up == 1))
+    kw = dict(
+        noise=noise,
+        up=up,
+        padding=1,
+        resample_filter=make_resample_filter(),
+        demodulate=demodulate,
+        flip_weight=(up == 1),
+    )
     fused = modulated_conv2d(x, w, styles, fused_modconv=True, **kw)
     split = modulated_conv2d(x, w, styles, fused_modconv=False, **kw)
     assert torch.allclose(fused, split, atol=1e-5)
@@ -252,8 +310,17 @@ def test_minibatch_std_hand_computed():
 @pytest.mark.parametrize("g_arch,d_arch", [("skip", "resnet"), ("resnet", "skip"), ("orig", "orig")])
 def test_architectures_train_end_to_end(g_arch, d_arch):
     torch.manual_seed(0)
-    G, D = build_stylegan2(resolution=16, img_channels=3, channel_base=64, channel_max=8, z_dim=8, w_dim=8,
-                           mbstd_group_size=2, g_architecture=g_arch, d_architecture=d_arch)
+    G, D = build_stylegan2(
+        resolution=16,
+        img_channels=3,
+        channel_base=64,
+        channel_max=8,
+        z_dim=8,
+        w_dim=8,
+        mbstd_group_size=2,
+        g_architecture=g_arch,
+        d_architecture=d_arch,
+    )
     G.train(), D.train()
     loss = F.softplus(-D(G(torch.randn(4, 8), None), None)).mean()
     loss.backward()
@@ -262,8 +329,9 @@ def test_architectures_train_end_to_end(g_arch, d_arch):
 
 
 def test_conv_clamp_bounds_the_orig_architecture_image():
-    G = _perturb(_tiny_g(16, synthesis_kwargs=dict(channel_base=64, channel_max=16, conv_clamp=0.25,
-                                                   architecture="orig")))
+    G = _perturb(
+        _tiny_g(16, synthesis_kwargs=dict(channel_base=64, channel_max=16, conv_clamp=0.25, architecture="orig"))
+    )
     with torch.no_grad():
         img = G.eval()(torch.randn(3, 8) * 5, None, noise_mode="const")
     assert img.abs().max() <= 0.25 + 1e-6

@@ -14,8 +14,15 @@ from squeezespan.teachers import Generator, Teacher
 
 def _tiny_g(res: int = 16, c_dim: int = 0, seed: int = 0) -> Generator:
     torch.manual_seed(seed)
-    G = Generator(z_dim=8, c_dim=c_dim, w_dim=6, img_resolution=res, img_channels=3,
-                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+    G = Generator(
+        z_dim=8,
+        c_dim=c_dim,
+        w_dim=6,
+        img_resolution=res,
+        img_channels=3,
+        mapping_kwargs=dict(num_layers=2),
+        synthesis_kwargs=dict(channel_base=64, channel_max=8),
+    )
     with torch.no_grad():  # non-zero biases, noise strengths and w_avg, so mistakes show
         for p in G.parameters():
             p.add_(torch.randn_like(p) * 0.2)
@@ -169,7 +176,8 @@ def test_generators_that_do_not_make_images_are_refused():
 def test_from_factory_loads_safetensors_and_state_dicts(tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
-    (tmp_path / "my_teacher_pkg.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_teacher_pkg.py").write_text(
+        textwrap.dedent("""
         from squeezespan.teachers import Generator
 
         def make(res=8):
@@ -180,7 +188,8 @@ def test_from_factory_loads_safetensors_and_state_dicts(tmp_path, monkeypatch):
 
         def not_a_module():
             return "G"
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     G = _tiny_g(8, seed=3)
     save_file(G.state_dict(), str(tmp_path / "g.safetensors"))

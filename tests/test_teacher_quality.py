@@ -1,4 +1,5 @@
 """Tests of the teacher-quality bench (bench/teacher_quality.py = `sns bench teachers`): cells, cache, table, figure."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,14 @@ def _fake(calls):
     def run_one(row, track, lr, seed, cfg, ev, work, force, progress, log):
         calls.append((row.name, cfg["teacher"].rsplit("/", 1)[-1], seed, force))
         better = 60.0 if cfg["teacher"].endswith("fashion-full") else 40.0
-        return {"knn_top1": better + seed, "linear_top1": better + 10 + seed, "val_knn_top1": 1.0, "wall_s": 90.0,
-                "steps": cfg["steps"]}
+        return {
+            "knn_top1": better + seed,
+            "linear_top1": better + 10 + seed,
+            "val_knn_top1": 1.0,
+            "wall_s": 90.0,
+            "steps": cfg["steps"],
+        }
+
     return run_one
 
 
@@ -32,8 +39,17 @@ def fake_runs(monkeypatch):
 
 
 def _kw(tmp_path, **extra):
-    return dict(dict(quick=True, teachers=SNAPSHOTS, work=tmp_path / "w", results_dir=tmp_path / "res" / "tq",
-                     figure=tmp_path / "fig" / "tq.png", log=lambda *a: None), **extra)
+    return dict(
+        dict(
+            quick=True,
+            teachers=SNAPSHOTS,
+            work=tmp_path / "w",
+            results_dir=tmp_path / "res" / "tq",
+            figure=tmp_path / "fig" / "tq.png",
+            log=lambda *a: None,
+        ),
+        **extra,
+    )
 
 
 def test_each_cell_runs_once_is_then_cached_and_force_redoes_it(tmp_path, fake_runs):
@@ -49,9 +65,14 @@ def test_each_cell_runs_once_is_then_cached_and_force_redoes_it(tmp_path, fake_r
     fake_runs.clear()
     tq.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
     # squeeze seed 0 stays cached; sns and seed 1 are new cells
-    assert fake_runs == [("squeeze", "fashion-full-kimg20", 1, False), ("sns", "fashion-full-kimg20", 0, False),
-                         ("sns", "fashion-full-kimg20", 1, False), ("squeeze", "fashion-full", 1, False),
-                         ("sns", "fashion-full", 0, False), ("sns", "fashion-full", 1, False)]
+    assert fake_runs == [
+        ("squeeze", "fashion-full-kimg20", 1, False),
+        ("sns", "fashion-full-kimg20", 0, False),
+        ("sns", "fashion-full-kimg20", 1, False),
+        ("squeeze", "fashion-full", 1, False),
+        ("sns", "fashion-full", 0, False),
+        ("sns", "fashion-full", 1, False),
+    ]
     saved = json.loads(next((tmp_path / "res" / "tq" / "runs").glob("squeeze__kimg20__*__s0.json")).read_text())
     assert saved["fingerprint"] and saved["teacher"]["G_ema_sha256"] == table["teachers"][0]["G_ema_sha256"]
 
@@ -77,8 +98,7 @@ def test_run_config_rebudgets_the_fashion_preset_for_each_teacher():
     assert sq["lr"] == 0.1 and sq["width"] == 0.5 and sq["warmup_steps"] == 23 and sq["final_eval"] is False
     fp = tq.cell_fingerprint("squeeze", sq, "sha-a", False, 30_000)
     assert fp != tq.cell_fingerprint("squeeze", sq, "sha-b", False, 30_000)  # another teacher's weights
-    assert fp != tq.cell_fingerprint("squeeze", tq.run_config("squeeze", "T", 0, False, 60_000), "sha-a", False,
-                                     60_000)
+    assert fp != tq.cell_fingerprint("squeeze", tq.run_config("squeeze", "T", 0, False, 60_000), "sha-a", False, 60_000)
 
 
 def test_unknown_teacher_or_row_is_a_one_line_error_naming_it(tmp_path, fake_runs):
@@ -98,6 +118,7 @@ def test_random_teacher_is_kimg0_of_the_same_architecture_and_loads(tmp_path, mo
     def fake_fd(G, base, log=print):
         measured.append(G.z_dim)
         return 321.0, None
+
     monkeypatch.setattr(tq, "measure_fd_ref", fake_fd)
     first = tq.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
     assert [t.kimg for t in first] == [0.0, 20.0] and first[0].fd_ref == 321.0

@@ -1,4 +1,5 @@
 """GAN training: losses and R1/EMA against hand-computed values, DiffAugment, exact resume, teacher export/reload."""
+
 from __future__ import annotations
 
 import json
@@ -12,27 +13,69 @@ from torch import nn
 from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint
 from squeezespan.errors import SnsError
 from squeezespan.teachers.diffaug import DiffAugment, augment_cutout, augment_translation, parse_policy
-from squeezespan.teachers.gan_loss import (d_loss_logistic, ema_beta, ema_update, g_loss_nonsaturating, lazy_adam,
-                                           r1_penalty)
-from squeezespan.teachers.train_gan import (GAN_DEFAULTS, build_networks, load_teacher_dir, network_kwargs, save_teacher_dir,
-                                            train_gan)
+from squeezespan.teachers.gan_loss import (
+    d_loss_logistic,
+    ema_beta,
+    ema_update,
+    g_loss_nonsaturating,
+    lazy_adam,
+    r1_penalty,
+)
+from squeezespan.teachers.train_gan import (
+    GAN_DEFAULTS,
+    build_networks,
+    load_teacher_dir,
+    network_kwargs,
+    save_teacher_dir,
+    train_gan,
+)
 
 # A GAN small enough for a few CPU steps per second: 8 px, 16/8 channels, batch 4.
-TINY = dict(data="tiny", resolution=8, z_dim=8, w_dim=8, mapping_layers=1, channel_base=64, channel_max=16,
-            batch=4, mbstd_group_size=2, r1_interval=2, r1_gamma=1.0, ema_kimg=0.01, fd_ref_kimg=None,
-            sample_kimg=None, snapshot_kimg=None, grid_size=4, log_steps=1, mirror=True, ada_target=0.6,
-            ada_interval=1, ada_kimg=0.1, augment_p=0.5)
+TINY = dict(
+    data="tiny",
+    resolution=8,
+    z_dim=8,
+    w_dim=8,
+    mapping_layers=1,
+    channel_base=64,
+    channel_max=16,
+    batch=4,
+    mbstd_group_size=2,
+    r1_interval=2,
+    r1_gamma=1.0,
+    ema_kimg=0.01,
+    fd_ref_kimg=None,
+    sample_kimg=None,
+    snapshot_kimg=None,
+    grid_size=4,
+    log_steps=1,
+    mirror=True,
+    ada_target=0.6,
+    ada_interval=1,
+    ada_kimg=0.1,
+    augment_p=0.5,
+)
 
 
 def tiny_dataset(n: int = 12) -> SimpleNamespace:
     g = torch.Generator().manual_seed(1)
-    return SimpleNamespace(name="tiny", images=torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8),
-                           labels=torch.arange(n) % 2)
+    return SimpleNamespace(
+        name="tiny",
+        images=torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8),
+        labels=torch.arange(n) % 2,
+    )
 
 
 def run(tmp_path, name, resume=False, **over):
-    return train_gan({**TINY, **over}, tmp_path / name, resume=resume, device="cpu", progress=False,
-                     dataset=tiny_dataset(), log=lambda *_: None)
+    return train_gan(
+        {**TINY, **over},
+        tmp_path / name,
+        resume=resume,
+        device="cpu",
+        progress=False,
+        dataset=tiny_dataset(),
+        log=lambda *_: None,
+    )
 
 
 def final_checkpoint(run_dir):
@@ -56,6 +99,7 @@ def assert_same_tree(a, b, where=""):
 
 # ------------------------------------------------------------------------------------------------- losses
 
+
 def test_logistic_losses_match_their_formulas():
     real, fake = torch.tensor([[2.0], [-1.0]]), torch.tensor([[0.5], [-3.0]])
     sp = lambda x: math.log1p(math.exp(x))  # noqa: E731 - softplus
@@ -69,7 +113,7 @@ def test_r1_penalty_hand_computed():
     x = torch.tensor([[0.0, 1.0, 2.0], [1.0, 1.0, -1.0]], requires_grad=True)
     logits = (x * w).sum(1, keepdim=True) + x.square().sum(1, keepdim=True)
     pen = r1_penalty(logits, x)
-    expected = torch.tensor([1.0 ** 2 + 0.0 ** 2 + 4.5 ** 2, 3.0 ** 2 + 0.0 ** 2 + (-1.5) ** 2])
+    expected = torch.tensor([1.0**2 + 0.0**2 + 4.5**2, 3.0**2 + 0.0**2 + (-1.5) ** 2])
     assert torch.allclose(pen, expected)
     pen.sum().backward()  # the penalty is differentiable (needed to train D on it)
     assert torch.allclose(x.grad, 2 * 2 * (w + 2 * x.detach()))
@@ -103,6 +147,7 @@ def test_lazy_adam_adjusts_lr_and_betas():
 
 # ------------------------------------------------------------------------------------------------ DiffAugment
 
+
 def test_diffaugment_keeps_shape_and_is_differentiable():
     x = (torch.rand(6, 3, 16, 16) * 2 - 1).requires_grad_(True)
     y = DiffAugment("color,translation,cutout")(x)
@@ -122,8 +167,11 @@ def test_translation_and_cutout_keep_the_range_and_move_pixels():
         assert y.min() >= min(x.min().item(), 0.0) and y.max() <= max(x.max().item(), 0.0)
     # Every translated image is its source shifted by at most 2 px, so a matching shift exists.
     for i in range(8):
-        assert any(torch.equal(t[i, :, 2:-2, 2:-2], x[i, :, 2 - dy:14 - dy, 2 - dx:14 - dx])
-                   for dy in range(-2, 3) for dx in range(-2, 3))
+        assert any(
+            torch.equal(t[i, :, 2:-2, 2:-2], x[i, :, 2 - dy : 14 - dy, 2 - dx : 14 - dx])
+            for dy in range(-2, 3)
+            for dx in range(-2, 3)
+        )
     # Cutout zeroes a square of 8x8 (clipped at the border) and nothing else.
     zeroed = (c == 0) & (x != 0)
     assert all(0 < int(zeroed[i].sum()) <= 64 for i in range(8))
@@ -138,6 +186,7 @@ def test_diffaugment_p0_is_identity_and_policy_errors():
 
 
 # --------------------------------------------------------------------------------------------- training loop
+
 
 def test_one_training_step_changes_G_and_D(tmp_path):
     run(tmp_path, "one", kimg=0.004)  # one iteration of batch 4 (with R1: step 0 is a regularisation step)
@@ -154,8 +203,8 @@ def test_one_training_step_changes_G_and_D(tmp_path):
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
-    full = run(tmp_path, "full", kimg=0.016)           # 4 iterations
-    run(tmp_path, "split", kimg=0.008)                 # 2 iterations, stop ...
+    full = run(tmp_path, "full", kimg=0.016)  # 4 iterations
+    run(tmp_path, "split", kimg=0.008)  # 2 iterations, stop ...
     resumed = run(tmp_path, "split", resume=True, kimg=0.016)  # ... resume for 2 more
     assert full["steps"] == 4 and resumed["steps"] == 4 and resumed["resumed_from_step"] == 2
     a, b = final_checkpoint(tmp_path / "full"), final_checkpoint(tmp_path / "split")

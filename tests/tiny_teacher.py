@@ -1,4 +1,5 @@
 """A tiny, seeded StyleGAN2 generator for tests, loadable as the bring-your-own teacher `tiny_teacher:make`."""
+
 import torch
 
 from squeezespan.teachers import build_stylegan2
@@ -6,6 +7,13 @@ from squeezespan.teachers import build_stylegan2
 
 def make(resolution: int = 16, channels: int = 1):
     torch.manual_seed(1234)
-    G, _ = build_stylegan2(resolution=resolution, img_channels=channels, channel_base=256, channel_max=16,
-                           z_dim=16, w_dim=16, mapping_layers=1)
+    G, _ = build_stylegan2(
+        resolution=resolution,
+        img_channels=channels,
+        channel_base=256,
+        channel_max=16,
+        z_dim=16,
+        w_dim=16,
+        mapping_layers=1,
+    )
     return G

@@ -2,6 +2,7 @@
 
 The public API; the `sns` command line is squeezespan.cli.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -18,12 +19,38 @@ from .teachers import Discriminator, Generator, Teacher, build_stylegan2
 from .teachers.load import load_teacher
 
 __all__ = [
-    "__version__", "SnsError", "resolve_config",
-    "load_dataset", "ImageDataset", "batches", "dataset_info", "normalize", "Augment", "AugmentConfig",
-    "build_student", "Projector", "SqueezeModule", "export_backbone", "load_backbone", "read_meta",
-    "torchvision_resnet", "Teacher", "Generator", "Discriminator", "build_stylegan2", "load_teacher",
-    "METHODS", "Objective", "StepInputs", "pretrain", "PRETRAIN_DEFAULTS",
-    "evaluate", "extract_features", "knn_eval", "linear_probe", "linear_probe_augmented",
+    "__version__",
+    "SnsError",
+    "resolve_config",
+    "load_dataset",
+    "ImageDataset",
+    "batches",
+    "dataset_info",
+    "normalize",
+    "Augment",
+    "AugmentConfig",
+    "build_student",
+    "Projector",
+    "SqueezeModule",
+    "export_backbone",
+    "load_backbone",
+    "read_meta",
+    "torchvision_resnet",
+    "Teacher",
+    "Generator",
+    "Discriminator",
+    "build_stylegan2",
+    "load_teacher",
+    "METHODS",
+    "Objective",
+    "StepInputs",
+    "pretrain",
+    "PRETRAIN_DEFAULTS",
+    "evaluate",
+    "extract_features",
+    "knn_eval",
+    "linear_probe",
+    "linear_probe_augmented",
 ]
 
 

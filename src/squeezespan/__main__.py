@@ -1,4 +1,5 @@
 """`python -m squeezespan` is the `sns` command."""
+
 import sys
 
 from .cli import main

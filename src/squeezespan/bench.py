@@ -1,4 +1,5 @@
 """`sns bench`: finds the repository's bench/ scripts (fashion, throughput, figures, teachers) and runs their main()."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -21,8 +22,10 @@ def bench_dir() -> Path:
     for c in candidates:
         if (c / "fashion.py").is_file():
             return c
-    raise SnsError("sns bench needs the repository's bench/ folder (a source checkout installed with pip -e, "
-                   "or run from the repository root, or set SNS_BENCH_DIR=/path/to/bench)")
+    raise SnsError(
+        "sns bench needs the repository's bench/ folder (a source checkout installed with pip -e, "
+        "or run from the repository root, or set SNS_BENCH_DIR=/path/to/bench)"
+    )
 
 
 def run_script(main) -> None:

@@ -1,4 +1,5 @@
 """The `sns` command line: sub-commands, shared flags, and one-line errors instead of tracebacks."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .engine.distributed import launched_rank
 from .bench import SCRIPTS
+from .engine.distributed import launched_rank
 from .errors import SnsError
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
@@ -30,7 +31,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     """Flags every run sub-command shares (the project's CLI conventions)."""
-    p.add_argument("--out", required=out_required, help="run directory (a non-empty one is refused unless --resume/--force)")
+    p.add_argument(
+        "--out", required=out_required, help="run directory (a non-empty one is refused unless --resume/--force)"
+    )
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--preset", help="named preset from configs/ (see `sns presets`)")
     p.add_argument("--seed", type=int, help="random seed")
@@ -57,11 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="kNN + linear-probe evaluation of backbones (exported, raw pixels, random init)")
     p.add_argument("--data", help="dataset name")
     p.add_argument("--root", help="dataset root")
-    p.add_argument("--backbone", action="append", default=None,
-                   help="exported backbone (.safetensors/.json or run dir), 'raw', 'random', or disc:TEACHER[:multi] "
-                        "(the teacher's discriminator features); repeatable "
-                        "(default: raw and random)")
-    p.add_argument("--protocol", choices=["fast", "paper"], help="linear probe on frozen features (fast) or on augmented images (paper)")
+    p.add_argument(
+        "--backbone",
+        action="append",
+        default=None,
+        help="exported backbone (.safetensors/.json or run dir), 'raw', 'random', or disc:TEACHER[:multi] "
+        "(the teacher's discriminator features); repeatable "
+        "(default: raw and random)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["fast", "paper"],
+        help="linear probe on frozen features (fast) or on augmented images (paper)",
+    )
     _run_flags(p)
 
     p = sub.add_parser("pretrain", help="train a student with Squeeze and Span or a baseline")
@@ -80,10 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)")
     _run_flags(p, out_required=False)
 
-    p = sub.add_parser("bench", help="benchmarks: fashion (incremental table), throughput, figures, teachers "
-                       "(accuracy vs teacher FD-ref) (bench/ scripts)")
-    p.add_argument("bench", choices=list(SCRIPTS), help="which benchmark; "
-                   "`sns bench NAME --help` lists its flags")
+    p = sub.add_parser(
+        "bench",
+        help="benchmarks: fashion (incremental table), throughput, figures, teachers "
+        "(accuracy vs teacher FD-ref) (bench/ scripts)",
+    )
+    p.add_argument("bench", choices=list(SCRIPTS), help="which benchmark; `sns bench NAME --help` lists its flags")
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
 
     sub.add_parser("presets", help="list the presets in configs/")
@@ -101,8 +114,10 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
     if args.resume and (run_dir / "config.yaml").exists():
         # --resume continues the run with the config it was started with; flags and key=value apply on top
         if args.preset or args.config:
-            raise SnsError(f"--resume continues {run_dir} with its own config.yaml; change it with key=value "
-                           "overrides, not --preset/--config")
+            raise SnsError(
+                f"--resume continues {run_dir} with its own config.yaml; change it with key=value "
+                "overrides, not --preset/--config"
+            )
         cfg = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), args.overrides, extra)
     if launched_rank() != 0:
         return cfg, run_dir  # under torchrun rank 0 alone checks/creates --out; the engine sends its config
@@ -116,8 +131,9 @@ def cmd_data_info(args) -> int:
     kw = {"resolution": args.resolution} if args.resolution is not None else {}
     if args.json:
         splits = [args.split] if args.split else ["train", "test"]
-        print(json.dumps([dataset_info(load_dataset(args.name, root=args.root, split=s, **kw)) for s in splits],
-                         indent=2))
+        print(
+            json.dumps([dataset_info(load_dataset(args.name, root=args.root, split=s, **kw)) for s in splits], indent=2)
+        )
     else:
         print(describe_dataset(args.name, root=args.root, split=args.split, **kw))
     return 0
@@ -135,8 +151,13 @@ def cmd_eval(args) -> int:
 def cmd_pretrain(args) -> int:
     from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 
-    extra = {"method": args.method, "data": args.data, "data_root": args.root, "teacher": args.teacher,
-             "teacher_weights": args.teacher_weights}
+    extra = {
+        "method": args.method,
+        "data": args.data,
+        "data_root": args.root,
+        "teacher": args.teacher,
+        "teacher_weights": args.teacher_weights,
+    }
     cfg, run_dir = _prepare(args, PRETRAIN_DEFAULTS, "pretrain", extra)
     summary = pretrain(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     if launched_rank() == 0:
@@ -145,13 +166,14 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train_gan(args) -> int:
-    from .teachers.train_gan import GAN_DEFAULTS, train_gan
     from .engine import resolve_device
+    from .teachers.train_gan import GAN_DEFAULTS, train_gan
 
     extra = {"data": args.data, "data_root": args.root}
     cfg, run_dir = _prepare(args, GAN_DEFAULTS, "gan", extra)
-    summary = train_gan(cfg, run_dir, resume=args.resume, device=resolve_device(args.device),
-                        progress=not args.no_progress)
+    summary = train_gan(
+        cfg, run_dir, resume=args.resume, device=resolve_device(args.device), progress=not args.no_progress
+    )
     if launched_rank() == 0:
         print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -195,8 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         unknown = [a for a in unknown if a not in late]
     if unknown:
         args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    handlers = {"eval": cmd_eval, "pretrain": cmd_pretrain, "train-gan": cmd_train_gan, "demo": cmd_demo,
-                "bench": cmd_bench, "presets": cmd_presets}
+    handlers = {
+        "eval": cmd_eval,
+        "pretrain": cmd_pretrain,
+        "train-gan": cmd_train_gan,
+        "demo": cmd_demo,
+        "bench": cmd_bench,
+        "presets": cmd_presets,
+    }
     if args.command is None:
         parser.print_help()
         return 2

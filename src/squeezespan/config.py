@@ -1,4 +1,5 @@
 """Run configuration: defaults in one place, overridden by a preset, a YAML file and key=value pairs."""
+
 from __future__ import annotations
 
 import copy
@@ -101,8 +102,14 @@ def _lookup(d: dict[str, Any], key: str) -> Any:
     return d
 
 
-def resolve_config(defaults: dict[str, Any], kind: str, preset: str | None = None, config_file: str | None = None,
-                   overrides: list[str] | tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def resolve_config(
+    defaults: dict[str, Any],
+    kind: str,
+    preset: str | None = None,
+    config_file: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """defaults < preset < --config file < explicit flags (``extra``) < key=value overrides."""
     cfg = copy.deepcopy(defaults)
     if preset:
@@ -139,8 +146,11 @@ def _check_types(cfg: dict[str, Any], defaults: dict[str, Any], prefix: str = ""
             continue
         if k in AUTO_BOOL_KEYS and isinstance(v, str) and v.lower() == "auto":
             continue
-        ok = (isinstance(v, type(dv)) or (isinstance(dv, float) and isinstance(v, int) and not isinstance(v, bool))
-              or (isinstance(dv, (list, tuple)) and isinstance(v, (list, tuple))))
+        ok = (
+            isinstance(v, type(dv))
+            or (isinstance(dv, float) and isinstance(v, int) and not isinstance(v, bool))
+            or (isinstance(dv, (list, tuple)) and isinstance(v, (list, tuple)))
+        )
         if isinstance(dv, int) and not isinstance(dv, bool) and isinstance(v, bool):
             ok = False
         if not ok:

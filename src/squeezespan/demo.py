@@ -1,7 +1,7 @@
 """`sns demo`: teacher on digits, Squeeze and Span vs VICReg at equal budget, probes, and a report."""
+
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -9,12 +9,12 @@ from typing import Any
 from .errors import SnsError
 
 DEMO_DEFAULTS: dict[str, Any] = {
-    "gan_preset": "gan-digits",      # teacher preset for `sns train-gan`
-    "pretrain_preset": "digits",     # student preset shared by every method (same budget)
+    "gan_preset": "gan-digits",  # teacher preset for `sns train-gan`
+    "pretrain_preset": "digits",  # student preset shared by every method (same budget)
     "methods": ["sns", "vicreg"],
-    "teacher": None,                 # reuse an existing teacher instead of training one
-    "steps": 0,                      # >0 overrides the preset's pretraining steps
-    "gan_kimg": 0.0,                 # >0 overrides the teacher preset's training length
+    "teacher": None,  # reuse an existing teacher instead of training one
+    "steps": 0,  # >0 overrides the preset's pretraining steps
+    "gan_kimg": 0.0,  # >0 overrides the teacher preset's training length
     "seed": 0,
     "device": "auto",
 }
@@ -25,7 +25,7 @@ def _done(path: Path) -> bool:
 
 
 def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
-    from .config import load_preset, resolve_config
+    from .config import resolve_config
     from .engine.rundir import resolve_device, save_config
     from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
     from .eval.run import EVAL_DEFAULTS, run_eval
@@ -59,8 +59,14 @@ def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
     for i, method in enumerate(cfg["methods"]):
         out = run_dir / method
         overrides = [f"method={method}", f"seed={cfg['seed']}"] + ([f"steps={cfg['steps']}"] if cfg["steps"] else [])
-        pcfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", cfg["pretrain_preset"], None, overrides,
-                              {"teacher": teacher, "device": cfg["device"]})
+        pcfg = resolve_config(
+            PRETRAIN_DEFAULTS,
+            "pretrain",
+            cfg["pretrain_preset"],
+            None,
+            overrides,
+            {"teacher": teacher, "device": cfg["device"]},
+        )
         if not _done(out / "summary.json"):
             log(f"== 2/4 pretraining {method} ({i + 1}/{len(cfg['methods'])}) ==")
             resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
@@ -74,9 +80,20 @@ def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
 
     # 3. linear probes: raw pixels and every method
     log("== 3/4 linear probe + kNN on the digits test split ==")
-    ecfg = resolve_config(EVAL_DEFAULTS, "eval", None, None, [], {"data": pcfg["data"], "resolution": pcfg["resolution"],
-                                                                     "backbones": ["raw"] + backbones,
-                                                                     "device": cfg["device"], "seed": cfg["seed"]})
+    ecfg = resolve_config(
+        EVAL_DEFAULTS,
+        "eval",
+        None,
+        None,
+        [],
+        {
+            "data": pcfg["data"],
+            "resolution": pcfg["resolution"],
+            "backbones": ["raw"] + backbones,
+            "device": cfg["device"],
+            "seed": cfg["seed"],
+        },
+    )
     eval_dir = run_dir / "eval"
     eval_dir.mkdir(exist_ok=True)
     t0 = time.time()

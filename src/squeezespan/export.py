@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import torch
 from safetensors import safe_open
@@ -236,7 +237,7 @@ class Backbone(nn.Module):
         return f"feature_dim={self.feature_dim}, resolution={self.resolution}, method={self.meta.get('method')}"
 
 
-def load_backbone(path: PathLike, device: Union[str, torch.device] = "cpu") -> Backbone:
+def load_backbone(path: PathLike, device: str | torch.device = "cpu") -> Backbone:
     """Load an export (either file, their common stem, or a directory holding one) as an eval-mode Backbone."""
     meta = read_meta(path)
     st_path, _ = export_paths(path)
@@ -247,7 +248,7 @@ def load_backbone(path: PathLike, device: Union[str, torch.device] = "cpu") -> B
     return Backbone(student, meta["mean"], meta["std"], meta).to(device).eval()
 
 
-def torchvision_resnet(path: PathLike, device: Union[str, torch.device] = "cpu") -> nn.Module:
+def torchvision_resnet(path: PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """Load a width-1 export into a plain ``torchvision.models.resnetXX`` (stem swapped as TORCHVISION_NOTE says).
 
     The returned eval-mode model expects images already normalised with ``read_meta(path)``'s mean/std

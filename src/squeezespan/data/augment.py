@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any
 
 import kornia.augmentation as K
 import torch
@@ -28,7 +29,7 @@ def _number(key: str, value: Any) -> float:
     return float(value)
 
 
-def _pair(key: str, value: Any, low: float, high: float, low_open: bool) -> Tuple[float, float]:
+def _pair(key: str, value: Any, low: float, high: float, low_open: bool) -> tuple[float, float]:
     bound = f"{low} {'<' if low_open else '<='} min <= max <= {high}"
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise SnsError(f"{_where(key)}: expected two numbers [min, max] with {bound}, got {value!r}")
@@ -66,15 +67,15 @@ class AugmentConfig:
     """
 
     enabled: bool = True
-    crop_scale: Tuple[float, float] = (0.2, 1.0)
-    crop_ratio: Tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
-    jitter: Tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3.0 / 4.0, 4.0 / 3.0)
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
     flip_p: float = 0.5
     blur_p: float = 0.5
-    blur_sigma: Tuple[float, float] = (0.1, 2.0)
-    blur_kernel: Optional[int] = None
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    blur_kernel: int | None = None
     per_sample: bool = True
 
     def __post_init__(self) -> None:
@@ -86,7 +87,8 @@ class AugmentConfig:
         self.blur_sigma = _pair("blur_sigma", self.blur_sigma, 0.0, math.inf, low_open=True)
         if not isinstance(self.jitter, (list, tuple)) or len(self.jitter) != 4:
             raise SnsError(
-                f"{_where('jitter')}: expected four numbers [brightness, contrast, saturation, hue], got {self.jitter!r}"
+                f"{_where('jitter')}: expected four numbers [brightness, contrast, saturation, hue], "
+                f"got {self.jitter!r}"
             )
         jitter = tuple(_number("jitter", v) for v in self.jitter)
         if min(jitter[:3]) < 0 or not 0.0 <= jitter[3] <= 0.5:
@@ -103,7 +105,7 @@ class AugmentConfig:
                 raise SnsError(f"{_where('blur_kernel')}: expected an odd integer >= 3 or null (derive), got {k!r}")
 
     @classmethod
-    def from_dict(cls, d: Optional[Mapping[str, Any]]) -> "AugmentConfig":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> AugmentConfig:
         """Build from a YAML mapping; missing keys keep their defaults, unknown keys are an SnsError."""
         if d is None:
             return cls()
@@ -149,13 +151,13 @@ class Augment(nn.Module):
         self.pipeline = nn.Sequential(self._build()) if cfg.enabled else nn.Sequential()
         self._pin_rng_to_cpu()
 
-    def _build(self) -> "OrderedDict[str, nn.Module]":
+    def _build(self) -> OrderedDict[str, nn.Module]:
         cfg, same = self.cfg, not self.cfg.per_sample
         colour = self.channels == 3
         brightness, contrast, saturation, hue = cfg.jitter
         if not colour:
             saturation, hue = 0.0, 0.0
-        steps: "OrderedDict[str, nn.Module]" = OrderedDict()
+        steps: OrderedDict[str, nn.Module] = OrderedDict()
         steps["crop"] = K.RandomResizedCrop(
             (self.resolution, self.resolution), scale=cfg.crop_scale, ratio=cfg.crop_ratio, same_on_batch=same
         )
@@ -175,13 +177,13 @@ class Augment(nn.Module):
         for m in self.pipeline:
             m.set_rng_device_and_dtype(torch.device("cpu"), torch.float32)
 
-    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "Augment":
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> Augment:
         # kornia moves its samplers with `.to(device)`; keep them on the CPU so a seed means the same on any device.
         out = super()._apply(fn, *args, **kwargs)
         self._pin_rng_to_cpu()
         return out
 
-    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise SnsError(
                 f"Augment: expected images of shape (N, {self.channels}, H, W), got {tuple(x.shape)}; "

@@ -1,17 +1,18 @@
 """The dataset registry and its one entry point `load_dataset`, the in-memory ImageDataset, batching and info."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable
 
 import torch
 
 from squeezespan.data.folder import FolderDataset
 from squeezespan.data.pixels import channel_stats, convert_channels, resize_uint8
-from squeezespan.data.readers import (CIFAR, STL10_URL, RawSplit, read_cifar, read_digits, read_idx_split,
-                                      read_stl10)
+from squeezespan.data.readers import CIFAR, STL10_URL, RawSplit, read_cifar, read_digits, read_idx_split, read_stl10
 from squeezespan.errors import SnsError
 
 DATA_ROOT_ENV = "SNS_DATA_ROOT"
@@ -33,9 +34,20 @@ class ImageDataset:
     `images` is the zero-copy memmap view itself.
     """
 
-    def __init__(self, name: str, split: str, parts: Sequence[torch.Tensor], labels: torch.Tensor,
-                 classes: list[str], mean: tuple[float, ...], std: tuple[float, ...], channels: int,
-                 resolution: int, source: str = "", storage: str = "memory"):
+    def __init__(
+        self,
+        name: str,
+        split: str,
+        parts: Sequence[torch.Tensor],
+        labels: torch.Tensor,
+        classes: list[str],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        channels: int,
+        resolution: int,
+        source: str = "",
+        storage: str = "memory",
+    ):
         self.name = name
         self.split = split
         self.labels = labels
@@ -70,11 +82,21 @@ class ImageDataset:
                 out[inside] = self._fit(part[index[inside] - lo])
         return out
 
-    def subset(self, index: torch.Tensor) -> "ImageDataset":
+    def subset(self, index: torch.Tensor) -> ImageDataset:
         """The same dataset restricted to ``index`` (reads only those images, e.g. from STL-10's memmap)."""
         index = torch.as_tensor(index, dtype=torch.int64)
-        return ImageDataset(self.name, self.split, [self.take(index)], self.labels[index], self.classes, self.mean,
-                            self.std, self.channels, self.resolution, source=self.source)
+        return ImageDataset(
+            self.name,
+            self.split,
+            [self.take(index)],
+            self.labels[index],
+            self.classes,
+            self.mean,
+            self.std,
+            self.channels,
+            self.resolution,
+            source=self.source,
+        )
 
     @property
     def images(self) -> torch.Tensor:
@@ -85,7 +107,7 @@ class ImageDataset:
             else:
                 out = torch.empty((len(self),) + target, dtype=torch.uint8)
                 for start in range(0, len(self), 4096):
-                    out[start:start + 4096] = self.take(torch.arange(start, min(start + 4096, len(self))))
+                    out[start : start + 4096] = self.take(torch.arange(start, min(start + 4096, len(self))))
                 self._images = out
         return self._images
 
@@ -100,11 +122,14 @@ class ImageDataset:
         return self.take(torch.tensor([i]))[0], int(self.labels[i])
 
     def __repr__(self) -> str:
-        return (f"ImageDataset({self.name}/{self.split}: {len(self)} x {self.channels}x{self.resolution}x"
-                f"{self.resolution}, {self.num_classes} classes, {self.storage})")
+        return (
+            f"ImageDataset({self.name}/{self.split}: {len(self)} x {self.channels}x{self.resolution}x"
+            f"{self.resolution}, {self.num_classes} classes, {self.storage})"
+        )
 
 
 # ----------------------------------------------------------------------------------------------- registry
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -112,11 +137,11 @@ class DatasetSpec:
 
     name: str
     description: str
-    splits: tuple[str, ...]          # () = any split name (folder)
-    native_resolution: int | None    # None = per image (folder)
+    splits: tuple[str, ...]  # () = any split name (folder)
+    native_resolution: int | None  # None = per image (folder)
     default_resolution: int | None
     channels: int
-    where: str                       # default location, for messages and `sns data info`
+    where: str  # default location, for messages and `sns data info`
     how_to_get: str
     read: Callable[..., RawSplit] | None
     options: tuple[str, ...] = ()
@@ -125,50 +150,118 @@ class DatasetSpec:
 _MNIST_DIRS = ("", "raw", "MNIST/raw", "mnist", "mnist/raw")
 _FASHION_DIRS = ("", "raw", "FashionMNIST/raw", "fashion-mnist", "fashion-mnist/raw")
 MNIST_CLASSES = [str(d) for d in range(10)]
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
-                         "Bag", "Ankle boot"]
-_MNIST_HOW = ("put train-/t10k-images-idx3-ubyte.gz and train-/t10k-labels-idx1-ubyte.gz from "
-              "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist) in DIR/mnist "
-              "and pass --root DIR")
-_FASHION_HOW = (f"install them with `apt-get install dataset-fashion-mnist` (files land in {FASHION_MNIST_DEBIAN}) "
-                "or put the four *-ubyte.gz files of https://github.com/zalandoresearch/fashion-mnist in a "
-                "folder and pass --root DIR")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+_MNIST_HOW = (
+    "put train-/t10k-images-idx3-ubyte.gz and train-/t10k-labels-idx1-ubyte.gz from "
+    "https://ossci-datasets.s3.amazonaws.com/mnist/ (or yann.lecun.com/exdb/mnist) in DIR/mnist "
+    "and pass --root DIR"
+)
+_FASHION_HOW = (
+    f"install them with `apt-get install dataset-fashion-mnist` (files land in {FASHION_MNIST_DEBIAN}) "
+    "or put the four *-ubyte.gz files of https://github.com/zalandoresearch/fashion-mnist in a "
+    "folder and pass --root DIR"
+)
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(
-        "digits", "scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear)", ("train", "test"),
-        8, 32, 1, "bundled with scikit-learn", "nothing to do: it ships with scikit-learn",
-        lambda roots, split: read_digits(split)),
+        "digits",
+        "scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear)",
+        ("train", "test"),
+        8,
+        32,
+        1,
+        "bundled with scikit-learn",
+        "nothing to do: it ships with scikit-learn",
+        lambda roots, split: read_digits(split),
+    ),
     "mnist": DatasetSpec(
-        "mnist", "MNIST handwritten digits (IDX files)", ("train", "test"), 28, None, 1,
-        f"$SNS_DATA_ROOT or ./data, sub-folder one of: {', '.join(repr(d) for d in _MNIST_DIRS)}", _MNIST_HOW,
-        lambda roots, split: read_idx_split("mnist", roots, _MNIST_DIRS, split, MNIST_CLASSES, _MNIST_HOW)),
+        "mnist",
+        "MNIST handwritten digits (IDX files)",
+        ("train", "test"),
+        28,
+        None,
+        1,
+        f"$SNS_DATA_ROOT or ./data, sub-folder one of: {', '.join(repr(d) for d in _MNIST_DIRS)}",
+        _MNIST_HOW,
+        lambda roots, split: read_idx_split("mnist", roots, _MNIST_DIRS, split, MNIST_CLASSES, _MNIST_HOW),
+    ),
     "fashion-mnist": DatasetSpec(
-        "fashion-mnist", "Zalando Fashion-MNIST (IDX files)", ("train", "test"), 28, None, 1,
+        "fashion-mnist",
+        "Zalando Fashion-MNIST (IDX files)",
+        ("train", "test"),
+        28,
+        None,
+        1,
         f"{FASHION_MNIST_DEBIAN} (Debian package dataset-fashion-mnist), then $SNS_DATA_ROOT or ./data",
         _FASHION_HOW,
-        lambda roots, split: read_idx_split("fashion-mnist", roots, _FASHION_DIRS, split, FASHION_MNIST_CLASSES,
-                                            _FASHION_HOW)),
+        lambda roots, split: read_idx_split(
+            "fashion-mnist", roots, _FASHION_DIRS, split, FASHION_MNIST_CLASSES, _FASHION_HOW
+        ),
+    ),
     "cifar10": DatasetSpec(
-        "cifar10", "CIFAR-10 (python pickle batches)", ("train", "test"), 32, None, 3,
-        f"$SNS_DATA_ROOT or ./data, holding {CIFAR['cifar10']['dir']}/", f"download {CIFAR['cifar10']['url']}",
-        lambda roots, split: read_cifar("cifar10", roots, split)),
+        "cifar10",
+        "CIFAR-10 (python pickle batches)",
+        ("train", "test"),
+        32,
+        None,
+        3,
+        f"$SNS_DATA_ROOT or ./data, holding {CIFAR['cifar10']['dir']}/",
+        f"download {CIFAR['cifar10']['url']}",
+        lambda roots, split: read_cifar("cifar10", roots, split),
+    ),
     "cifar100": DatasetSpec(
-        "cifar100", "CIFAR-100 (python pickles; labels='fine' (100) or 'coarse' (20))", ("train", "test"),
-        32, None, 3, f"$SNS_DATA_ROOT or ./data, holding {CIFAR['cifar100']['dir']}/",
+        "cifar100",
+        "CIFAR-100 (python pickles; labels='fine' (100) or 'coarse' (20))",
+        ("train", "test"),
+        32,
+        None,
+        3,
+        f"$SNS_DATA_ROOT or ./data, holding {CIFAR['cifar100']['dir']}/",
         f"download {CIFAR['cifar100']['url']}",
-        lambda roots, split, labels="fine": read_cifar("cifar100", roots, split, labels), ("labels",)),
+        lambda roots, split, labels="fine": read_cifar("cifar100", roots, split, labels),
+        ("labels",),
+    ),
     "stl10": DatasetSpec(
-        "stl10", "STL-10 (binary; unlabeled = 100k images kept as a lazy memmap)",
-        ("train", "test", "unlabeled", "train+unlabeled"), 96, None, 3,
-        "$SNS_DATA_ROOT or ./data, holding stl10_binary/", f"download {STL10_URL}",
-        lambda roots, split: read_stl10(roots, split)),
+        "stl10",
+        "STL-10 (binary; unlabeled = 100k images kept as a lazy memmap)",
+        ("train", "test", "unlabeled", "train+unlabeled"),
+        96,
+        None,
+        3,
+        "$SNS_DATA_ROOT or ./data, holding stl10_binary/",
+        f"download {STL10_URL}",
+        lambda roots, split: read_stl10(roots, split),
+    ),
     "folder": DatasetSpec(
-        "folder", "images in class sub-folders (labelled) or one flat folder (unlabeled), streamed", (),
-        None, None, 3, "--root DIR (required)", "pass --root DIR", None),
+        "folder",
+        "images in class sub-folders (labelled) or one flat folder (unlabeled), streamed",
+        (),
+        None,
+        None,
+        3,
+        "--root DIR (required)",
+        "pass --root DIR",
+        None,
+    ),
 }
-_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10",
-            "cifar-100": "cifar100", "stl-10": "stl10"}
+_ALIASES = {
+    "fashion_mnist": "fashion-mnist",
+    "fashionmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "stl-10": "stl10",
+}
 
 
 def get_spec(name: str) -> DatasetSpec:
@@ -209,8 +302,9 @@ def _file_stamp(files: Sequence[Path]) -> tuple:
     return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
-def _train_stats(spec: DatasetSpec, raw: RawSplit, split: str, resolution: int, channels: int,
-                 options: dict) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def _train_stats(
+    spec: DatasetSpec, raw: RawSplit, split: str, resolution: int, channels: int, options: dict
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     key = (spec.name, raw.source, resolution, channels)
     cached = _STATS_CACHE.get(key)
     if cached is not None:
@@ -227,8 +321,9 @@ def _train_stats(spec: DatasetSpec, raw: RawSplit, split: str, resolution: int, 
     return mean, std
 
 
-def load_dataset(name: str, root: str | Path | None = None, split: str = "train", resolution: int | None = None,
-                 **kw) -> ImageDataset | FolderDataset:
+def load_dataset(
+    name: str, root: str | Path | None = None, split: str = "train", resolution: int | None = None, **kw
+) -> ImageDataset | FolderDataset:
     """Load one split of a dataset as uint8 images, labels, class names and normalisation statistics.
 
     name: digits | mnist | fashion-mnist | cifar10 | cifar100 | stl10 | folder (see DATASETS).
@@ -267,21 +362,36 @@ def load_dataset(name: str, root: str | Path | None = None, split: str = "train"
     raw = spec.read(_roots(spec, root), split, **kw)
     resolution = resolution or spec.default_resolution or int(raw.parts[0].shape[-1])
     channels = channels or spec.channels
-    parts = [p if lazy else convert_channels(resize_uint8(p, resolution), channels).contiguous()
-             for p, lazy in zip(raw.parts, raw.lazy)]
+    parts = [
+        p if lazy else convert_channels(resize_uint8(p, resolution), channels).contiguous()
+        for p, lazy in zip(raw.parts, raw.lazy)
+    ]
     mean, std = _train_stats(spec, raw, split, resolution, channels, kw)
     storage = "+".join(dict.fromkeys("memmap" if lazy else "memory" for lazy in raw.lazy))
-    return ImageDataset(spec.name, split, parts, raw.labels, raw.classes, mean, std, channels, resolution,
-                        source=raw.source, storage=storage)
+    return ImageDataset(
+        spec.name,
+        split,
+        parts,
+        raw.labels,
+        raw.classes,
+        mean,
+        std,
+        channels,
+        resolution,
+        source=raw.source,
+        storage=storage,
+    )
 
 
 # ----------------------------------------------------------------------------------------------- batching
 
+
 class _Batches:
     """An iterator of (uint8 NCHW, int64 N) batches that also knows its length."""
 
-    def __init__(self, ds, batch_size: int, shuffle: bool, drop_last: bool,
-                 generator: torch.Generator | None, num_workers: int):
+    def __init__(
+        self, ds, batch_size: int, shuffle: bool, drop_last: bool, generator: torch.Generator | None, num_workers: int
+    ):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise SnsError(f"batch_size={batch_size!r}: expected a positive integer")
         self.ds, self.batch_size, self.shuffle, self.drop_last = ds, batch_size, shuffle, drop_last
@@ -292,7 +402,7 @@ class _Batches:
         n = len(self.ds)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def __iter__(self) -> "_Batches":
+    def __iter__(self) -> _Batches:
         return self
 
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,13 +414,18 @@ class _Batches:
         ds, n = self.ds, len(self.ds)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for b in range(len(self)):
-            index = order[b * self.batch_size:(b + 1) * self.batch_size]
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
             yield ds.take(index), ds.labels[index]
 
     def _loader_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        loader = torch.utils.data.DataLoader(self.ds, batch_size=self.batch_size, shuffle=self.shuffle,
-                                             drop_last=self.drop_last, generator=self.generator,
-                                             num_workers=self.num_workers)
+        loader = torch.utils.data.DataLoader(
+            self.ds,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            generator=self.generator,
+            num_workers=self.num_workers,
+        )
         iterator = iter(loader)
         try:
             for images, labels in iterator:
@@ -329,8 +444,14 @@ class _Batches:
                 shutdown()
 
 
-def batches(ds: ImageDataset | FolderDataset, batch_size: int, shuffle: bool, drop_last: bool,
-            generator: torch.Generator | None = None, num_workers: int = 0) -> _Batches:
+def batches(
+    ds: ImageDataset | FolderDataset,
+    batch_size: int,
+    shuffle: bool,
+    drop_last: bool,
+    generator: torch.Generator | None = None,
+    num_workers: int = 0,
+) -> _Batches:
     """Iterate (uint8 (B, C, R, R), int64 (B,)) batches over a dataset, optionally shuffled by `generator`.
 
     ImageDataset: tensor indexing in the calling process (num_workers is ignored, nothing to decode).
@@ -340,6 +461,7 @@ def batches(ds: ImageDataset | FolderDataset, batch_size: int, shuffle: bool, dr
 
 
 # ----------------------------------------------------------------------------------------------- info
+
 
 def _mib(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
@@ -371,8 +493,9 @@ def dataset_info(ds: ImageDataset | FolderDataset) -> dict:
     }
 
 
-def describe_dataset(name: str, root: str | Path | None = None, resolution: int | None = None,
-                     split: str | None = None, **kw) -> str:
+def describe_dataset(
+    name: str, root: str | Path | None = None, resolution: int | None = None, split: str | None = None, **kw
+) -> str:
     """Human-readable summary of every split of a dataset (the text of `sns data info NAME`)."""
     spec = get_spec(name)
     splits = [split] if split else [s for s in (spec.splits or ("train",)) if s != "train+unlabeled"]
@@ -391,13 +514,14 @@ def describe_dataset(name: str, root: str | Path | None = None, resolution: int 
         f"source      {first['source']}",
         f"classes     {first['num_classes']}" + (f": {classes}" if classes else ""),
         f"channels    {first['channels']}",
-        f"resolution  {first['resolution']} px" + (f" (native {spec.native_resolution})"
-                                                   if spec.native_resolution else ""),
+        f"resolution  {first['resolution']} px"
+        + (f" (native {spec.native_resolution})" if spec.native_resolution else ""),
         f"mean        {tuple(first['mean'])}",
         f"std         {tuple(first['std'])}",
         "splits",
     ]
     for info in infos:
-        lines.append(f"  {info['split']:<16} {info['size']:>7} images, {info['labelled']:>7} labelled, "
-                     f"{info['storage']}")
+        lines.append(
+            f"  {info['split']:<16} {info['size']:>7} images, {info['labelled']:>7} labelled, {info['storage']}"
+        )
     return "\n".join(lines + problems)

@@ -1,4 +1,5 @@
 """Image folders (class sub-folders or flat, unlabeled) streamed from disk: decoded, resized and cropped in workers."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,28 +21,37 @@ def _is_image(path: Path) -> bool:
 
 
 def _images_under(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.rglob("*") if _is_image(p)
-                  and not any(part.startswith(".") for part in p.relative_to(directory).parts))
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if _is_image(p) and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
 
 
 def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
     """(files, labels, classes) of a folder: one sub-folder per class, or images directly in root (labels -1)."""
     if not root.is_dir():
-        raise SnsError(f"{root}: folder dataset root does not exist or is not a directory; pass --root DIR "
-                       f"holding class sub-folders of images or a flat folder of images")
+        raise SnsError(
+            f"{root}: folder dataset root does not exist or is not a directory; pass --root DIR "
+            f"holding class sub-folders of images or a flat folder of images"
+        )
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     loose = sorted(p for p in root.iterdir() if _is_image(p))
     per_class = {d.name: _images_under(d) for d in subdirs}
     with_images = [name for name, files in per_class.items() if files]
     if with_images:
         if loose:
-            raise SnsError(f"{root}: holds both class sub-folders and {len(loose)} loose images "
-                           f"(e.g. {loose[0].name}); move the loose images into a class folder or use a flat "
-                           f"folder only")
+            raise SnsError(
+                f"{root}: holds both class sub-folders and {len(loose)} loose images "
+                f"(e.g. {loose[0].name}); move the loose images into a class folder or use a flat "
+                f"folder only"
+            )
         empty = [name for name, files in per_class.items() if not files]
         if empty:
-            raise SnsError(f"{root / empty[0]}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                           f"add images or remove the folder")
+            raise SnsError(
+                f"{root / empty[0]}: class folder has no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                f"add images or remove the folder"
+            )
         classes = sorted(per_class)
         files, labels = [], []
         for index, name in enumerate(classes):
@@ -50,8 +60,9 @@ def scan_folder(root: Path) -> tuple[list[Path], list[int], list[str]]:
         return files, labels, classes
     if loose:
         return loose, [-1] * len(loose), []
-    raise SnsError(f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); expected root/CLASS/*.png|jpg "
-                   f"or root/*.png|jpg")
+    raise SnsError(
+        f"{root}: no images found ({', '.join(IMAGE_EXTENSIONS)}); expected root/CLASS/*.png|jpg or root/*.png|jpg"
+    )
 
 
 def _split_dir(root: Path, split: str) -> Path:
@@ -61,8 +72,10 @@ def _split_dir(root: Path, split: str) -> Path:
     subdirs = [d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
     if subdirs and all(name in SPLIT_DIRS for name in subdirs):
         if split not in subdirs:
-            raise SnsError(f"{root}: has split folders {', '.join(sorted(subdirs))} but no '{split}'; "
-                           f"pick one of them with --split")
+            raise SnsError(
+                f"{root}: has split folders {', '.join(sorted(subdirs))} but no '{split}'; "
+                f"pick one of them with --split"
+            )
         return root / split
     return root
 
@@ -86,14 +99,17 @@ def _shorter_side(path: str) -> int:
 def _to_8bit(img: Image.Image, path: str | Path) -> Image.Image:
     """16-bit greys scaled to 8 bits: PIL's convert() would clip every value above 255 to white."""
     if img.mode == "F":
-        raise SnsError(f"{path}: floating-point image (mode F) has no fixed value range; save it as an 8- or "
-                       f"16-bit image")
+        raise SnsError(
+            f"{path}: floating-point image (mode F) has no fixed value range; save it as an 8- or 16-bit image"
+        )
     if not img.mode.startswith("I"):  # I;16, I;16B, ... and 32-bit I (how PIL opens 16-bit PGM)
         return img
     values = np.asarray(img, dtype=np.int64)
     if values.size and (values.min() < 0 or values.max() > 65535):
-        raise SnsError(f"{path}: {img.mode} image with values {values.min()}..{values.max()}, outside 16 bits; "
-                       f"save it as an 8- or 16-bit image")
+        raise SnsError(
+            f"{path}: {img.mode} image with values {values.min()}..{values.max()}, outside 16 bits; "
+            f"save it as an 8- or 16-bit image"
+        )
     return Image.fromarray(((values * 255 + 32767) // 65535).astype(np.uint8))
 
 
@@ -130,8 +146,14 @@ class FolderDataset(torch.utils.data.Dataset):
     (evenly spaced over the sorted file list), so they are identical from run to run.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", resolution: int | None = None,
-                 channels: int = 3, name: str = "folder"):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        resolution: int | None = None,
+        channels: int = 3,
+        name: str = "folder",
+    ):
         if channels not in (1, 3):
             raise SnsError(f"channels={channels}: a folder dataset is read as 1 (grey) or 3 (RGB) channels")
         self.name = name
@@ -157,4 +179,3 @@ class FolderDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return decode_image(self.files[index], self.resolution, self.channels), int(self.labels[index])
-

@@ -1,7 +1,8 @@
 """Pixel helpers on uint8 image tensors: resize, channel conversion, per-channel statistics, normalize."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -37,14 +38,16 @@ def resize_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     out = torch.empty((images.shape[0], images.shape[1], resolution, resolution), dtype=torch.uint8)
     step = _chunk(images)
     for start in range(0, images.shape[0], step):
-        chunk = images[start:start + step]
+        chunk = images[start : start + step]
         try:
-            out[start:start + step] = F.interpolate(chunk, size=(resolution, resolution), mode="bilinear",
-                                                    align_corners=False, antialias=True)
+            out[start : start + step] = F.interpolate(
+                chunk, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+            )
         except (RuntimeError, NotImplementedError):
-            resized = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear",
-                                    align_corners=False, antialias=True)
-            out[start:start + step] = resized.round_().clamp_(0, 255).to(torch.uint8)
+            resized = F.interpolate(
+                chunk.float(), size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True
+            )
+            out[start : start + step] = resized.round_().clamp_(0, 255).to(torch.uint8)
     return out
 
 
@@ -60,8 +63,8 @@ def convert_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         weights = torch.tensor(_LUMA).view(1, 3, 1, 1)
         step = _chunk(images)
         for start in range(0, images.shape[0], step):
-            grey = (images[start:start + step].float() * weights).sum(1, keepdim=True)
-            out[start:start + step] = grey.round_().clamp_(0, 255).to(torch.uint8)
+            grey = (images[start : start + step].float() * weights).sum(1, keepdim=True)
+            out[start : start + step] = grey.round_().clamp_(0, 255).to(torch.uint8)
         return out
     raise SnsError(f"channels={channels}: cannot convert {have}-channel images; use channels 1 or 3")
 
@@ -79,7 +82,7 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     total_sq = torch.zeros(c, dtype=torch.float64)
     step = _chunk(images)
     for start in range(0, images.shape[0], step):
-        chunk = images[start:start + step].to(torch.int64)
+        chunk = images[start : start + step].to(torch.int64)
         total += chunk.sum(dim=(0, 2, 3)).double()
         total_sq += (chunk * chunk).sum(dim=(0, 2, 3)).double()
     count = images.shape[0] * images.shape[2] * images.shape[3]
@@ -99,8 +102,10 @@ def normalize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> t
         raise SnsError(f"normalize expects float images in [0, 1], got dtype {x.dtype}; divide uint8 by 255 first")
     channels = x.shape[-3] if x.dim() >= 3 else -1
     if len(mean) != channels or len(std) != channels:
-        raise SnsError(f"normalize: mean/std have {len(mean)}/{len(std)} values but the images have "
-                       f"{channels} channels; use the dataset's own mean/std")
+        raise SnsError(
+            f"normalize: mean/std have {len(mean)}/{len(std)} values but the images have "
+            f"{channels} channels; use the dataset's own mean/std"
+        )
     if any(not float(s) >= 0 for s in std):
         raise SnsError(f"normalize: std must be >= 0, got {tuple(std)}")
     m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)

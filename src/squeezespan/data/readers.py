@@ -1,4 +1,5 @@
 """On-disk formats (sklearn digits, IDX, CIFAR python pickles, STL-10 binary) read and checked into uint8 tensors."""
+
 from __future__ import annotations
 
 import gzip
@@ -6,9 +7,9 @@ import importlib
 import pickle
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -21,10 +22,10 @@ class RawSplit:
     """One split as found on disk, before resizing: uint8 (N, C, H, W) parts and int64 labels (-1 = unlabeled)."""
 
     parts: list[torch.Tensor]
-    lazy: list[bool]            # True for a memmap-backed part that must not be copied whole
+    lazy: list[bool]  # True for a memmap-backed part that must not be copied whole
     labels: torch.Tensor
     classes: list[str]
-    source: str                 # the directory (or "sklearn") the split was read from
+    source: str  # the directory (or "sklearn") the split was read from
     files: list[Path] = field(default_factory=list)
 
 
@@ -84,16 +85,20 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
     magic = bytes(raw[:4])
     expected = bytes([0, 0, 0x08, ndim])
     if magic != expected:
-        raise SnsError(f"{path}: IDX magic number is 0x{magic.hex()}, expected 0x{expected.hex()} "
-                       f"(unsigned bytes, {ndim} dims); not the right IDX file")
+        raise SnsError(
+            f"{path}: IDX magic number is 0x{magic.hex()}, expected 0x{expected.hex()} "
+            f"(unsigned bytes, {ndim} dims); not the right IDX file"
+        )
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise SnsError(f"{path}: truncated IDX header ({len(raw)} bytes); fetch the file again")
     dims = struct.unpack(">" + "I" * ndim, bytes(raw[4:header]))
     count = int(np.prod(dims, dtype=np.int64))
     if len(raw) - header != count:
-        raise SnsError(f"{path}: IDX header promises {'x'.join(map(str, dims))} = {count} bytes of data, "
-                       f"file holds {len(raw) - header}; the file is truncated or damaged, fetch it again")
+        raise SnsError(
+            f"{path}: IDX header promises {'x'.join(map(str, dims))} = {count} bytes of data, "
+            f"file holds {len(raw) - header}; the file is truncated or damaged, fetch it again"
+        )
     return np.frombuffer(raw, dtype=np.uint8, count=count, offset=header).reshape(dims)
 
 
@@ -107,8 +112,9 @@ def _idx_file(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def read_idx_split(name: str, roots: Sequence[Path], subdirs: Sequence[str], split: str,
-                   classes: list[str], how_to_get: str) -> RawSplit:
+def read_idx_split(
+    name: str, roots: Sequence[Path], subdirs: Sequence[str], split: str, classes: list[str], how_to_get: str
+) -> RawSplit:
     """Find the IDX image/label pair of `split` under one of roots/subdirs and read it as (N, 1, H, W)."""
     image_stem, label_stem = IDX_FILES[split]
     searched = []
@@ -133,14 +139,22 @@ def read_idx_split(name: str, roots: Sequence[Path], subdirs: Sequence[str], spl
     images = read_idx(image_path, 3)
     labels = read_idx(label_path, 1)
     if images.shape[0] != labels.shape[0]:
-        raise SnsError(f"{image_path}: holds {images.shape[0]} images but {label_path} holds "
-                       f"{labels.shape[0]} labels; the files do not belong together, fetch them again")
+        raise SnsError(
+            f"{image_path}: holds {images.shape[0]} images but {label_path} holds "
+            f"{labels.shape[0]} labels; the files do not belong together, fetch them again"
+        )
     if images.shape[1] != images.shape[2]:
         raise SnsError(f"{image_path}: images are {images.shape[1]}x{images.shape[2]}, expected square images")
     if labels.size and int(labels.max()) >= len(classes):
         raise SnsError(f"{label_path}: label {int(labels.max())} out of range 0..{len(classes) - 1} for {name}")
-    return RawSplit([torch.from_numpy(images[:, None])], [False], torch.from_numpy(labels.astype(np.int64)),
-                    list(classes), str(directory), [image_path, label_path])
+    return RawSplit(
+        [torch.from_numpy(images[:, None])],
+        [False],
+        torch.from_numpy(labels.astype(np.int64)),
+        list(classes),
+        str(directory),
+        [image_path, label_path],
+    )
 
 
 # ----------------------------------------------------------------------------------------------- CIFAR
@@ -149,10 +163,14 @@ def read_idx_split(name: str, roots: Sequence[Path], subdirs: Sequence[str], spl
 # can run code. (Module, name) as written in the pickle; "__builtin__" is how Python 2 pickles spell builtins.
 _SAFE_BUILTINS = {"dict", "list", "tuple", "str", "bytes", "bytearray", "int", "float"}
 _SAFE_NUMPY = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
 }
 
 
@@ -184,11 +202,14 @@ def safe_unpickle(path: Path) -> object:
         with open(path, "rb") as f:
             return SafeUnpickler(f, encoding="latin1").load()
     except RefusedGlobal as err:
-        raise SnsError(f"{path}: unsafe pickle ({err}); a dataset batch only holds arrays and lists, "
-                       f"use the original archive")
+        raise SnsError(
+            f"{path}: unsafe pickle ({err}); a dataset batch only holds arrays and lists, use the original archive"
+        )
     except Exception as err:  # a damaged pickle can fail in many ways; all mean the same to the user
-        raise SnsError(f"{path}: cannot read pickle ({_one_line(err)}); the file is truncated or damaged, "
-                       f"extract the original archive again")
+        raise SnsError(
+            f"{path}: cannot read pickle ({_one_line(err)}); the file is truncated or damaged, "
+            f"extract the original archive again"
+        )
 
 
 def _str_keys(obj: object, path: Path) -> dict:
@@ -226,8 +247,10 @@ _CIFAR_ROW = 3 * 32 * 32
 def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     batch = _str_keys(safe_unpickle(path), path)
     if "data" not in batch or label_key not in batch:
-        raise SnsError(f"{path}: CIFAR batch lacks '{'data' if 'data' not in batch else label_key}' "
-                       f"(keys: {', '.join(sorted(map(str, batch)))}); not the expected CIFAR python batch")
+        raise SnsError(
+            f"{path}: CIFAR batch lacks '{'data' if 'data' not in batch else label_key}' "
+            f"(keys: {', '.join(sorted(map(str, batch)))}); not the expected CIFAR python batch"
+        )
     data = batch["data"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CIFAR_ROW:
         shape = getattr(data, "shape", None)
@@ -253,8 +276,10 @@ def _cifar_dir(name: str, roots: Sequence[Path], files: list[str]) -> Path:
             if (directory / files[0]).is_file():
                 return directory
     where = ", ".join(str(d) for d in searched)
-    raise SnsError(f"{name}: no {info['dir']}/{files[0]} found (looked in {where}); download {info['url']} "
-                   f"and extract it into the data root (or pass --root DIR)")
+    raise SnsError(
+        f"{name}: no {info['dir']}/{files[0]} found (looked in {where}); download {info['url']} "
+        f"and extract it into the data root (or pass --root DIR)"
+    )
 
 
 def read_cifar(name: str, roots: Sequence[Path], split: str, labels: str = "fine") -> RawSplit:
@@ -269,8 +294,9 @@ def read_cifar(name: str, roots: Sequence[Path], split: str, labels: str = "fine
     if name == "cifar10":
         label_key = "labels"
         if meta_path.is_file():
-            classes = _names(_str_keys(safe_unpickle(meta_path), meta_path).get("label_names"), meta_path,
-                             "label_names")
+            classes = _names(
+                _str_keys(safe_unpickle(meta_path), meta_path).get("label_names"), meta_path, "label_names"
+            )
         else:
             classes = list(CIFAR10_CLASSES)
     else:
@@ -306,8 +332,10 @@ def _stl_images(path: Path, lazy: bool) -> torch.Tensor:
         raise SnsError(f"{path}: missing STL-10 file; download {STL10_URL} and extract it into the data root")
     size = path.stat().st_size
     if size == 0 or size % _STL_IMAGE_BYTES:
-        raise SnsError(f"{path}: {size} bytes is not a whole number of 3x96x96 images ({_STL_IMAGE_BYTES} bytes "
-                       f"each); the file is truncated, extract {STL10_URL} again")
+        raise SnsError(
+            f"{path}: {size} bytes is not a whole number of 3x96x96 images ({_STL_IMAGE_BYTES} bytes "
+            f"each); the file is truncated, extract {STL10_URL} again"
+        )
     n = size // _STL_IMAGE_BYTES
     if lazy:
         # Copy-on-write map: nothing is read until indexed, and the tensor view stays writable for torch.
@@ -322,8 +350,9 @@ def _stl_labels(path: Path, count: int, images_path: Path) -> torch.Tensor:
         raise SnsError(f"{path}: missing STL-10 label file; extract {STL10_URL} again")
     labels = np.fromfile(path, dtype=np.uint8).astype(np.int64)
     if labels.shape[0] != count:
-        raise SnsError(f"{path}: holds {labels.shape[0]} labels but {images_path} holds {count} images; "
-                       f"extract {STL10_URL} again")
+        raise SnsError(
+            f"{path}: holds {labels.shape[0]} labels but {images_path} holds {count} images; extract {STL10_URL} again"
+        )
     if labels.size and (labels.min() < 1 or labels.max() > 10):
         raise SnsError(f"{path}: labels must be 1..10, found {labels.min()}..{labels.max()}; not STL-10 labels")
     return torch.from_numpy(labels - 1)
@@ -337,14 +366,20 @@ def _stl_dir(roots: Sequence[Path], first_file: str) -> Path:
             if (directory / first_file).is_file():
                 return directory
     where = ", ".join(str(d) for d in searched)
-    raise SnsError(f"stl10: no stl10_binary/{first_file} found (looked in {where}); download {STL10_URL} "
-                   f"and extract it into the data root (or pass --root DIR)")
+    raise SnsError(
+        f"stl10: no stl10_binary/{first_file} found (looked in {where}); download {STL10_URL} "
+        f"and extract it into the data root (or pass --root DIR)"
+    )
 
 
 def read_stl10(roots: Sequence[Path], split: str) -> RawSplit:
     """STL-10 binary: train (5k), test (8k) in memory; unlabeled (100k, 2.7 GB) stays a lazy memmap view."""
-    parts_wanted = {"train": ["train"], "test": ["test"], "unlabeled": ["unlabeled"],
-                    "train+unlabeled": ["train", "unlabeled"]}[split]
+    parts_wanted = {
+        "train": ["train"],
+        "test": ["test"],
+        "unlabeled": ["unlabeled"],
+        "train+unlabeled": ["train", "unlabeled"],
+    }[split]
     directory = _stl_dir(roots, f"{parts_wanted[0]}_X.bin")
     names_path = directory / "class_names.txt"
     if names_path.is_file():

@@ -1,4 +1,5 @@
-"""The teacher feature bank (teacher_bank=N): N teacher images and their pooled taps, sampled once, drawn from each step."""
+"""The teacher feature bank (teacher_bank=N): N teacher images and pooled taps, sampled once, drawn each step."""
+
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +20,13 @@ FORMAT = "squeezespan-bank/1"
 # measured 1.6x slower per image than at the live step's 64.
 CHUNK = 64
 # The bank's latents come from their own stream: the live path seeds step s with seed * 1_000_003 + s.
-_LATENT_OFFSET = 2 ** 61
-_ORDER_OFFSET = 2 ** 40
+_LATENT_OFFSET = 2**61
+_ORDER_OFFSET = 2**40
 
 
 def latent_generator(seed: int) -> torch.Generator:
     """The RNG the bank's latents are drawn from, a pure function of the run's seed."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + _LATENT_OFFSET) % (2 ** 63))
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + _LATENT_OFFSET) % (2**63))
 
 
 def teacher_checksum(teacher) -> str:
@@ -40,18 +41,33 @@ def teacher_checksum(teacher) -> str:
 
 def bank_spec(cfg: dict[str, Any], teacher) -> dict[str, str]:
     """Everything the bank's contents depend on; a saved bank is reused only when all of it matches."""
-    return {"format": FORMAT, "n": str(int(cfg["teacher_bank"])), "seed": str(int(cfg["seed"])),
-            "chunk": str(CHUNK), "images": "uint8", "teacher": str(cfg["teacher"]),
-            "teacher_sha256": teacher_checksum(teacher), "taps": json.dumps(teacher.feature_names),
-            "sampling": json.dumps({"psi": teacher.truncation_psi, "cutoff": teacher.truncation_cutoff,
-                                    "noise_mode": teacher.noise_mode, "range": list(teacher.output_range)})}
+    return {
+        "format": FORMAT,
+        "n": str(int(cfg["teacher_bank"])),
+        "seed": str(int(cfg["seed"])),
+        "chunk": str(CHUNK),
+        "images": "uint8",
+        "teacher": str(cfg["teacher"]),
+        "teacher_sha256": teacher_checksum(teacher),
+        "taps": json.dumps(teacher.feature_names),
+        "sampling": json.dumps(
+            {
+                "psi": teacher.truncation_psi,
+                "cutoff": teacher.truncation_cutoff,
+                "noise_mode": teacher.noise_mode,
+                "range": list(teacher.output_range),
+            }
+        ),
+    }
 
 
 def check_bank_size(bank: int, n_syn: int) -> None:
     """A bank must hold at least one step's synthetic images (else an epoch of it has no step)."""
     if bank < n_syn:
-        raise SnsError(f"teacher_bank={bank} holds fewer images than the {n_syn} synthetic images of one step; "
-                       f"set teacher_bank >= {n_syn}")
+        raise SnsError(
+            f"teacher_bank={bank} holds fewer images than the {n_syn} synthetic images of one step; "
+            f"set teacher_bank >= {n_syn}"
+        )
 
 
 class TeacherBank:
@@ -80,9 +96,9 @@ class TeacherBank:
         check_bank_size(N, n)
         epoch, i = divmod(step, N // n)
         if epoch != self._perm_epoch:
-            g = torch.Generator().manual_seed((self.seed * 100003 + epoch + _ORDER_OFFSET) % (2 ** 63))
+            g = torch.Generator().manual_seed((self.seed * 100003 + epoch + _ORDER_OFFSET) % (2**63))
             self._perm, self._perm_epoch = torch.randperm(N, generator=g), epoch
-        return self._perm[i * n:(i + 1) * n]
+        return self._perm[i * n : (i + 1) * n]
 
     def batch(self, step: int, n: int, device, part: slice = slice(None)) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images in [0, 1] and pooled taps of ``step`` on ``device``; ``part`` is this rank's contiguous shard."""
@@ -163,8 +179,13 @@ def prepare_bank(cfg: dict[str, Any], teacher, run_dir: Path, world, log=print) 
                 bank = TeacherBank(tensors["images"], [tensors[f"tap{i}"] for i in range(n_taps)], cfg["seed"], spec)
                 log(f"teacher bank: reusing {path} ({len(bank)} images)")
             else:
-                why = ", ".join(f"{k} {meta.get(k)!r} != {spec.get(k)!r}" if k != "teacher_sha256" else
-                                "teacher weights differ" for k in diff) or "its tensors do not match the taps"
+                why = (
+                    ", ".join(
+                        f"{k} {meta.get(k)!r} != {spec.get(k)!r}" if k != "teacher_sha256" else "teacher weights differ"
+                        for k in diff
+                    )
+                    or "its tensors do not match the taps"
+                )
                 log(f"teacher bank: {path} was made for another run ({why}); regenerating it")
         elif path.exists():
             log(f"teacher bank: {path} is unreadable; regenerating it")

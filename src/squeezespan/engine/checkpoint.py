@@ -1,4 +1,5 @@
 """Checkpoints of a run: atomic, checksummed writes, verified loads, fallback to the last good one."""
+
 from __future__ import annotations
 
 import hashlib

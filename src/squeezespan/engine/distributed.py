@@ -1,4 +1,5 @@
 """Multi-process training under torchrun: the process group, each rank's share of the batch, global BatchNorm, DDP."""
+
 from __future__ import annotations
 
 import datetime
@@ -100,13 +101,17 @@ def setup(device_spec: str | None) -> World:
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
     for var in ("MASTER_ADDR", "MASTER_PORT"):
         if not os.environ.get(var):
-            raise SnsError(f"WORLD_SIZE={size} but {var} is not set: launch multi-process runs with torchrun "
-                           "(see README, 'Several processes and nodes')")
+            raise SnsError(
+                f"WORLD_SIZE={size} but {var} is not set: launch multi-process runs with torchrun "
+                "(see README, 'Several processes and nodes')"
+            )
     device = resolve_device(device_spec)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise SnsError(f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPUs: "
-                           "use --nproc_per_node <= the number of GPUs")
+            raise SnsError(
+                f"LOCAL_RANK={local_rank} but this node has {torch.cuda.device_count()} GPUs: "
+                "use --nproc_per_node <= the number of GPUs"
+            )
         device = torch.device("cuda", local_rank)  # one GPU per process, whatever --device said
         torch.cuda.set_device(device)
     owns = False
@@ -116,8 +121,10 @@ def setup(device_spec: str | None) -> World:
         dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(hours=2))
         owns = True
     if dist.get_world_size() != size or dist.get_rank() != rank:
-        raise SnsError(f"process group has rank {dist.get_rank()}/{dist.get_world_size()} but the environment "
-                       f"says RANK={rank} WORLD_SIZE={size}")
+        raise SnsError(
+            f"process group has rank {dist.get_rank()}/{dist.get_world_size()} but the environment "
+            f"says RANK={rank} WORLD_SIZE={size}"
+        )
     return World(rank=rank, size=size, local_rank=local_rank, device=device, owns_group=owns)
 
 
@@ -182,7 +189,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         m2_r = (xf - mean_r.view(shape)).pow(2).sum(dims)
         count = torch.full((1,), float(n), device=x.device)
         stats = gather_batch(torch.cat([mean_r, m2_r, count])[None])  # (world, 2C + 1)
-        means, m2s, counts = stats[:, :c], stats[:, c:2 * c], stats[:, 2 * c:].detach()
+        means, m2s, counts = stats[:, :c], stats[:, c : 2 * c], stats[:, 2 * c :].detach()
         total = counts.sum()
         mean = (means * counts).sum(0) / total
         var = (m2s.sum(0) + (counts * (means - mean).pow(2)).sum(0)) / total
@@ -208,10 +215,12 @@ def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
 
 def _to_global_bn(module: nn.Module) -> nn.Module:
     out = module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, (GlobalBatchNorm,
-                                                                                       nn.SyncBatchNorm)):
-        out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
+        module, (GlobalBatchNorm, nn.SyncBatchNorm)
+    ):
+        out = GlobalBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             with torch.no_grad():
                 out.weight = module.weight
@@ -243,9 +252,9 @@ def wrap_ddp(model: nn.Module, world: World) -> nn.Module:
     """
     if world.size == 1:
         return model
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     import inspect
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [world.device.index] if world.device.type == "cuda" else None
     # newer torch renamed the flag; both keep the init-time sync (the buffers start equal anyway)
@@ -270,5 +279,5 @@ def average_gradients(module: nn.Module, world: World) -> None:
     flat /= world.size
     offset = 0
     for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
         offset += g.numel()

@@ -1,4 +1,5 @@
 """Run logging: metrics as JSON lines plus TensorBoard scalars, written by rank 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ class MetricsLogger:
     uninterrupted run.
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None):
+    def __init__(
+        self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True, resume_step: int | None = None
+    ):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None

@@ -1,4 +1,5 @@
 """Run directories: refuse to clobber, record the resolved config, pick the device and its precision."""
+
 from __future__ import annotations
 
 import os
@@ -97,8 +98,10 @@ def resolve_bf16(value: bool | str, device: torch.device | str, log=print) -> bo
     kind = torch.device(device).type
     if value and not bf16_native(device) and kind not in _warned_emulated:
         _warned_emulated.add(kind)
-        log(f"warning: bf16=true but this {kind} has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates it, "
-            "19-20x slower than fp32 per step (bench/results/throughput-avx2.md); set bf16=auto (or false) for fp32")
+        log(
+            f"warning: bf16=true but this {kind} has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates it, "
+            "19-20x slower than fp32 per step (bench/results/throughput-avx2.md); set bf16=auto (or false) for fp32"
+        )
     return value
 
 

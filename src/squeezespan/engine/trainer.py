@@ -1,4 +1,5 @@
 """The one training loop: real-data iterator and teacher sampling in the same step, every method on top."""
+
 from __future__ import annotations
 
 import json
@@ -13,66 +14,74 @@ import torch
 
 from ..data.pixels import STD_FLOOR
 from ..errors import SnsError
-from .checkpoint import (checkpoint_path, list_checkpoints, load_latest, prune_checkpoints, remove_stale_temporaries,
-                         rng_state, save_checkpoint, set_rng_state)
+from .checkpoint import (
+    checkpoint_path,
+    list_checkpoints,
+    load_latest,
+    prune_checkpoints,
+    remove_stale_temporaries,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .distributed import Trainable, World, convert_batchnorm, setup, wrap_ddp
 from .logging import MetricsLogger
 from .rundir import autocast, decide_bf16, save_config
 
 # Every knob of `sns pretrain`, with its default, in one place (nanoGPT style). null = "the method decides".
 PRETRAIN_DEFAULTS: dict[str, Any] = {
-    "method": "sns",                 # sns | squeeze | kd | vicreg | simsiam
-    "data": "digits",                # dataset name (see `sns data info`)
+    "method": "sns",  # sns | squeeze | kd | vicreg | simsiam
+    "data": "digits",  # dataset name (see `sns data info`)
     "data_root": None,
-    "train_split": None,             # pretraining split (null = train; STL-10: train+unlabeled)
-    "monitor_split": None,           # labelled split for the kNN memory bank (null = train)
-    "test_split": None,              # kNN queries (null = test)
+    "train_split": None,  # pretraining split (null = train; STL-10: train+unlabeled)
+    "monitor_split": None,  # labelled split for the kNN memory bank (null = train)
+    "test_split": None,  # kNN queries (null = test)
     "resolution": 32,
-    "real_subset": 0,                # >0: pretraining sees only this many real images (fixed, seeded choice)
-    "teacher": None,                 # teacher dir from `sns train-gan`, stylegan2-pkl:PATH, or module:factory
-    "teacher_weights": None,         # weights file for a module:factory teacher
+    "real_subset": 0,  # >0: pretraining sees only this many real images (fixed, seeded choice)
+    "teacher": None,  # teacher dir from `sns train-gan`, stylegan2-pkl:PATH, or module:factory
+    "teacher_weights": None,  # weights file for a module:factory teacher
     "taps": r".*synthesis\.b(\d+)$",  # regex over the generator's module names
-    "tap_w": False,                  # tap the latent w instead (latent-target rows of Table 1)
-    "teacher_bank": 0,               # 0 = run the teacher live every step; N > 0 = sample N images + pooled taps once
+    "tap_w": False,  # tap the latent w instead (latent-target rows of Table 1)
+    "teacher_bank": 0,  # 0 = run the teacher live every step; N > 0 = sample N images + pooled taps once
     "arch": "resnet18",
-    "variant": "cifar",              # cifar (3x3 conv1, no max-pool) | imagenet
+    "variant": "cifar",  # cifar (3x3 conv1, no max-pool) | imagenet
     "width": 1.0,
-    "syn_ratio": None,               # share of the batch that is synthetic (sns 0.5, squeeze/kd 1.0, ssl 0.0)
+    "syn_ratio": None,  # share of the batch that is synthetic (sns 0.5, squeeze/kd 1.0, ssl 0.0)
     "proj_layers": None,
     "proj_hidden": 512,
     "proj_dim": 2048,
-    "squeeze_depth": None,           # T_phi depth; 0 = vanilla (concatenated pooled features)
+    "squeeze_depth": None,  # T_phi depth; 0 = vanilla (concatenated pooled features)
     "squeeze_hidden": 2048,
     "w_mse": 25.0,
     "w_var": None,
     "w_cov": None,
-    "augment_syn": True,             # Table 5 row a: false
+    "augment_syn": True,  # Table 5 row a: false
     "augment_real": True,
-    "bn_pass": None,                 # sns: separate (default) | shared: one student pass over syn + both real views
-    "w_latent": None,                # encode: weight of MSE(w_hat, w)
-    "w_rec": None,                   # encode: weight of the reconstruction distance through G
-    "lpips_weights": None,           # encode: lpips.LPIPS state dict for the reconstruction (else L1)
+    "bn_pass": None,  # sns: separate (default) | shared: one student pass over syn + both real views
+    "w_latent": None,  # encode: weight of MSE(w_hat, w)
+    "w_rec": None,  # encode: weight of the reconstruction distance through G
+    "lpips_weights": None,  # encode: lpips.LPIPS state dict for the reconstruction (else L1)
     "batch_size": 512,
-    "epochs": 800.0,                 # epochs of the real train set (steps = epochs * N / batch_size)
-    "steps": 0,                      # >0 overrides epochs
-    "lr": 0.03,                      # base lr, scaled by batch_size / 256
+    "epochs": 800.0,  # epochs of the real train set (steps = epochs * N / batch_size)
+    "steps": 0,  # >0 overrides epochs
+    "lr": 0.03,  # base lr, scaled by batch_size / 256
     "momentum": 0.9,
     "weight_decay": 5e-4,
     "warmup_steps": 0,
-    "grad_clip": 0.0,                # 0 = off
-    "augment": None,                 # AugmentConfig fields (filled below from squeezespan.data.augment)
+    "grad_clip": 0.0,  # 0 = off
+    "augment": None,  # AugmentConfig fields (filled below from squeezespan.data.augment)
     "bf16": False,
     "channels_last": False,
     "compile": False,
-    "knn_every": 0,                  # steps between kNN monitor evaluations (0 = only at the end)
+    "knn_every": 0,  # steps between kNN monitor evaluations (0 = only at the end)
     "knn_k": 200,
     "knn_t": 0.1,
-    "knn_bank": 10000,               # at most this many train images in the kNN memory bank
-    "final_eval": True,              # kNN of the final backbone (the run summary); linear probes: `sns eval`
+    "knn_bank": 10000,  # at most this many train images in the kNN memory bank
+    "final_eval": True,  # kNN of the final backbone (the run summary); linear probes: `sns eval`
     "log_every": 10,
     "ckpt_every": 500,
     "keep_ckpts": 2,
-    "num_workers": 2,                # only for streamed (folder) datasets
+    "num_workers": 2,  # only for streamed (folder) datasets
     "seed": 0,
     "device": "auto",
 }
@@ -130,8 +139,10 @@ def _validate(cfg: dict[str, Any], n_real: int) -> None:
         raise SnsError(f"width={cfg['width']} must be > 0")
     bank = cfg.get("teacher_bank", 0)
     if isinstance(bank, bool) or not isinstance(bank, int) or bank < 0:
-        raise SnsError(f"teacher_bank={bank!r} must be an integer >= 0 (0 = run the teacher live every step, "
-                       "N > 0 = sample N teacher images and their pooled taps once and reuse them)")
+        raise SnsError(
+            f"teacher_bank={bank!r} must be an integer >= 0 (0 = run the teacher live every step, "
+            "N > 0 = sample N teacher images and their pooled taps once and reuse them)"
+        )
 
 
 def _check_split(cfg: dict[str, Any], syn_ratio: float) -> None:
@@ -140,8 +151,10 @@ def _check_split(cfg: dict[str, Any], syn_ratio: float) -> None:
     n_syn = int(round(syn_ratio * B))
     for part, n, used in (("synthetic", n_syn, syn_ratio > 0), ("real", B - n_syn, syn_ratio < 1)):
         if used and n < 2:
-            raise SnsError(f"batch_size={B} with syn_ratio={syn_ratio} gives {n} {part} image(s) per step; "
-                           "the batch statistics need at least 2: raise batch_size")
+            raise SnsError(
+                f"batch_size={B} with syn_ratio={syn_ratio} gives {n} {part} image(s) per step; "
+                "the batch statistics need at least 2: raise batch_size"
+            )
     bank = cfg.get("teacher_bank", 0)
     if bank and syn_ratio > 0:  # refused here, before minutes of sampling the bank
         from .bank import check_bank_size
@@ -168,8 +181,10 @@ class RealStream:
         self.ds, self.per_step, self.seed = dataset, per_step, seed
         self.index = subset if subset is not None else torch.arange(len(dataset))
         if per_step > len(self.index):
-            raise SnsError(f"batch needs {per_step} real images per step but the dataset has only {len(self.index)}; "
-                           "lower batch_size or use more data")
+            raise SnsError(
+                f"batch needs {per_step} real images per step but the dataset has only {len(self.index)}; "
+                "lower batch_size or use more data"
+            )
         self.steps_per_epoch = len(self.index) // per_step
         self._perm_epoch, self._perm = -1, None
 
@@ -178,7 +193,7 @@ class RealStream:
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
             self._perm, self._perm_epoch = self.index[torch.randperm(len(self.index), generator=g)], epoch
-        return self._perm[i * self.per_step:(i + 1) * self.per_step]
+        return self._perm[i * self.per_step : (i + 1) * self.per_step]
 
     def batch(self, step: int, device, part: slice = slice(None)) -> torch.Tensor:
         """The real images of ``step``; ``part`` is this rank's slice of them (all of them in one process)."""
@@ -193,20 +208,21 @@ class RealStream:
 def build_run(cfg: dict[str, Any], device: torch.device):
     """Data, teacher, student, objective and optimizer of a run (shared by training and tests)."""
     from ..data import Augment, AugmentConfig, load_dataset, normalize
-    from ..methods import build_objective, method_settings
+    from ..methods import METHODS, build_objective, method_settings
     from ..models import build_student
-
-    from ..methods import METHODS
 
     if cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w and not cfg["tap_w"]:
         cfg = {**cfg, "tap_w": True}  # e.g. encode predicts w: tap it without asking the user
     settings = method_settings(cfg)
     if cfg.get("teacher_bank", 0) and cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w:
-        raise SnsError(f"teacher_bank={cfg['teacher_bank']}: method {cfg['method']} runs the teacher G itself "
-                       "(reconstruction through G from the latent w) at every step, which a bank cannot replace; "
-                       "set teacher_bank=0")
-    train = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["train_split"] or "train",
-                         resolution=cfg["resolution"])
+        raise SnsError(
+            f"teacher_bank={cfg['teacher_bank']}: method {cfg['method']} runs the teacher G itself "
+            "(reconstruction through G from the latent w) at every step, which a bank cannot replace; "
+            "set teacher_bank=0"
+        )
+    train = load_dataset(
+        cfg["data"], root=cfg["data_root"], split=cfg["train_split"] or "train", resolution=cfg["resolution"]
+    )
     _validate(cfg, len(train))
     _check_split(cfg, settings["syn_ratio"])
     teacher = None
@@ -215,14 +231,19 @@ def build_run(cfg: dict[str, Any], device: torch.device):
         from ..teachers.load import load_teacher
 
         if not cfg["teacher"]:
-            raise SnsError(f"method {cfg['method']} (syn_ratio={settings['syn_ratio']}) needs --teacher "
-                           "(a `sns train-gan` run dir, stylegan2-pkl:PATH or module:factory)")
-        teacher = load_teacher(cfg["teacher"], weights=cfg["teacher_weights"], taps=cfg["taps"],
-                               tap_w=cfg["tap_w"], device=device)
+            raise SnsError(
+                f"method {cfg['method']} (syn_ratio={settings['syn_ratio']}) needs --teacher "
+                "(a `sns train-gan` run dir, stylegan2-pkl:PATH or module:factory)"
+            )
+        teacher = load_teacher(
+            cfg["teacher"], weights=cfg["teacher_weights"], taps=cfg["taps"], tap_w=cfg["tap_w"], device=device
+        )
         tc = teacher.image_shape[0]
         if tc != train.channels:
-            raise SnsError(f"--teacher makes {tc}-channel images but dataset {cfg['data']} has {train.channels} "
-                           "channels; train the teacher on the same data")
+            raise SnsError(
+                f"--teacher makes {tc}-channel images but dataset {cfg['data']} has {train.channels} "
+                "channels; train the teacher on the same data"
+            )
         # a teacher at another resolution is fine: encode() resizes its images for the student
         tap_channels = teacher.feature_channels
     torch.manual_seed(cfg["seed"])
@@ -237,8 +258,19 @@ def build_run(cfg: dict[str, Any], device: torch.device):
     optimizer = torch.optim.SGD(params, lr=lr, momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     mean = torch.tensor(train.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(train.std, device=device).clamp_min(STD_FLOOR).view(1, -1, 1, 1)  # constant channel: std 0
-    return dict(train=train, teacher=teacher, student=student, objective=objective, augment=augment,
-                optimizer=optimizer, base_lr=lr, mean=mean, std=std, settings=settings, normalize=normalize)
+    return dict(
+        train=train,
+        teacher=teacher,
+        student=student,
+        objective=objective,
+        augment=augment,
+        optimizer=optimizer,
+        base_lr=lr,
+        mean=mean,
+        std=std,
+        settings=settings,
+        normalize=normalize,
+    )
 
 
 def _subset(cfg, n: int) -> torch.Tensor | None:
@@ -248,8 +280,14 @@ def _subset(cfg, n: int) -> torch.Tensor | None:
     return torch.randperm(n, generator=g)[: cfg["real_subset"]].sort().values
 
 
-def pretrain(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, progress: bool = True,
-             log=print, stop_after: int | None = None) -> dict[str, Any]:
+def pretrain(
+    cfg: dict[str, Any],
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = True,
+    log=print,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Train a student with ``cfg['method']``; returns a summary (steps, time, final metrics).
 
     ``stop_after``: checkpoint and return after that many steps as if interrupted (time-sliced runs, tests).
@@ -321,7 +359,9 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
 
     def encode(x):
         if x.shape[-1] != res:
-            x = torch.nn.functional.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+            x = torch.nn.functional.interpolate(
+                x, size=(res, res), mode="bilinear", align_corners=False, antialias=True
+            )
         x = (x - mean) / std
         if cfg["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -332,9 +372,15 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         if not world.is_main:
             return
         _check_finite_weights(step, student, objective, ckpt_dir)
-        state = dict(step=step, student=student.state_dict(), objective=objective.state_dict(),
-                     optimizer=optimizer.state_dict(), rng=rngs[0], world_size=world.size,
-                     train_time_s=earlier_s + time.perf_counter() - t0)
+        state = dict(
+            step=step,
+            student=student.state_dict(),
+            objective=objective.state_dict(),
+            optimizer=optimizer.state_dict(),
+            rng=rngs[0],
+            world_size=world.size,
+            train_time_s=earlier_s + time.perf_counter() - t0,
+        )
         if world.size > 1:
             state["rng_ranks"] = rngs
         save_checkpoint(checkpoint_path(ckpt_dir, step), state)
@@ -344,8 +390,14 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
 
     student.train()
     objective.train()
-    bar = tqdm(total=total, initial=start, disable=not (progress and world.is_main), desc=f"{cfg['method']}",
-               unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=start,
+        disable=not (progress and world.is_main),
+        desc=f"{cfg['method']}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     t0, imgs, step = time.perf_counter(), 0, start
     knn_history = []
     try:
@@ -358,17 +410,21 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
                 with autocast(device, cfg["bf16"]):
                     loss, logs = model(inputs)
                 # one small all-reduce per step: every rank stops at the same step, for a NaN anywhere or a signal
-                flags = world.sum_(torch.tensor([float(not torch.isfinite(loss)), float(stop.requested is not None)],
-                                                device=device))
+                flags = world.sum_(
+                    torch.tensor([float(not torch.isfinite(loss)), float(stop.requested is not None)], device=device)
+                )
                 if flags[0] > 0:
-                    raise SnsError(f"loss became {loss.item() if world.size == 1 else 'non-finite'} at step {step + 1}; "
-                                   f"stopped, last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)")
+                    raise SnsError(
+                        f"loss became {loss.item() if world.size == 1 else 'non-finite'} at step {step + 1}; "
+                        f"stopped, last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)"
+                    )
                 stop_now = bool(flags[1] > 0) if world.size > 1 else None
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg["grad_clip"]:
-                    torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                   cfg["grad_clip"])
+                    torch.nn.utils.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]], cfg["grad_clip"]
+                    )
                 optimizer.step()
                 imgs += B
                 done = step + 1
@@ -401,9 +457,14 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     segment_s = time.perf_counter() - t0
     # train_time_s sums every segment of a resumed run; img_per_s is this segment's rate. Millisecond
     # resolution: a segment of a few tiny steps is not "0.0 s"
-    summary: dict[str, Any] = {"method": cfg["method"], "steps": total, "train_time_s": round(earlier_s + segment_s, 3),
-                               "segment_time_s": round(segment_s, 3), "resumed_at": start,
-                               "img_per_s": round(imgs / max(1e-9, segment_s), 1)}
+    summary: dict[str, Any] = {
+        "method": cfg["method"],
+        "steps": total,
+        "train_time_s": round(earlier_s + segment_s, 3),
+        "segment_time_s": round(segment_s, 3),
+        "resumed_at": start,
+        "img_per_s": round(imgs / max(1e-9, segment_s), 1),
+    }
     export_path = _export(cfg, student, train, run_dir)
     summary["export"] = str(export_path)
     if cfg["final_eval"]:
@@ -415,8 +476,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     return summary
 
 
-def _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world: World | None = None,
-                 bank=None):
+def _step_inputs(cfg, step, stream, teacher, n_syn, device, augment, encode, world: World | None = None, bank=None):
     """This rank's share of the step's global batch: a contiguous slice of its real images and of its latents
     (with a teacher bank: of the step's bank indices, whose taps come pooled)."""
     from ..methods import StepInputs
@@ -446,8 +506,10 @@ def _silent(*args, **kwargs) -> None:
 def _check_divisible(batch: int, n_syn: int, n_real: int, world_size: int) -> None:
     for what, n in (("batch_size", batch), ("synthetic images per step", n_syn), ("real images per step", n_real)):
         if n % world_size:
-            raise SnsError(f"{what} = {n} does not split evenly over WORLD_SIZE={world_size} processes; pick a "
-                           f"batch_size whose synthetic and real parts (syn_ratio) are multiples of {world_size}")
+            raise SnsError(
+                f"{what} = {n} does not split evenly over WORLD_SIZE={world_size} processes; pick a "
+                f"batch_size whose synthetic and real parts (syn_ratio) are multiples of {world_size}"
+            )
 
 
 def _resume_state(ckpt_dir: Path, world: World, log) -> dict[str, Any] | None:
@@ -477,8 +539,10 @@ def _restore_rng(state: dict[str, Any], world: World, seed: int, step: int, log)
         return
     # a run resumed on another number of processes: weights, optimizer and data order continue exactly,
     # only the augmentation draws cannot (they were per-rank streams)
-    log(f"warning: checkpoint was written by {len(ranks)} process(es), this run has {world.size}: "
-        "augmentation randomness is reseeded, so the run is not bit-identical to an uninterrupted one")
+    log(
+        f"warning: checkpoint was written by {len(ranks)} process(es), this run has {world.size}: "
+        "augmentation randomness is reseeded, so the run is not bit-identical to an uninterrupted one"
+    )
     torch.manual_seed((seed + 1) * 1_000_003 + step * 7919 + world.rank)
 
 
@@ -487,8 +551,10 @@ def _check_finite_weights(step: int, student, objective, ckpt_dir: Path) -> None
     for name, module in (("student", student), ("objective", objective)):
         for key, t in module.state_dict().items():
             if t.is_floating_point() and not torch.isfinite(t).all():
-                raise SnsError(f"{name} weight {key} became non-finite after step {step}; stopped without saving, "
-                               f"last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)")
+                raise SnsError(
+                    f"{name} weight {key} became non-finite after step {step}; stopped without saving, "
+                    f"last good checkpoint kept in {ckpt_dir} (try a lower lr or warmup_steps)"
+                )
 
 
 def _mean_over_ranks(scalars: dict[str, Any], world: World) -> dict[str, Any]:
@@ -508,11 +574,15 @@ def knn_monitor(cfg, student, run, device) -> dict[str, float]:
     from ..eval import extract_features, knn_eval
 
     if "test" not in run:
-        run["test"] = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["test_split"] or "test",
-                                   resolution=cfg["resolution"])
+        run["test"] = load_dataset(
+            cfg["data"], root=cfg["data_root"], split=cfg["test_split"] or "test", resolution=cfg["resolution"]
+        )
         monitor = cfg["monitor_split"] or "train"
-        run["bank"] = run["train"] if monitor == (cfg["train_split"] or "train") else load_dataset(
-            cfg["data"], root=cfg["data_root"], split=monitor, resolution=cfg["resolution"])
+        run["bank"] = (
+            run["train"]
+            if monitor == (cfg["train_split"] or "train")
+            else load_dataset(cfg["data"], root=cfg["data_root"], split=monitor, resolution=cfg["resolution"])
+        )
         bank = run["bank"]
         if len(bank) > cfg["knn_bank"] and hasattr(bank, "subset"):  # a fixed subset, chosen once per run
             g = torch.Generator().manual_seed(0)
@@ -526,7 +596,16 @@ def knn_monitor(cfg, student, run, device) -> dict[str, float]:
 def _export(cfg, student, train, run_dir: Path) -> Path:
     from ..export import export_backbone
 
-    meta = dict(arch=cfg["arch"], variant=cfg["variant"], width=cfg["width"], in_channels=train.channels,
-                resolution=cfg["resolution"], mean=list(train.mean), std=[max(s, STD_FLOOR) for s in train.std],
-                feature_dim=student.feature_dim, method=cfg["method"], dataset=cfg["data"])
+    meta = dict(
+        arch=cfg["arch"],
+        variant=cfg["variant"],
+        width=cfg["width"],
+        in_channels=train.channels,
+        resolution=cfg["resolution"],
+        mean=list(train.mean),
+        std=[max(s, STD_FLOOR) for s in train.std],
+        feature_dim=student.feature_dim,
+        method=cfg["method"],
+        dataset=cfg["data"],
+    )
     return export_backbone(student, run_dir / "backbone.safetensors", meta)[0]

@@ -1,10 +1,11 @@
 """Evaluation of a frozen backbone: kNN monitor + linear probe (fast or paper protocol), results table."""
+
 from __future__ import annotations
 
 import copy
 import inspect
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable
 
 import torch
 
@@ -15,18 +16,46 @@ from squeezespan.eval.features import extract_features, iter_batches
 from squeezespan.eval.knn import knn_eval, knn_predict, topk_accuracy
 from squeezespan.eval.linear import CropFlip, linear_probe, linear_probe_augmented
 
-__all__ = ["evaluate", "format_table", "extract_features", "iter_batches", "knn_eval", "knn_predict",
-           "topk_accuracy", "linear_probe", "linear_probe_augmented", "CropFlip", "RawPixels",
-           "random_init_student", "PROTOCOLS"]
+__all__ = [
+    "evaluate",
+    "format_table",
+    "extract_features",
+    "iter_batches",
+    "knn_eval",
+    "knn_predict",
+    "topk_accuracy",
+    "linear_probe",
+    "linear_probe_augmented",
+    "CropFlip",
+    "RawPixels",
+    "random_init_student",
+    "PROTOCOLS",
+]
 
 PROTOCOLS = ("fast", "paper")
 
 
-def evaluate(backbone, train_ds, test_ds, protocol: str = "fast", knn: bool = True, linear: bool = True, *,
-             name: Optional[str] = None, device=None, bf16: bool = False, batch_size: int = 256,
-             k: int = 200, t: float = 0.1, linear_kw: Optional[dict] = None,
-             augment: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, seed: int = 0,
-             normalize: bool = True, num_workers: int = 0, progress: bool = False) -> Dict:
+def evaluate(
+    backbone,
+    train_ds,
+    test_ds,
+    protocol: str = "fast",
+    knn: bool = True,
+    linear: bool = True,
+    *,
+    name: str | None = None,
+    device=None,
+    bf16: bool = False,
+    batch_size: int = 256,
+    k: int = 200,
+    t: float = 0.1,
+    linear_kw: dict | None = None,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    seed: int = 0,
+    normalize: bool = True,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> dict:
     """Score ``backbone`` (None = raw pixels) with kNN and a linear probe; return a JSON-ready results dict.
 
     ``protocol="fast"`` trains the probe on pre-computed features (:func:`linear_probe`, seconds);
@@ -44,13 +73,25 @@ def evaluate(backbone, train_ds, test_ds, protocol: str = "fast", knn: bool = Tr
     train_ds = _labelled_only(train_ds)
     num_classes = getattr(train_ds, "num_classes", None) or None
     seconds = {}
-    result = {"name": name, "protocol": protocol if linear else None,
-              "train": _describe(train_ds), "test": _describe(test_ds), "knn": None, "linear": None}
+    result = {
+        "name": name,
+        "protocol": protocol if linear else None,
+        "train": _describe(train_ds),
+        "test": _describe(test_ds),
+        "knn": None,
+        "linear": None,
+    }
     start = time.perf_counter()
     need_features = knn or (linear and protocol == "fast")
     if need_features:
-        feat_kw = dict(batch_size=batch_size, device=device, bf16=bf16, normalize=normalize,
-                       num_workers=num_workers, progress=progress)
+        feat_kw = dict(
+            batch_size=batch_size,
+            device=device,
+            bf16=bf16,
+            normalize=normalize,
+            num_workers=num_workers,
+            progress=progress,
+        )
         train_f, train_y = extract_features(backbone, train_ds, **feat_kw)
         test_f, test_y = extract_features(backbone, test_ds, **feat_kw)
         keep = train_y >= 0  # a streamed dataset cannot be subset before extraction
@@ -59,8 +100,7 @@ def evaluate(backbone, train_ds, test_ds, protocol: str = "fast", knn: bool = Tr
         seconds["features"] = time.perf_counter() - start
     if knn:
         tick = time.perf_counter()
-        result["knn"] = dict(knn_eval(train_f, train_y, test_f, test_y, k=k, t=t, num_classes=num_classes),
-                             k=k, t=t)
+        result["knn"] = dict(knn_eval(train_f, train_y, test_f, test_y, k=k, t=t, num_classes=num_classes), k=k, t=t)
         seconds["knn"] = time.perf_counter() - tick
     if linear:
         tick = time.perf_counter()
@@ -73,11 +113,20 @@ def evaluate(backbone, train_ds, test_ds, protocol: str = "fast", knn: bool = Tr
                 augment = CropFlip(generator=torch.Generator().manual_seed(seed))
             kw.setdefault("seed", seed)
             kw.setdefault("batch_size", batch_size)
-            probe = linear_probe_augmented(backbone, train_ds, test_ds, augment, device=device, bf16=bf16,
-                                           num_classes=num_classes, normalize=normalize,
-                                           num_workers=num_workers, progress=progress, **kw)
-        result["linear"] = dict(probe, **_settings(linear_probe if protocol == "fast"
-                                                   else linear_probe_augmented, kw))
+            probe = linear_probe_augmented(
+                backbone,
+                train_ds,
+                test_ds,
+                augment,
+                device=device,
+                bf16=bf16,
+                num_classes=num_classes,
+                normalize=normalize,
+                num_workers=num_workers,
+                progress=progress,
+                **kw,
+            )
+        result["linear"] = dict(probe, **_settings(linear_probe if protocol == "fast" else linear_probe_augmented, kw))
         seconds["linear"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - start
     result["seconds"] = seconds
@@ -91,8 +140,10 @@ def _labelled_only(ds):
         return ds
     keep = torch.nonzero(labels >= 0).flatten()
     if keep.numel() == 0:
-        raise SnsError(f"dataset {getattr(ds, 'name', '')!r} split {getattr(ds, 'split', '')!r} has no "
-                       "labelled images; evaluate on a labelled split (e.g. train, test)")
+        raise SnsError(
+            f"dataset {getattr(ds, 'name', '')!r} split {getattr(ds, 'split', '')!r} has no "
+            "labelled images; evaluate on a labelled split (e.g. train, test)"
+        )
     if isinstance(ds, ImageDataset):
         # take() reads only the labelled rows, so STL-10's 100k unlabelled images are never decoded
         return ds.subset(keep)
@@ -103,16 +154,19 @@ def _labelled_only(ds):
     return ds  # streamed: unlabelled features are dropped after extraction
 
 
-def _settings(probe: Callable, overrides: dict) -> Dict:
+def _settings(probe: Callable, overrides: dict) -> dict:
     """The probe's effective plain-valued keyword settings, so a results file says how it was made."""
     params = inspect.signature(probe).parameters.values()
     out = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
     out.update(overrides)
-    return {key: value for key, value in out.items()
-            if key in ("epochs", "lr", "batch_size", "weight_decay", "momentum", "seed", "solver")}
+    return {
+        key: value
+        for key, value in out.items()
+        if key in ("epochs", "lr", "batch_size", "weight_decay", "momentum", "seed", "solver")
+    }
 
 
-def _describe(ds) -> Dict:
+def _describe(ds) -> dict:
     return {"dataset": getattr(ds, "name", None), "split": getattr(ds, "split", None), "n": len(ds)}
 
 
@@ -120,15 +174,21 @@ def _pct(value) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def format_table(rows: List[Dict]) -> str:
+def format_table(rows: list[dict]) -> str:
     """A Markdown table of :func:`evaluate` results: one line per row, accuracies in %."""
     header = ["name", "protocol", "kNN top-1", "kNN top-5", "linear top-1", "linear top-5", "time (s)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * 5) + "|"]
     for row in rows:
         knn, lin = row.get("knn") or {}, row.get("linear") or {}
         total = (row.get("seconds") or {}).get("total", row.get("time_s"))
-        cells = [str(row.get("name", row.get("backbone", ""))), str(row.get("protocol") or "-"),
-                 _pct(knn.get("top1")), _pct(knn.get("top5")), _pct(lin.get("top1")), _pct(lin.get("top5")),
-                 "-" if total is None else f"{total:.1f}"]
+        cells = [
+            str(row.get("name", row.get("backbone", ""))),
+            str(row.get("protocol") or "-"),
+            _pct(knn.get("top1")),
+            _pct(knn.get("top5")),
+            _pct(lin.get("top1")),
+            _pct(lin.get("top5")),
+            "-" if total is None else f"{total:.1f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """Reference backbones every result is compared with: raw pixels and a randomly initialised student."""
+
 from __future__ import annotations
 
 import math
@@ -21,23 +22,28 @@ class RawPixels(nn.Module):
     def __init__(self, channels: int, resolution: int, max_dim: int = 4096):
         super().__init__()
         if channels < 1 or resolution < 1 or max_dim < channels:
-            raise SnsError(f"RawPixels needs channels >= 1, resolution >= 1, max_dim >= channels; "
-                           f"got {channels}, {resolution}, {max_dim}")
+            raise SnsError(
+                f"RawPixels needs channels >= 1, resolution >= 1, max_dim >= channels; "
+                f"got {channels}, {resolution}, {max_dim}"
+            )
         self.channels, self.resolution = channels, resolution
         self.side = min(resolution, int(math.isqrt(max_dim // channels)))
         self.feature_dim = channels * self.side * self.side
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.channels or x.shape[2:] != (self.resolution, self.resolution):
-            raise SnsError(f"RawPixels({self.channels}, {self.resolution}) got images of shape "
-                           f"{tuple(x.shape)}; build it with the dataset's channels and resolution")
+            raise SnsError(
+                f"RawPixels({self.channels}, {self.resolution}) got images of shape "
+                f"{tuple(x.shape)}; build it with the dataset's channels and resolution"
+            )
         if self.side != self.resolution:
             x = F.adaptive_avg_pool2d(x, self.side)
         return x.flatten(1)
 
 
-def random_init_student(arch: str = "resnet18", variant: str = "cifar", width: float = 1.0,
-                        in_channels: int = 3, seed: int = 0) -> nn.Module:
+def random_init_student(
+    arch: str = "resnet18", variant: str = "cifar", width: float = 1.0, in_channels: int = 3, seed: int = 0
+) -> nn.Module:
     """A student exactly as training would start it (``seed`` fixes the init), in eval mode.
 
     The global RNG is forked, so building it leaves everyone else's random stream untouched.

@@ -1,7 +1,6 @@
 """Discriminator features used directly as a backbone (Table 1 baseline): single (last block) or multi (every block)."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -31,18 +30,21 @@ class DiscriminatorFeatures(nn.Module):
             raise SnsError(f"discriminator features mode {mode!r}: expected one of {', '.join(MODES)}")
         resolutions = list(getattr(D, "block_resolutions", []) or [])
         if not resolutions or not all(hasattr(D, f"b{r}") for r in resolutions):
-            raise SnsError(f"{type(D).__name__} is not a StyleGAN2 discriminator with blocks before its 4x4 "
-                           "epilogue (needs block_resolutions and b<res> modules, image resolution >= 8)")
+            raise SnsError(
+                f"{type(D).__name__} is not a StyleGAN2 discriminator with blocks before its 4x4 "
+                "epilogue (needs block_resolutions and b<res> modules, image resolution >= 8)"
+            )
         self.D = D.eval().requires_grad_(False)
         self.mode = mode
         self.resolution = int(D.img_resolution)
         self.channels = int(D.img_channels)
         device = next(iter(D.parameters())).device
         with torch.no_grad():
-            self.feature_dim = int(self(torch.zeros(1, self.channels, self.resolution, self.resolution,
-                                                    device=device)).shape[1])
+            self.feature_dim = int(
+                self(torch.zeros(1, self.channels, self.resolution, self.resolution, device=device)).shape[1]
+            )
 
-    def train(self, mode: bool = True) -> "DiscriminatorFeatures":
+    def train(self, mode: bool = True) -> DiscriminatorFeatures:
         super().train(mode)
         self.D.eval()  # frozen: a teacher's D always runs in eval mode
         return self
@@ -56,10 +58,11 @@ class DiscriminatorFeatures(nn.Module):
             else:
                 raise SnsError(f"the discriminator takes {self.channels}-channel images, got {x.shape[1]} channels")
         if x.shape[-2:] != (self.resolution, self.resolution):
-            x = F.interpolate(x.float(), size=(self.resolution, self.resolution), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x.float(), size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True
+            )
         img = x * 2 - 1
-        h: Optional[torch.Tensor] = None
+        h: torch.Tensor | None = None
         pooled = []
         for res in self.D.block_resolutions:
             h, img = getattr(self.D, f"b{res}")(h, img)
@@ -71,14 +74,15 @@ def parse_disc_spec(spec: str) -> tuple[str, str]:
     """'disc:TEACHER[:single|:multi]' -> (TEACHER, mode); mode defaults to single."""
     if not spec.startswith("disc:"):
         raise SnsError(f"--backbone {spec!r}: a discriminator backbone is written disc:TEACHER[:single|:multi]")
-    rest = spec[len("disc:"):]
+    rest = spec[len("disc:") :]
     mode = "single"
     for m in MODES:
         if rest.endswith(":" + m):
             rest, mode = rest[: -len(m) - 1], m
     if not rest:
-        raise SnsError(f"--backbone {spec!r}: name the teacher, e.g. disc:runs/gan-digits or "
-                       "disc:stylegan2-pkl:cifar10.pkl:multi")
+        raise SnsError(
+            f"--backbone {spec!r}: name the teacher, e.g. disc:runs/gan-digits or disc:stylegan2-pkl:cifar10.pkl:multi"
+        )
     return rest, mode
 
 
@@ -88,8 +92,10 @@ def load_discriminator(teacher: str, device="cpu") -> nn.Module:
 
     D = load_generator(teacher, key="D")
     if D is None:
-        raise SnsError(f"--backbone disc:{teacher}: a discriminator comes from a `sns train-gan` run/teacher "
-                       "directory or stylegan2-pkl:PATH, not from a module:factory generator")
+        raise SnsError(
+            f"--backbone disc:{teacher}: a discriminator comes from a `sns train-gan` run/teacher "
+            "directory or stylegan2-pkl:PATH, not from a module:factory generator"
+        )
     return D.to(device).eval().requires_grad_(False)
 
 
@@ -99,6 +105,7 @@ def disc_backbone(spec: str, channels: int, device="cpu") -> tuple[str, Discrimi
     D = load_discriminator(teacher, device)
     d_channels = int(getattr(D, "img_channels", channels))
     if d_channels != channels and channels != 1:
-        raise SnsError(f"--backbone {spec}: the discriminator takes {d_channels}-channel images but the "
-                       f"dataset has {channels}")
+        raise SnsError(
+            f"--backbone {spec}: the discriminator takes {d_channels}-channel images but the dataset has {channels}"
+        )
     return f"disc-{mode} ({teacher})", DiscriminatorFeatures(D, mode)

@@ -4,6 +4,7 @@ Not FID: FID uses ImageNet Inception-v3 features, which cannot be downloaded her
 trained on the same dataset (supervised when labels exist, rotation prediction otherwise), cached per
 dataset/resolution. Values are comparable only under the same reference net and the same sample counts.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,7 +12,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,22 +40,31 @@ class ReferenceNet(nn.Module):
         w = width
         # Downsample early: the net must train in a minute or two on a busy CPU.
         self.body = nn.Sequential(
-            *block(in_channels, w), nn.MaxPool2d(2),
-            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
-            *block(2 * w, 4 * w), *block(4 * w, 4 * w), nn.MaxPool2d(2),
+            *block(in_channels, w),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            *block(2 * w, 4 * w),
+            *block(4 * w, 4 * w),
+            nn.MaxPool2d(2),
             *block(4 * w, 8 * w),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.feature_dim = 8 * w
         self.head = nn.Linear(8 * w, num_outputs)
 
     def features(self, x01: torch.Tensor) -> torch.Tensor:
         if x01.shape[1] != self.in_channels:
-            raise SnsError(f"FD-ref reference net expects {self.in_channels}-channel images, got {x01.shape[1]}; "
-                           "compare images of the dataset the reference net was trained on")
+            raise SnsError(
+                f"FD-ref reference net expects {self.in_channels}-channel images, got {x01.shape[1]}; "
+                "compare images of the dataset the reference net was trained on"
+            )
         if x01.shape[-1] != self.resolution or x01.shape[-2] != self.resolution:
-            x01 = F.interpolate(x01, size=(self.resolution, self.resolution), mode="bilinear",
-                                align_corners=False, antialias=True)
+            x01 = F.interpolate(
+                x01, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True
+            )
         return self.body(x01 * 2.0 - 1.0)
 
     def forward(self, x01: torch.Tensor) -> torch.Tensor:
@@ -62,6 +72,7 @@ class ReferenceNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- the formula
+
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) for Gaussians N(mu1, S1), N(mu2, S2), in float64.
@@ -72,8 +83,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
-        raise SnsError(f"Frechet distance needs matching shapes, got mu {mu1.shape}/{mu2.shape}, "
-                       f"sigma {s1.shape}/{s2.shape}")
+        raise SnsError(
+            f"Frechet distance needs matching shapes, got mu {mu1.shape}/{mu2.shape}, sigma {s1.shape}/{s2.shape}"
+        )
     s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
     evals1, evecs1 = np.linalg.eigh(s1)
     sqrt_s1 = (evecs1 * np.sqrt(np.clip(evals1, 0, None))) @ evecs1.T
@@ -84,7 +96,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
 
 
-def feature_stats(features: torch.Tensor | np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, covariance) of (N, D) features in float64."""
     f = features.detach().double().cpu().numpy() if torch.is_tensor(features) else np.asarray(features, np.float64)
     if f.ndim != 2 or f.shape[0] < 2:
@@ -93,6 +105,7 @@ def feature_stats(features: torch.Tensor | np.ndarray) -> Tuple[np.ndarray, np.n
 
 
 # ------------------------------------------------------------------------------------------- features/stats
+
 
 def _net_device(net: nn.Module) -> torch.device:
     return next(net.parameters()).device
@@ -106,19 +119,20 @@ def ref_features(images: torch.Tensor, ref_net: ReferenceNet, batch_size: int = 
     dev = _net_device(ref_net)
     out = []
     for i in range(0, images.shape[0], batch_size):
-        x = images[i:i + batch_size].to(dev)
+        x = images[i : i + batch_size].to(dev)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float().clamp(0, 1)
         out.append(ref_net.features(x).float().cpu())
     ref_net.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, ref_net.feature_dim)
 
 
-def ref_stats(images: torch.Tensor, ref_net: ReferenceNet, batch_size: int = 250) -> Tuple[np.ndarray, np.ndarray]:
+def ref_stats(images: torch.Tensor, ref_net: ReferenceNet, batch_size: int = 250) -> tuple[np.ndarray, np.ndarray]:
     return feature_stats(ref_features(images, ref_net, batch_size))
 
 
-def fd_ref(real_images01: torch.Tensor, fake_images01: torch.Tensor, ref_net: ReferenceNet,
-           batch_size: int = 250) -> float:
+def fd_ref(
+    real_images01: torch.Tensor, fake_images01: torch.Tensor, ref_net: ReferenceNet, batch_size: int = 250
+) -> float:
     """FD-ref between two image sets (float [0, 1] or uint8), each (N, C, H, W) with N >= 2."""
     mu1, s1 = ref_stats(real_images01, ref_net, batch_size)
     mu2, s2 = ref_stats(fake_images01, ref_net, batch_size)
@@ -126,8 +140,14 @@ def fd_ref(real_images01: torch.Tensor, fake_images01: torch.Tensor, ref_net: Re
 
 
 @torch.no_grad()
-def generator_stats(G: nn.Module, ref_net: ReferenceNet, num_images: int, seed: int = 0, batch_size: int = 250,
-                    truncation_psi: float = 1.0) -> Tuple[np.ndarray, np.ndarray]:
+def generator_stats(
+    G: nn.Module,
+    ref_net: ReferenceNet,
+    num_images: int,
+    seed: int = 0,
+    batch_size: int = 250,
+    truncation_psi: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
     """Reference-feature stats of ``num_images`` samples of G (z from its own seeded generator: no global RNG)."""
     dev = next(G.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -146,9 +166,11 @@ def generator_stats(G: nn.Module, ref_net: ReferenceNet, num_images: int, seed: 
 
 # ------------------------------------------------------------------------------------- training and caching
 
+
 def default_cache_dir() -> Path:
     base = os.environ.get("SNS_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "squeezespan")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache"), "squeezespan"
+    )
     return Path(base) / "fdref"
 
 
@@ -187,17 +209,30 @@ def load_reference_net(path: str | os.PathLike, device: str | torch.device = "cp
     except FileNotFoundError:
         raise SnsError(f"FD-ref reference net {path} does not exist") from None
     except Exception as e:  # noqa: BLE001 - any decode failure is a bad file for the user
-        raise SnsError(f"FD-ref reference net {path} cannot be read ({type(e).__name__}); delete it to retrain") from None
+        raise SnsError(
+            f"FD-ref reference net {path} cannot be read ({type(e).__name__}); delete it to retrain"
+        ) from None
     net = ReferenceNet(**info["init_kwargs"])
     net.load_state_dict(state)
     net.meta = info
     return net.to(device).eval()
 
 
-def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, max_seconds: float = 240.0,
-                        batch_size: int = 128, width: int = 16, lr: float = 3e-3, seed: int = 0, bf16: bool | str = "auto",
-                        device: str | torch.device = "cpu", cache_dir: str | os.PathLike | None | bool = None,
-                        log=print) -> ReferenceNet:
+def train_reference_net(
+    dataset,
+    *,
+    epochs: int = 15,
+    max_images: int = 60_000,
+    max_seconds: float = 240.0,
+    batch_size: int = 128,
+    width: int = 16,
+    lr: float = 3e-3,
+    seed: int = 0,
+    bf16: bool | str = "auto",
+    device: str | torch.device = "cpu",
+    cache_dir: str | os.PathLike | None | bool = None,
+    log=print,
+) -> ReferenceNet:
     """Train (or load from cache) the FD-ref reference CNN for ``dataset`` (uint8 ``.images``, ``.labels``).
 
     Supervised cross-entropy when labels exist; else 4-way rotation prediction (self-supervised). The budget
@@ -207,15 +242,25 @@ def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, 
     """
     images = getattr(dataset, "images", None)
     if images is None or images.dtype != torch.uint8 or images.ndim != 4:
-        raise SnsError("FD-ref needs an in-memory dataset with uint8 (N, C, H, W) .images; "
-                       "load it with squeezespan.data.load_dataset")
+        raise SnsError(
+            "FD-ref needs an in-memory dataset with uint8 (N, C, H, W) .images; "
+            "load it with squeezespan.data.load_dataset"
+        )
     n, c, h, w = images.shape
     labels = getattr(dataset, "labels", None)
     supervised = labels is not None and bool((labels >= 0).any())
     bf16 = resolve_bf16(bf16, device, log)  # auto: bf16 where the hardware has it (the cache key records which)
     num_classes = int(labels.max().item()) + 1 if supervised else 4
-    settings = dict(epochs=epochs, max_images=max_images, batch_size=batch_size, width=width, lr=lr, seed=seed,
-                    supervised=supervised, bf16=bool(bf16))
+    settings = dict(
+        epochs=epochs,
+        max_images=max_images,
+        batch_size=batch_size,
+        width=width,
+        lr=lr,
+        seed=seed,
+        supervised=supervised,
+        bf16=bool(bf16),
+    )
     cache_path = None
     if cache_dir is not False:
         cache_path = Path(cache_dir or default_cache_dir()) / (_cache_key(dataset, settings) + ".safetensors")
@@ -244,7 +289,7 @@ def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, 
     while step < total_steps:
         if pos + batch_size > order.numel():
             order, pos = torch.randperm(train_idx.numel(), generator=gen), 0
-        idx = train_idx[order[pos:pos + batch_size]]
+        idx = train_idx[order[pos : pos + batch_size]]
         pos += batch_size
         x = images[idx].float() / 255.0
         if supervised:
@@ -265,13 +310,22 @@ def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, 
         step += 1
         if time.time() - t0 > max_seconds and step < total_steps:
             cut_short = True
-            log(f"warning: FD-ref reference net stopped by the {max_seconds:.0f} s budget after {step}/{total_steps} "
-                "steps; it will not be cached")
+            log(
+                f"warning: FD-ref reference net stopped by the {max_seconds:.0f} s budget after {step}/{total_steps} "
+                "steps; it will not be cached"
+            )
             break
     net.eval()
     acc = _accuracy(net, images, labels, val_idx, supervised, device) if n_val else float("nan")
-    meta = dict(dataset=str(getattr(dataset, "name", "data")), objective="supervised" if supervised else "rotation",
-                val_accuracy=acc, steps=step, seconds=round(time.time() - t0, 1), num_images=n, **settings)
+    meta = dict(
+        dataset=str(getattr(dataset, "name", "data")),
+        objective="supervised" if supervised else "rotation",
+        val_accuracy=acc,
+        steps=step,
+        seconds=round(time.time() - t0, 1),
+        num_images=n,
+        **settings,
+    )
     net.meta = meta
     if cache_path is not None and not cut_short:
         save_reference_net(net, cache_path, meta)
@@ -282,7 +336,7 @@ def train_reference_net(dataset, *, epochs: int = 15, max_images: int = 60_000, 
 def _accuracy(net: ReferenceNet, images, labels, idx, supervised: bool, device) -> float:
     correct = 0
     for i in range(0, idx.numel(), 500):
-        b = idx[i:i + 500]
+        b = idx[i : i + 500]
         x = images[b].to(device).float() / 255.0
         if supervised:
             y = labels[b].to(device)
@@ -294,8 +348,9 @@ def _accuracy(net: ReferenceNet, images, labels, idx, supervised: bool, device) 
     return correct / max(1, idx.numel())
 
 
-def real_stats_cached(dataset, ref_net: ReferenceNet, max_images: int, cache_path: Optional[Path] = None
-                      ) -> Tuple[np.ndarray, np.ndarray]:
+def real_stats_cached(
+    dataset, ref_net: ReferenceNet, max_images: int, cache_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Stats of a fixed seeded subset of ``max_images`` real images, so every evaluation compares to the same set."""
     if cache_path is not None and cache_path.exists():
         data = np.load(cache_path)

@@ -1,19 +1,21 @@
 """Batched feature extraction from a frozen backbone over a dataset (uint8 images in, float32 features out)."""
+
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
 
-from squeezespan.data import ImageDataset, batches, normalize as normalize_images
+from squeezespan.data import ImageDataset, batches
+from squeezespan.data import normalize as normalize_images
 from squeezespan.engine.rundir import autocast
 from squeezespan.errors import SnsError
 
 
-def iter_batches(dataset, batch_size: int, shuffle: bool = False,
-                 generator: Optional[torch.Generator] = None,
-                 num_workers: int = 0) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+def iter_batches(
+    dataset, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None, num_workers: int = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 NCHW, int64 N) batches, in order unless ``shuffle`` (then ordered by ``generator``).
 
     ImageDataset and streamed datasets go through :func:`squeezespan.data.batches`; any other object with
@@ -24,13 +26,14 @@ def iter_batches(dataset, batch_size: int, shuffle: bool = False,
         raise SnsError(f"eval batch_size={batch_size!r}: expected a positive integer")
     images = None if isinstance(dataset, ImageDataset) else getattr(dataset, "images", None)
     if not isinstance(images, torch.Tensor):
-        yield from batches(dataset, batch_size, shuffle=shuffle, drop_last=False, generator=generator,
-                           num_workers=num_workers)
+        yield from batches(
+            dataset, batch_size, shuffle=shuffle, drop_last=False, generator=generator, num_workers=num_workers
+        )
         return
     n = images.shape[0]
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
+        idx = order[start : start + batch_size]
         yield images[idx], dataset.labels[idx].long()
 
 
@@ -61,10 +64,19 @@ class frozen:
         return False
 
 
-def extract_features(backbone, dataset, *, batch_size: int = 256, device=None, bf16: bool = False,
-                     normalize: bool = True, mean: Optional[Sequence[float]] = None,
-                     std: Optional[Sequence[float]] = None, num_workers: int = 0,
-                     progress: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    backbone,
+    dataset,
+    *,
+    batch_size: int = 256,
+    device=None,
+    bf16: bool = False,
+    normalize: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_workers: int = 0,
+    progress: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``backbone`` over every image of ``dataset`` in order; return (features float32 (N, D) cpu, labels int64).
 
     Images are uint8 -> float [0, 1] -> normalised with ``mean``/``std`` (default: the dataset's) unless
@@ -78,8 +90,7 @@ def extract_features(backbone, dataset, *, batch_size: int = 256, device=None, b
         mean = getattr(dataset, "mean", None) if mean is None else mean
         std = getattr(dataset, "std", None) if std is None else std
         if mean is None or std is None:
-            raise SnsError("extract_features: the dataset has no mean/std; pass mean= and std= "
-                           "or normalize=False")
+            raise SnsError("extract_features: the dataset has no mean/std; pass mean= and std= or normalize=False")
     feats, labels = [], []
     n_total = len(dataset)
     bar = _progress(n_total, "features", progress)
@@ -92,8 +103,10 @@ def extract_features(backbone, dataset, *, batch_size: int = 256, device=None, b
             with autocast(dev, bf16):
                 f = backbone(x)
             if f.ndim != 2 or f.shape[0] != x.shape[0]:
-                raise SnsError(f"extract_features: the backbone returned shape {tuple(f.shape)} for a batch "
-                               f"of {x.shape[0]} images; expected pooled features (N, D)")
+                raise SnsError(
+                    f"extract_features: the backbone returned shape {tuple(f.shape)} for a batch "
+                    f"of {x.shape[0]} images; expected pooled features (N, D)"
+                )
             feats.append(f.float().cpu())
             labels.append(y.long().cpu())
             bar.update(x.shape[0])
@@ -105,4 +118,5 @@ def extract_features(backbone, dataset, *, batch_size: int = 256, device=None, b
 
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
+
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)

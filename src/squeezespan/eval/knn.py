@@ -1,7 +1,6 @@
 """Weighted k-nearest-neighbour classification on L2-normalised features (the kNN monitor of PAPER.md)."""
-from __future__ import annotations
 
-from typing import Dict, Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +17,12 @@ def check_labelled(features: torch.Tensor, labels: torch.Tensor, what: str) -> N
     if features.shape[0] == 0:
         raise SnsError(f"{what} set is empty; evaluation needs labelled images")
     if int(labels.min()) < 0:
-        raise SnsError(f"{what} set holds unlabelled images (label -1); drop them first "
-                       "(evaluate() does) or use a labelled split")
+        raise SnsError(
+            f"{what} set holds unlabelled images (label -1); drop them first (evaluate() does) or use a labelled split"
+        )
 
 
-def infer_num_classes(*labels: torch.Tensor, num_classes: Optional[int] = None) -> int:
+def infer_num_classes(*labels: torch.Tensor, num_classes: int | None = None) -> int:
     """``num_classes`` if given (checked against the labels), else 1 + the largest label seen."""
     seen = max(int(y.max()) for y in labels) + 1
     if num_classes is None:
@@ -32,16 +32,23 @@ def infer_num_classes(*labels: torch.Tensor, num_classes: Optional[int] = None) 
     return int(num_classes)
 
 
-def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> Dict[str, float]:
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[str, float]:
     """Percent of rows whose label is among the ``k`` highest scores, for each k (clipped to the class count)."""
     kmax = min(max(ks), scores.shape[1])
     ranked = scores.topk(kmax, dim=1).indices
     hit = ranked == labels.view(-1, 1).to(ranked.device)
-    return {f"top{k}": 100.0 * hit[:, :min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
+    return {f"top{k}": 100.0 * hit[:, : min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
 
 
-def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, query_f: torch.Tensor, k: int = 200,
-                t: float = 0.1, num_classes: Optional[int] = None, chunk: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    query_f: torch.Tensor,
+    k: int = 200,
+    t: float = 0.1,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """Class scores (Nq, C): each query's k most cosine-similar bank rows vote exp(sim / t) for their label.
 
     The bank is the training set; ``k`` is clipped to its size. Queries go ``chunk`` at a time so that the
@@ -55,7 +62,7 @@ def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, query_f: torch.Ten
     k = min(k, bank.shape[0])
     out = []
     for start in range(0, query_f.shape[0], chunk):
-        q = F.normalize(query_f[start:start + chunk].float().to(bank.device), dim=1)
+        q = F.normalize(query_f[start : start + chunk].float().to(bank.device), dim=1)
         sim, idx = (q @ bank.T).topk(k, dim=1)
         votes = (sim / t).exp()
         scores = torch.zeros(q.shape[0], num_classes, device=bank.device)
@@ -64,9 +71,16 @@ def knn_predict(train_f: torch.Tensor, train_y: torch.Tensor, query_f: torch.Ten
     return torch.cat(out) if out else torch.zeros(0, num_classes)
 
 
-def knn_eval(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-             k: int = 200, t: float = 0.1, num_classes: Optional[int] = None,
-             chunk: int = 1024) -> Dict[str, float]:
+def knn_eval(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    test_y: torch.Tensor,
+    k: int = 200,
+    t: float = 0.1,
+    num_classes: int | None = None,
+    chunk: int = 1024,
+) -> dict[str, float]:
     """Weighted kNN accuracy of the test set against the train-set memory bank: {"top1": %, "top5": %}."""
     check_labelled(train_f, train_y, "kNN train (memory bank)")
     check_labelled(test_f, test_y, "kNN test")

@@ -1,16 +1,17 @@
 """Linear probes on a frozen backbone: fast (pre-computed features) and the paper's (augmented images)."""
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from squeezespan.errors import SnsError
-from squeezespan.eval.features import (autocast, extract_features, frozen, iter_batches, module_device,
-                                       normalize_images)
+from squeezespan.eval.features import autocast, extract_features, frozen, iter_batches, module_device, normalize_images
 from squeezespan.eval.knn import check_labelled, infer_num_classes, topk_accuracy
 
 
@@ -27,10 +28,20 @@ def standardize(train_f: torch.Tensor, *others: torch.Tensor):
     return tuple((f - mean) / std for f in (train_f,) + others)
 
 
-def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Tensor, test_y: torch.Tensor,
-                 epochs: int = 100, lr: float = 0.1, batch_size: int = 256, weight_decay: float = 5e-3,
-                 seed: int = 0, num_classes: Optional[int] = None, device="cpu",
-                 solver: str = "lbfgs") -> Dict[str, float]:
+def linear_probe(
+    train_f: torch.Tensor,
+    train_y: torch.Tensor,
+    test_f: torch.Tensor,
+    test_y: torch.Tensor,
+    epochs: int = 100,
+    lr: float = 0.1,
+    batch_size: int = 256,
+    weight_decay: float = 5e-3,
+    seed: int = 0,
+    num_classes: int | None = None,
+    device="cpu",
+    solver: str = "lbfgs",
+) -> dict[str, float]:
     """Fast protocol: a linear classifier on frozen, pre-computed features; returns test top-1/top-5 %.
 
     Features are standardised with train statistics so one setting suits every backbone; the loss is
@@ -39,17 +50,16 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     iterations (each one a full pass; ``lr``, ``batch_size`` and ``seed`` are unused). Against 100 epochs
     of the SGD solver on the same loss it measured the same test accuracy (within 0.1-1 point, not
     always the same way) in 1/2 (100 classes) to 1/4 (10 classes) of the CPU time on 50k x 512 features
-    and 1/15 on 1.4k x 1024: it converges in under 100 passes and pays no per-step Python overhead. ``solver="sgd"``: mini-batch SGD,
-    momentum 0.9, per-step cosine decay from ``lr``, batch order drawn from ``seed``. Both are
-    deterministic. Returns {"top1", "top5", "train_top1"}.
+    and 1/15 on 1.4k x 1024: it converges in under 100 passes and pays no per-step Python overhead.
+    ``solver="sgd"``: mini-batch SGD, momentum 0.9, per-step cosine decay from ``lr``, batch order drawn
+    from ``seed``. Both are deterministic. Returns {"top1", "top5", "train_top1"}.
     """
     check_labelled(train_f, train_y, "linear probe train")
     check_labelled(test_f, test_y, "linear probe test")
     if train_f.shape[1] != test_f.shape[1]:
         raise SnsError(f"linear probe: train features have {train_f.shape[1]} dims, test {test_f.shape[1]}")
     if epochs < 1 or lr <= 0 or batch_size < 1:
-        raise SnsError(f"linear probe needs epochs >= 1, lr > 0, batch_size >= 1; "
-                       f"got {epochs}, {lr}, {batch_size}")
+        raise SnsError(f"linear probe needs epochs >= 1, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}")
     num_classes = infer_num_classes(train_y, test_y, num_classes=num_classes)
     dev = torch.device(device)
     x_train, x_test = standardize(train_f.float().to(dev), test_f.float().to(dev))
@@ -70,8 +80,16 @@ def linear_probe(train_f: torch.Tensor, train_y: torch.Tensor, test_f: torch.Ten
     return result
 
 
-def _fit_sgd(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
-             weight_decay: float, seed: int) -> None:
+def _fit_sgd(
+    head: nn.Linear,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    weight_decay: float,
+    seed: int,
+) -> None:
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     n = x.shape[0]
@@ -81,7 +99,7 @@ def _fit_sgd(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, epochs: int, lr:
     for _ in range(epochs):
         order = torch.randperm(n, generator=gen).to(x.device)
         for start in range(0, n, batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             for group in opt.param_groups:
                 group["lr"] = cosine_lr(lr, step / total)
             loss = F.cross_entropy(head(x[idx]), y[idx])
@@ -91,10 +109,16 @@ def _fit_sgd(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, epochs: int, lr:
             step += 1
 
 
-def _fit_lbfgs(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, iterations: int,
-               weight_decay: float) -> None:
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=iterations, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
+def _fit_lbfgs(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, iterations: int, weight_decay: float) -> None:
+    opt = torch.optim.LBFGS(
+        head.parameters(),
+        lr=1.0,
+        max_iter=iterations,
+        history_size=20,
+        tolerance_grad=1e-6,
+        tolerance_change=1e-9,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad(set_to_none=True)
@@ -105,12 +129,26 @@ def _fit_lbfgs(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, iterations: in
     opt.step(closure)
 
 
-def linear_probe_augmented(backbone, train_ds, test_ds, augment: Callable[[torch.Tensor], torch.Tensor],
-                           epochs: int = 90, lr: float = 30.0, batch_size: int = 256,
-                           momentum: float = 0.9, weight_decay: float = 0.0, device=None, bf16: bool = False,
-                           seed: int = 0, num_classes: Optional[int] = None, normalize: bool = True,
-                           mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                           num_workers: int = 0, progress: bool = True) -> Dict[str, float]:
+def linear_probe_augmented(
+    backbone,
+    train_ds,
+    test_ds,
+    augment: Callable[[torch.Tensor], torch.Tensor],
+    epochs: int = 90,
+    lr: float = 30.0,
+    batch_size: int = 256,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    device=None,
+    bf16: bool = False,
+    seed: int = 0,
+    num_classes: int | None = None,
+    normalize: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
     """The paper's (SimSiam) protocol: a linear layer on the frozen backbone, trained on augmented images.
 
     Every epoch each train image is augmented afresh (``augment``: float [0,1] NCHW -> same, e.g.
@@ -122,8 +160,7 @@ def linear_probe_augmented(backbone, train_ds, test_ds, augment: Callable[[torch
     Returns {"top1", "top5", "train_top1"} where train_top1 is measured on the last epoch's augmented views.
     """
     if epochs < 1 or lr <= 0 or batch_size < 1:
-        raise SnsError(f"linear probe needs epochs >= 1, lr > 0, batch_size >= 1; "
-                       f"got {epochs}, {lr}, {batch_size}")
+        raise SnsError(f"linear probe needs epochs >= 1, lr > 0, batch_size >= 1; got {epochs}, {lr}, {batch_size}")
     dev = module_device(backbone) if device is None else torch.device(device)
     if device is not None and isinstance(backbone, nn.Module):
         backbone.to(dev)
@@ -132,20 +169,19 @@ def linear_probe_augmented(backbone, train_ds, test_ds, augment: Callable[[torch
     prepare = (lambda x: normalize_images(x, mean, std)) if normalize else (lambda x: x)
     labels = train_ds.labels
     if labels.numel() == 0 or int(labels.min()) < 0:
-        raise SnsError("linear probe train set is empty or holds unlabelled images (label -1); "
-                       "use a labelled split")
+        raise SnsError("linear probe train set is empty or holds unlabelled images (label -1); use a labelled split")
     num_classes = infer_num_classes(labels, test_ds.labels, num_classes=num_classes)
     gen = torch.Generator().manual_seed(seed)
     head = None
     base_lr = lr * batch_size / 256
     from tqdm.auto import tqdm
+
     bar = tqdm(range(epochs), desc="linear probe (paper)", unit="epoch", disable=not progress)
     with frozen(backbone):
         for epoch in bar:
             lr_now = cosine_lr(base_lr, epoch / epochs)
             correct = seen = 0
-            for images, y in iter_batches(train_ds, batch_size, shuffle=True, generator=gen,
-                                          num_workers=num_workers):
+            for images, y in iter_batches(train_ds, batch_size, shuffle=True, generator=gen, num_workers=num_workers):
                 y = y.to(dev).long()
                 with torch.no_grad():
                     x = augment(images.to(dev, non_blocking=True).float().div_(255))
@@ -153,8 +189,7 @@ def linear_probe_augmented(backbone, train_ds, test_ds, augment: Callable[[torch
                         f = backbone(prepare(x))
                     f = f.float()
                 if head is None:
-                    head, opt = _paper_head(f.shape[1], num_classes, dev, base_lr, momentum,
-                                            weight_decay, gen)
+                    head, opt = _paper_head(f.shape[1], num_classes, dev, base_lr, momentum, weight_decay, gen)
                 for group in opt.param_groups:
                     group["lr"] = lr_now
                 logits = head(f)
@@ -165,8 +200,17 @@ def linear_probe_augmented(backbone, train_ds, test_ds, augment: Callable[[torch
                 correct += (logits.argmax(1) == y).sum().item()
                 seen += y.shape[0]
             bar.set_postfix(loss=f"{loss.item():.3f}", train_top1=f"{100.0 * correct / seen:.1f}")
-    test_f, test_y = extract_features(backbone, test_ds, batch_size=batch_size, device=dev, bf16=bf16,
-                                      normalize=normalize, mean=mean, std=std, num_workers=num_workers)
+    test_f, test_y = extract_features(
+        backbone,
+        test_ds,
+        batch_size=batch_size,
+        device=dev,
+        bf16=bf16,
+        normalize=normalize,
+        mean=mean,
+        std=std,
+        num_workers=num_workers,
+    )
     check_labelled(test_f, test_y, "linear probe test")
     with torch.no_grad():
         result = topk_accuracy(head(test_f.to(dev)), test_y.to(dev))
@@ -174,8 +218,7 @@ def linear_probe_augmented(backbone, train_ds, test_ds, augment: Callable[[torch
     return result
 
 
-def _paper_head(dim: int, num_classes: int, dev, lr: float, momentum: float, weight_decay: float,
-                gen: torch.Generator):
+def _paper_head(dim: int, num_classes: int, dev, lr: float, momentum: float, weight_decay: float, gen: torch.Generator):
     head = nn.Linear(dim, num_classes).to(dev)
     with torch.no_grad():
         head.weight.copy_(torch.randn(num_classes, dim, generator=gen) * 0.01)
@@ -194,8 +237,14 @@ class CropFlip(nn.Module):
     identity. Randomness comes from ``generator`` only.
     """
 
-    def __init__(self, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5,
-                 generator: Optional[torch.Generator] = None, tries: int = 10):
+    def __init__(
+        self,
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        flip: float = 0.5,
+        generator: torch.Generator | None = None,
+        tries: int = 10,
+    ):
         super().__init__()
         self.scale, self.ratio, self.flip, self.tries = scale, ratio, flip, tries
         self.generator = generator
@@ -209,8 +258,7 @@ class CropFlip(nn.Module):
         todo = torch.ones(n, dtype=torch.bool)
         for _ in range(self.tries):
             s = torch.empty(n, dtype=torch.float64).uniform_(self.scale[0], self.scale[1], generator=g)
-            r = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(float(log_r[0]), float(log_r[1]),
-                                                                        generator=g))
+            r = torch.exp(torch.empty(n, dtype=torch.float64).uniform_(float(log_r[0]), float(log_r[1]), generator=g))
             cw = torch.sqrt(area * s * r).round()
             ch = torch.sqrt(area * s / r).round()
             ok = todo & (cw >= 1) & (cw <= w) & (ch >= 1) & (ch <= h)
@@ -224,6 +272,7 @@ class CropFlip(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from torchvision.ops import roi_align
+
         n, _, h, w = x.shape
         boxes = self.boxes(n, h, w).to(device=x.device, dtype=x.dtype)
         rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype).view(-1, 1), boxes], dim=1)

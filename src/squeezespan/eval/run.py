@@ -1,4 +1,5 @@
 """`sns eval`: evaluate backbones (exported, raw pixels, random init) with kNN and a linear probe, write JSON."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,15 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "train_split": "train",
     "test_split": "test",
     "backbones": ["raw", "random"],  # exported backbone paths/run dirs, 'raw', 'random', disc:TEACHER[:multi]
-    "protocol": "fast",               # fast: linear probe on frozen features; paper: on augmented images
+    "protocol": "fast",  # fast: linear probe on frozen features; paper: on augmented images
     "knn": True,
     "knn_k": 200,
     "knn_t": 0.1,
-    "linear_epochs": 100,             # fast protocol: L-BFGS iterations on standardised frozen features
-    "paper_epochs": 90,               # paper protocol (SGD lr 30, batch 256, cosine)
+    "linear_epochs": 100,  # fast protocol: L-BFGS iterations on standardised frozen features
+    "paper_epochs": 90,  # paper protocol (SGD lr 30, batch 256, cosine)
     "paper_lr": 30.0,
     "batch_size": 256,
-    "arch": "resnet18",               # for the 'random' baseline
+    "arch": "resnet18",  # for the 'random' baseline
     "variant": "cifar",
     "width": 1.0,
     "bf16": False,
@@ -51,8 +52,9 @@ def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
     backbone = load_backbone(path, device=device)  # normalises inside
     meta = backbone.meta
     if meta.get("in_channels") not in (None, train.channels):
-        raise SnsError(f"--backbone {spec} expects {meta['in_channels']}-channel images but {cfg['data']} has "
-                       f"{train.channels}")
+        raise SnsError(
+            f"--backbone {spec} expects {meta['in_channels']}-channel images but {cfg['data']} has {train.channels}"
+        )
     label = path.parent.name if path.suffix in (".safetensors", ".json") else path.name
     method = meta.get("method") or "backbone"
     return (method if label == method else f"{method} ({label})"), backbone, False
@@ -80,9 +82,23 @@ def run_eval(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
         linear_kw = {"epochs": cfg["paper_epochs"], "lr": cfg["paper_lr"]}
     rows = []
     for name, model, norm in backbones:
-        row = evaluate(model, train, test, protocol=cfg["protocol"], knn=cfg["knn"], name=name, device=device,
-                       bf16=cfg["bf16"], batch_size=cfg["batch_size"], k=cfg["knn_k"], t=cfg["knn_t"],
-                       linear_kw=linear_kw, seed=cfg["seed"], normalize=norm, progress=progress)
+        row = evaluate(
+            model,
+            train,
+            test,
+            protocol=cfg["protocol"],
+            knn=cfg["knn"],
+            name=name,
+            device=device,
+            bf16=cfg["bf16"],
+            batch_size=cfg["batch_size"],
+            k=cfg["knn_k"],
+            t=cfg["knn_t"],
+            linear_kw=linear_kw,
+            seed=cfg["seed"],
+            normalize=norm,
+            progress=progress,
+        )
         rows.append(row)
         log(f"{name}: " + ", ".join(f"{k} top-1 {row[k]['top1']:.2f}" for k in ("knn", "linear") if row.get(k)))
     result = {"data": cfg["data"], "protocol": cfg["protocol"], "results": rows}

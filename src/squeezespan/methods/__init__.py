@@ -1,4 +1,5 @@
 """Methods: one small objective module per representation-learning method, all trained by the one engine."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,20 @@ METHODS: dict[str, tuple[type, dict[str, Any]]] = {
 
 # config keys each objective takes (resolved: null -> the method's default above)
 _KEYS = {
-    SqueezeAndSpan: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "squeeze_depth", "squeeze_hidden",
-                     "w_mse", "w_var", "w_cov", "augment_syn", "augment_real", "bn_pass"),
+    SqueezeAndSpan: (
+        "syn_ratio",
+        "proj_layers",
+        "proj_hidden",
+        "proj_dim",
+        "squeeze_depth",
+        "squeeze_hidden",
+        "w_mse",
+        "w_var",
+        "w_cov",
+        "augment_syn",
+        "augment_real",
+        "bn_pass",
+    ),
     VICReg: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "w_mse", "w_var", "w_cov"),
     SimSiam: ("syn_ratio", "proj_layers", "proj_dim"),
     LatentEncoding: ("syn_ratio", "proj_layers", "proj_hidden", "w_latent", "w_rec", "lpips_weights"),
@@ -68,5 +81,15 @@ def uses_teacher(cfg: dict[str, Any]) -> bool:
     return method_settings(cfg)["syn_ratio"] > 0
 
 
-__all__ = ["METHODS", "Objective", "StepInputs", "SqueezeAndSpan", "VICReg", "SimSiam", "LatentEncoding",
-           "build_objective", "method_settings", "uses_teacher"]
+__all__ = [
+    "METHODS",
+    "Objective",
+    "StepInputs",
+    "SqueezeAndSpan",
+    "VICReg",
+    "SimSiam",
+    "LatentEncoding",
+    "build_objective",
+    "method_settings",
+    "uses_teacher",
+]

@@ -1,4 +1,5 @@
 """The seam between the engine and a method: what a step hands an objective, and what it must return."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,12 +16,12 @@ class StepInputs:
     Images are float in [0, 1], (N, C, H, W), on the training device, NOT yet augmented or normalised.
     """
 
-    real: torch.Tensor | None = None          # real images of this step (syn part excluded)
-    syn: torch.Tensor | None = None           # teacher images x_syn
+    real: torch.Tensor | None = None  # real images of this step (syn part excluded)
+    syn: torch.Tensor | None = None  # teacher images x_syn
     taps: list[torch.Tensor] = field(default_factory=list)  # teacher's tapped features for x_syn
     augment: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # per-sample batched augmentation
-    encode: Callable[[torch.Tensor], torch.Tensor] = lambda x: x   # student backbone on [0,1] images
-    teacher: Any = None                       # the Teacher, for methods that need G itself (encode)
+    encode: Callable[[torch.Tensor], torch.Tensor] = lambda x: x  # student backbone on [0,1] images
+    teacher: Any = None  # the Teacher, for methods that need G itself (encode)
 
 
 class Objective(nn.Module):

@@ -1,7 +1,9 @@
 """Latent encoding (Table 1 baseline): the student predicts w from an image, reconstructed through the frozen G."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +24,10 @@ def wants_w_tap(cfg: dict[str, Any]) -> bool:
 def check_config(cfg: dict[str, Any]) -> None:
     """The teacher must hand over w, and must exist at all (syn_ratio > 0), for this method to work."""
     if not wants_w_tap(cfg):
-        raise SnsError("method encode predicts the teacher's latent w: add tap_w=true "
-                       "(or taps=w, which also skips the block features it does not use)")
+        raise SnsError(
+            "method encode predicts the teacher's latent w: add tap_w=true "
+            "(or taps=w, which also skips the block features it does not use)"
+        )
 
 
 class LatentEncoding(Objective):
@@ -40,13 +44,24 @@ class LatentEncoding(Objective):
 
     needs_w = True
 
-    def __init__(self, student_dim: int, w_dim: int, syn_ratio: float = 1.0, proj_layers: int = 2,
-                 proj_hidden: int = 512, w_latent: float = 1.0, w_rec: float = 1.0,
-                 lpips_weights: str | None = None, **_):
+    def __init__(
+        self,
+        student_dim: int,
+        w_dim: int,
+        syn_ratio: float = 1.0,
+        proj_layers: int = 2,
+        proj_hidden: int = 512,
+        w_latent: float = 1.0,
+        w_rec: float = 1.0,
+        lpips_weights: str | None = None,
+        **_,
+    ):
         super().__init__()
         if not 0.0 < syn_ratio <= 1.0:
-            raise SnsError(f"syn_ratio={syn_ratio}: method encode needs teacher images, so 0 < syn_ratio <= 1 "
-                           "(1.0 = syn, 0.5 = syn+real)")
+            raise SnsError(
+                f"syn_ratio={syn_ratio}: method encode needs teacher images, so 0 < syn_ratio <= 1 "
+                "(1.0 = syn, 0.5 = syn+real)"
+            )
         for name, value in (("w_latent", w_latent), ("w_rec", w_rec)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise SnsError(f"config key {name}={value!r} must be a number >= 0 (a loss weight)")
@@ -72,14 +87,14 @@ class LatentEncoding(Objective):
             l_latent = F.mse_loss(w_hat, w)
             l_rec = self.distance(reconstruct(G, w_hat, out_range), inputs.syn)
             loss = loss + self.syn_ratio * (self.w_latent * l_latent + self.w_rec * l_rec)
-            logs.update(loss_latent=l_latent.detach(), loss_rec_syn=l_rec.detach(),
-                        w_hat_std=w_hat.detach().std(dim=0).mean())
+            logs.update(
+                loss_latent=l_latent.detach(), loss_rec_syn=l_rec.detach(), w_hat_std=w_hat.detach().std(dim=0).mean()
+            )
         if self.syn_ratio < 1 and inputs.real is not None:
             x = inputs.real
             x_rec = reconstruct(G, self.predict_w(inputs, x), out_range)
             if x_rec.shape[-2:] != x.shape[-2:]:  # a teacher at another resolution than the real data
-                x_rec = F.interpolate(x_rec, size=x.shape[-2:], mode="bilinear", align_corners=False,
-                                      antialias=True)
+                x_rec = F.interpolate(x_rec, size=x.shape[-2:], mode="bilinear", align_corners=False, antialias=True)
             l_real = self.distance(x_rec, x)
             loss = loss + (1 - self.syn_ratio) * self.w_rec * l_real
             logs.update(loss_rec_real=l_real.detach())
@@ -101,8 +116,10 @@ def _generator(teacher) -> tuple[nn.Module, tuple[float, float]]:
     if G is None:
         raise SnsError("method encode needs the teacher itself (StepInputs.teacher); pass --teacher")
     if not callable(getattr(G, "synthesis", None)) or not hasattr(G, "num_ws"):
-        raise SnsError(f"method encode reconstructs through G.synthesis(ws): the teacher's {type(G).__name__} "
-                       "has no synthesis network / num_ws (use a StyleGAN2 teacher)")
+        raise SnsError(
+            f"method encode reconstructs through G.synthesis(ws): the teacher's {type(G).__name__} "
+            "has no synthesis network / num_ws (use a StyleGAN2 teacher)"
+        )
     return G, getattr(teacher, "output_range", (-1.0, 1.0))
 
 
@@ -110,8 +127,7 @@ def _w_target(taps: Sequence[torch.Tensor], w_dim: int) -> torch.Tensor:
     w = taps[-1] if taps else None
     if w is None or w.ndim != 2 or w.shape[1] != w_dim:
         got = "nothing" if w is None else f"shape {tuple(w.shape)}"
-        raise SnsError(f"method encode expects the teacher's w (N, {w_dim}) as its last tap, got {got}; "
-                       "add tap_w=true")
+        raise SnsError(f"method encode expects the teacher's w (N, {w_dim}) as its last tap, got {got}; add tap_w=true")
     return w.float()
 
 
@@ -138,8 +154,10 @@ def load_lpips(path: str) -> nn.Module:
     try:
         import lpips
     except ImportError:
-        raise SnsError(f"lpips_weights={path}: the `lpips` package is not installed (pip install lpips), "
-                       "or drop lpips_weights to use the L1 reconstruction loss") from None
+        raise SnsError(
+            f"lpips_weights={path}: the `lpips` package is not installed (pip install lpips), "
+            "or drop lpips_weights to use the L1 reconstruction loss"
+        ) from None
     from ..teachers.teacher import load_weights
 
     state = _read_state(path)
@@ -164,8 +182,10 @@ def _read_state(path: str) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise SnsError(f"lpips_weights={path}: no such file") from None
     except Exception as e:  # noqa: BLE001 - unreadable or unsafe content: a one-line user error
-        raise SnsError(f"lpips_weights={path}: cannot read ({type(e).__name__}); expected a state_dict of "
-                       "lpips.LPIPS saved with torch.save or as .safetensors") from None
+        raise SnsError(
+            f"lpips_weights={path}: cannot read ({type(e).__name__}); expected a state_dict of "
+            "lpips.LPIPS saved with torch.save or as .safetensors"
+        ) from None
     if not isinstance(state, dict):
         raise SnsError(f"lpips_weights={path}: expected a state_dict (dict of tensors)")
     return state

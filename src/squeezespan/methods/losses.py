@@ -1,4 +1,5 @@
 """The loss terms of PAPER.md, term by term: invariance (MSE), variance hinge, covariance, and SimSiam's cosine."""
+
 from __future__ import annotations
 
 import torch

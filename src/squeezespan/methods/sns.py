@@ -1,4 +1,5 @@
 """Squeeze and Span (and Squeeze only, vanilla KD): distil squeezed teacher features, span them to real data."""
+
 from __future__ import annotations
 
 import torch
@@ -19,10 +20,23 @@ class SqueezeAndSpan(Objective):
 
     needs_taps = True
 
-    def __init__(self, student_dim: int, tap_channels: list[int], syn_ratio: float = 0.5, proj_layers: int = 5,
-                 proj_hidden: int = 512, proj_dim: int = 2048, squeeze_depth: int = 3, squeeze_hidden: int = 2048,
-                 w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0, augment_syn: bool = True,
-                 augment_real: bool = True, bn_pass: str | None = "separate"):
+    def __init__(
+        self,
+        student_dim: int,
+        tap_channels: list[int],
+        syn_ratio: float = 0.5,
+        proj_layers: int = 5,
+        proj_hidden: int = 512,
+        proj_dim: int = 2048,
+        squeeze_depth: int = 3,
+        squeeze_hidden: int = 2048,
+        w_mse: float = 25.0,
+        w_var: float = 25.0,
+        w_cov: float = 1.0,
+        augment_syn: bool = True,
+        augment_real: bool = True,
+        bn_pass: str | None = "separate",
+    ):
         super().__init__()
         if not 0.0 <= syn_ratio <= 1.0:
             raise SnsError(f"syn_ratio={syn_ratio} must be in [0, 1] (0.5 = Squeeze and Span, 1.0 = Squeeze only)")
@@ -36,8 +50,10 @@ class SqueezeAndSpan(Objective):
         self.augment_syn, self.augment_real = augment_syn, augment_real
         bn_pass = bn_pass or "separate"
         if bn_pass not in ("separate", "shared"):
-            raise SnsError(f"bn_pass={bn_pass!r}: expected separate (one student pass per image kind and view, the "
-                           "default) or shared (one pass over synthetic images and both real views)")
+            raise SnsError(
+                f"bn_pass={bn_pass!r}: expected separate (one student pass per image kind and view, the "
+                "default) or shared (one pass over synthetic images and both real views)"
+            )
         self.bn_pass = bn_pass
 
     def forward(self, inputs: StepInputs):
@@ -61,8 +77,13 @@ class SqueezeAndSpan(Objective):
             zg = self.squeeze([t.float() for t in inputs.taps])
             l_syn, parts = losses.squeeze(zf, zg, **self.w)
             loss = loss + self.syn_ratio * l_syn
-            logs.update({"loss_syn": l_syn.detach(), **{f"syn_{k}": v for k, v in parts.items()},
-                         "syn_std": losses.embedding_std(zf)})
+            logs.update(
+                {
+                    "loss_syn": l_syn.detach(),
+                    **{f"syn_{k}": v for k, v in parts.items()},
+                    "syn_std": losses.embedding_std(zf),
+                }
+            )
         if use_real:
             l_real, parts = losses.vicreg(z1, z2, **self.w)
             loss = loss + (1 - self.syn_ratio) * l_real

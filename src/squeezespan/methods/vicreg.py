@@ -1,4 +1,5 @@
 """VICReg on real, synthetic or mixed images: two augmented views, invariance + variance + covariance."""
+
 from __future__ import annotations
 
 import torch
@@ -12,8 +13,18 @@ from .base import Objective, StepInputs
 class VICReg(Objective):
     """Each image (real or teacher-made) gives two views; syn_ratio sets the synthetic share of the batch."""
 
-    def __init__(self, student_dim: int, syn_ratio: float = 0.0, proj_layers: int = 3, proj_hidden: int = 2048,
-                 proj_dim: int = 2048, w_mse: float = 25.0, w_var: float = 25.0, w_cov: float = 1.0, **_):
+    def __init__(
+        self,
+        student_dim: int,
+        syn_ratio: float = 0.0,
+        proj_layers: int = 3,
+        proj_hidden: int = 2048,
+        proj_dim: int = 2048,
+        w_mse: float = 25.0,
+        w_var: float = 25.0,
+        w_cov: float = 1.0,
+        **_,
+    ):
         super().__init__()
         if not 0.0 <= syn_ratio <= 1.0:
             raise SnsError(f"syn_ratio={syn_ratio} must be in [0, 1] (0 = real data, 1 = synthetic, else mixed)")

@@ -1,4 +1,5 @@
 """The demo's report: Markdown table plus PNGs (teacher samples, kNN-vs-step curves, accuracy bars)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,14 @@ def _teacher_grid(teacher: str, out: Path) -> Path | None:
         return None
 
 
-def write_demo_report(run_dir: Path, teacher: str, methods: list[str], rows: list[dict[str, Any]],
-                      timings: dict[str, float], total_s: float) -> Path:
+def write_demo_report(
+    run_dir: Path,
+    teacher: str,
+    methods: list[str],
+    rows: list[dict[str, Any]],
+    timings: dict[str, float],
+    total_s: float,
+) -> Path:
     run_dir = Path(run_dir)
     grid = _teacher_grid(teacher, run_dir / "teacher_samples.png")
     curves = {}
@@ -34,22 +41,38 @@ def write_demo_report(run_dir: Path, teacher: str, methods: list[str], rows: lis
     curve_png = plot_curves(curves, run_dir / "knn_curves.png")
     bars = {r["name"].split(" (")[0]: r["linear"]["top1"] for r in rows}
     bar_png = plot_bars(bars, run_dir / "accuracy.png", title="digits test set, linear probe")
-    lines = ["# squeezespan demo: digits", "",
-             "Teacher: a StyleGAN2 trained by `sns train-gan` on the digits train split; students: the same "
-             "ResNet-18 (CIFAR variant) and the same budget for every method.", "",
-             "| backbone | linear top-1 | linear top-5 | kNN top-1 | kNN top-5 |", "|---|---|---|---|---|"]
+    lines = [
+        "# squeezespan demo: digits",
+        "",
+        "Teacher: a StyleGAN2 trained by `sns train-gan` on the digits train split; students: the same "
+        "ResNet-18 (CIFAR variant) and the same budget for every method.",
+        "",
+        "| backbone | linear top-1 | linear top-5 | kNN top-1 | kNN top-5 |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
         knn = r.get("knn", {})
-        lines.append(f"| {r['name']} | {r['linear']['top1']:.2f} | {r['linear']['top5']:.2f} | "
-                     f"{knn.get('top1', float('nan')):.2f} | {knn.get('top5', float('nan')):.2f} |")
+        lines.append(
+            f"| {r['name']} | {r['linear']['top1']:.2f} | {r['linear']['top5']:.2f} | "
+            f"{knn.get('top1', float('nan')):.2f} | {knn.get('top5', float('nan')):.2f} |"
+        )
     lines += ["", "Timings (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()) + f"; total {total_s:.0f}", ""]
     if grid:
         lines += ["## Teacher samples", "", f"![teacher samples]({grid.name})", ""]
-    lines += ["## kNN accuracy during pretraining", "", f"![kNN curves]({curve_png.name})", "",
-              "## Linear probe", "", f"![accuracy]({bar_png.name})", ""]
+    lines += [
+        "## kNN accuracy during pretraining",
+        "",
+        f"![kNN curves]({curve_png.name})",
+        "",
+        "## Linear probe",
+        "",
+        f"![accuracy]({bar_png.name})",
+        "",
+    ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines))
-    (run_dir / "results.json").write_text(json.dumps({"rows": rows, "timings": timings, "total_s": round(total_s, 1)},
-                                                     indent=2))
-    print("\n".join(lines[4:4 + len(rows) + 2]))
+    (run_dir / "results.json").write_text(
+        json.dumps({"rows": rows, "timings": timings, "total_s": round(total_s, 1)}, indent=2)
+    )
+    print("\n".join(lines[4 : 4 + len(rows) + 2]))
     return path

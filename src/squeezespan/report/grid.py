@@ -1,4 +1,5 @@
 """Sample grids: a batch of [0, 1] images written as one PNG."""
+
 from __future__ import annotations
 
 import io
@@ -23,12 +24,13 @@ def make_image_grid(images01: torch.Tensor, nrow: int = 8, padding: int = 2, pad
     for i in range(n):
         r, q = divmod(i, ncol)
         top, left = padding + r * (h + padding), padding + q * (w + padding)
-        grid[:, top:top + h, left:left + w] = x[i]
+        grid[:, top : top + h, left : left + w] = x[i]
     return grid
 
 
-def save_image_grid(images01: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 1,
-                    padding: int = 2) -> Path:
+def save_image_grid(
+    images01: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 1, padding: int = 2
+) -> Path:
     """Write ``images01`` as a PNG grid (``nrow`` per row, each pixel ``scale`` x ``scale``); atomic write."""
     from PIL import Image
 

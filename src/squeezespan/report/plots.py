@@ -1,8 +1,9 @@
 """Plots for reports: kNN accuracy against step per method, and accuracy bars."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -21,8 +22,12 @@ def save_figure(fig, path: str | Path, **savefig_kwargs) -> Path:
     return path
 
 
-def plot_curves(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path, ylabel: str = "kNN top-1 (%)",
-                title: str = "kNN accuracy during pretraining") -> Path:
+def plot_curves(
+    curves: dict[str, Sequence[tuple[int, float]]],
+    path: str | Path,
+    ylabel: str = "kNN top-1 (%)",
+    title: str = "kNN accuracy during pretraining",
+) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for name, pts in curves.items():
         if pts:
@@ -37,8 +42,9 @@ def plot_curves(curves: dict[str, Sequence[tuple[int, float]]], path: str | Path
     return save_figure(fig, path)
 
 
-def plot_bars(values: dict[str, float], path: str | Path, ylabel: str = "linear probe top-1 (%)",
-              title: str = "") -> Path:
+def plot_bars(
+    values: dict[str, float], path: str | Path, ylabel: str = "linear probe top-1 (%)", title: str = ""
+) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     names = list(values)
     bars = ax.bar(names, [values[n] for n in names], color=["#4C72B0", "#DD8452", "#55A868", "#C44E52"][: len(names)])

@@ -1,4 +1,5 @@
 """Teachers: our StyleGAN2 (G, D) with the official names, and the Teacher wrapper that taps generator features."""
+
 from squeezespan.teachers.stylegan2 import Discriminator, Generator, build_stylegan2
 from squeezespan.teachers.teacher import DEFAULT_TAPS, Teacher, load_weights
 

@@ -1,7 +1,6 @@
-"""Differentiable augmentation for GAN training on small data (DiffAugment-style colour/translation/cutout, per sample)."""
-from __future__ import annotations
+"""Differentiable augmentation for GAN training on small data (DiffAugment colour/translation/cutout, per sample)."""
 
-from typing import Optional
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -19,20 +18,22 @@ def parse_policy(policy: str | None) -> tuple[str, ...]:
     names = tuple(p.strip() for p in str(policy).split(",") if p.strip() and p.strip().lower() != "none")
     bad = [n for n in names if n not in OPS]
     if bad:
-        raise SnsError(f"diffaug policy {policy!r} has unknown op(s) {bad}; use a comma list of {', '.join(OPS)} or 'none'")
+        raise SnsError(
+            f"diffaug policy {policy!r} has unknown op(s) {bad}; use a comma list of {', '.join(OPS)} or 'none'"
+        )
     return names
 
 
-def _uniform(n: int, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _uniform(n: int, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     return torch.rand(n, device=x.device, dtype=torch.float32, generator=generator)
 
 
-def _apply_mask(n: int, p: float, x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tensor:
+def _apply_mask(n: int, p: float, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     # Which samples this op touches; drawn even when p == 1 so the RNG stream does not depend on p.
     return _uniform(n, x, generator) < p
 
 
-def augment_color(x: torch.Tensor, p: float = 1.0, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def augment_color(x: torch.Tensor, p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random brightness (+-0.5), saturation (x0..2) and contrast (x0.5..1.5) on [-1, 1] images, per sample."""
     n = x.shape[0]
     shape = (n, 1, 1, 1)
@@ -49,8 +50,9 @@ def augment_color(x: torch.Tensor, p: float = 1.0, generator: Optional[torch.Gen
     return (x - mean_all) * contrast.to(x.dtype) + mean_all
 
 
-def augment_translation(x: torch.Tensor, ratio: float = 0.125, p: float = 1.0,
-                        generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def augment_translation(
+    x: torch.Tensor, ratio: float = 0.125, p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Shift each image by up to ``ratio`` of its size in x and y (integer pixels), filling with zeros."""
     n, c, h, w = x.shape
     sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -61,14 +63,17 @@ def augment_translation(x: torch.Tensor, ratio: float = 0.125, p: float = 1.0,
     tx = torch.randint(-sx, sx + 1, (n,), device=x.device, generator=generator) * on
     padded = F.pad(x, [sx, sx, sy, sy])
     # out[i, j] = x[i - ty, j - tx]; indices past the border land in the zero padding.
-    rows = (torch.arange(h, device=x.device).view(1, h) + sy - ty.view(n, 1)).view(n, 1, h, 1).expand(n, c, h, w + 2 * sx)
+    rows = (
+        (torch.arange(h, device=x.device).view(1, h) + sy - ty.view(n, 1)).view(n, 1, h, 1).expand(n, c, h, w + 2 * sx)
+    )
     x = padded.gather(2, rows)
     cols = (torch.arange(w, device=x.device).view(1, w) + sx - tx.view(n, 1)).view(n, 1, 1, w).expand(n, c, h, w)
     return x.gather(3, cols)
 
 
-def augment_cutout(x: torch.Tensor, ratio: float = 0.5, p: float = 1.0,
-                   generator: Optional[torch.Generator] = None) -> torch.Tensor:
+def augment_cutout(
+    x: torch.Tensor, ratio: float = 0.5, p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Zero a square of side ``ratio`` * size at a random centre of each image."""
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
@@ -89,8 +94,13 @@ class DiffAugment(nn.Module):
     through it. ``p`` is the per-sample, per-op probability (1.0 = DiffAugment, < 1 = ADA-like strength).
     """
 
-    def __init__(self, policy: str | None = "color,translation,cutout", p: float = 1.0,
-                 translation_ratio: float = 0.125, cutout_ratio: float = 0.5):
+    def __init__(
+        self,
+        policy: str | None = "color,translation,cutout",
+        p: float = 1.0,
+        translation_ratio: float = 0.125,
+        cutout_ratio: float = 0.5,
+    ):
         super().__init__()
         self.ops = parse_policy(policy)
         self.p = float(p)
@@ -101,7 +111,7 @@ class DiffAugment(nn.Module):
     def enabled(self) -> bool:
         return bool(self.ops) and self.p > 0
 
-    def forward(self, x: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not self.enabled:
             return x
         for op in self.ops:

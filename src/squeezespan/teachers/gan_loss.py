@@ -1,7 +1,8 @@
 """StyleGAN2-ADA training objectives: non-saturating logistic loss, lazy R1, generator EMA, lazy-regularised Adam."""
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +49,9 @@ def ema_update(G_ema: nn.Module, G: nn.Module, beta: float) -> None:
         b_ema.copy_(b.detach())
 
 
-def lazy_adam(params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float,
-              reg_interval: int | None) -> torch.optim.Adam:
+def lazy_adam(
+    params: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float], eps: float, reg_interval: int | None
+) -> torch.optim.Adam:
     """Adam whose lr and betas are adjusted for lazy regularisation (one extra step every ``reg_interval``).
 
     mb_ratio = k / (k + 1) keeps the effective learning rate per main step unchanged (StyleGAN2 Appendix B).

@@ -1,4 +1,5 @@
 """Turn a --teacher spec into a Teacher: a `sns train-gan` run dir, stylegan2-pkl:PATH, or module.path:factory."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,12 +29,18 @@ def load_generator(spec: str, weights: str | None = None, key: str = "G_ema"):
         return None  # module:factory, built by Teacher.from_factory
     if path.suffix == ".pkl":
         raise SnsError(f"--teacher {spec}: for an official StyleGAN2-ADA pickle write stylegan2-pkl:{spec}")
-    raise SnsError(f"--teacher {spec!r} is neither a `sns train-gan` run directory, stylegan2-pkl:PATH, "
-                   "nor module.path:factory")
+    raise SnsError(
+        f"--teacher {spec!r} is neither a `sns train-gan` run directory, stylegan2-pkl:PATH, nor module.path:factory"
+    )
 
 
-def load_teacher(spec: str, weights: str | None = None, taps: str | None = None, tap_w: bool = False,
-                 device: str | torch.device = "cpu"):
+def load_teacher(
+    spec: str,
+    weights: str | None = None,
+    taps: str | None = None,
+    tap_w: bool = False,
+    device: str | torch.device = "cpu",
+):
     """A frozen Teacher on ``device`` whose ``sample`` gives [0,1] images and the tapped features."""
     from .teacher import Teacher
 

@@ -1,4 +1,5 @@
 """Safe import of NVIDIA StyleGAN2-ADA network pickles: a restricted unpickler that never runs their embedded code."""
+
 from __future__ import annotations
 
 import collections
@@ -16,32 +17,62 @@ from squeezespan.errors import SnsError
 
 # Every class that NVIDIA's training/networks.py and training/augment.py decorate as persistent.
 # A pickle naming any other class is refused: we rebuild networks from our own code, never theirs.
-NETWORK_CLASSES = frozenset({
-    "FullyConnectedLayer", "Conv2dLayer", "MappingNetwork", "SynthesisLayer", "ToRGBLayer",
-    "SynthesisBlock", "SynthesisNetwork", "Generator", "DiscriminatorBlock", "MinibatchStdLayer",
-    "DiscriminatorEpilogue", "Discriminator",
-})
+NETWORK_CLASSES = frozenset(
+    {
+        "FullyConnectedLayer",
+        "Conv2dLayer",
+        "MappingNetwork",
+        "SynthesisLayer",
+        "ToRGBLayer",
+        "SynthesisBlock",
+        "SynthesisNetwork",
+        "Generator",
+        "DiscriminatorBlock",
+        "MinibatchStdLayer",
+        "DiscriminatorEpilogue",
+        "Discriminator",
+    }
+)
 AUGMENT_CLASSES = frozenset({"AugmentPipe"})
 KNOWN_CLASSES = NETWORK_CLASSES | AUGMENT_CLASSES
 
 # Positional parameter names of the official constructors, so init_args can become kwargs.
 _OFFICIAL_POSITIONAL = {
-    "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs",
-                  "synthesis_kwargs"),
-    "Discriminator": ("c_dim", "img_resolution", "img_channels", "architecture", "channel_base",
-                      "channel_max", "num_fp16_res", "conv_clamp", "cmap_dim", "block_kwargs",
-                      "mapping_kwargs", "epilogue_kwargs"),
+    "Generator": ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels", "mapping_kwargs", "synthesis_kwargs"),
+    "Discriminator": (
+        "c_dim",
+        "img_resolution",
+        "img_channels",
+        "architecture",
+        "channel_base",
+        "channel_max",
+        "num_fp16_res",
+        "conv_clamp",
+        "cmap_dim",
+        "block_kwargs",
+        "mapping_kwargs",
+        "epilogue_kwargs",
+    ),
 }
 # Official defaults the pickle may leave implicit; ours differ for some (e.g. channel_base), so spell them out.
 _OFFICIAL_DEFAULTS = {
     "Generator": {
         "mapping_kwargs": {"num_layers": 8, "activation": "lrelu", "lr_multiplier": 0.01, "w_avg_beta": 0.995},
-        "synthesis_kwargs": {"channel_base": 32768, "channel_max": 512, "architecture": "skip",
-                             "resample_filter": [1, 3, 3, 1], "conv_clamp": None},
+        "synthesis_kwargs": {
+            "channel_base": 32768,
+            "channel_max": 512,
+            "architecture": "skip",
+            "resample_filter": [1, 3, 3, 1],
+            "conv_clamp": None,
+        },
     },
     "Discriminator": {
-        "architecture": "resnet", "channel_base": 32768, "channel_max": 512, "conv_clamp": None,
-        "cmap_dim": None, "block_kwargs": {"activation": "lrelu", "resample_filter": [1, 3, 3, 1]},
+        "architecture": "resnet",
+        "channel_base": 32768,
+        "channel_max": 512,
+        "conv_clamp": None,
+        "cmap_dim": None,
+        "block_kwargs": {"activation": "lrelu", "resample_filter": [1, 3, 3, 1]},
         "mapping_kwargs": {"num_layers": 8, "activation": "lrelu", "lr_multiplier": 0.01},
         "epilogue_kwargs": {"mbstd_group_size": 4, "mbstd_num_channels": 1, "activation": "lrelu"},
     },
@@ -60,12 +91,12 @@ class PersistentRecord:
     class_name: str
     init_args: tuple
     init_kwargs: dict
-    parameters: dict = field(default_factory=dict)   # name -> Tensor | None
-    buffers: dict = field(default_factory=dict)      # name -> Tensor | None
-    modules: dict = field(default_factory=dict)      # name -> PersistentRecord | None
-    attributes: dict = field(default_factory=dict)   # the rest of the instance __dict__ (plain data)
+    parameters: dict = field(default_factory=dict)  # name -> Tensor | None
+    buffers: dict = field(default_factory=dict)  # name -> Tensor | None
+    modules: dict = field(default_factory=dict)  # name -> PersistentRecord | None
+    attributes: dict = field(default_factory=dict)  # the rest of the instance __dict__ (plain data)
     non_persistent: frozenset = frozenset()
-    source_sha256: str = ""                          # of the embedded module source, for provenance
+    source_sha256: str = ""  # of the embedded module source, for provenance
 
     def state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
         """Tensors keyed the way torch.nn.Module.state_dict() of the official class names them."""
@@ -85,8 +116,10 @@ class PersistentRecord:
         """Constructor kwargs with positional init_args named as in the official signature."""
         names = _OFFICIAL_POSITIONAL.get(self.class_name, ())
         if len(self.init_args) > len(names):
-            raise SnsError(f"official {self.class_name} pickled with {len(self.init_args)} positional "
-                           f"arguments; expected at most {len(names)}: the file is not a StyleGAN2-ADA pickle")
+            raise SnsError(
+                f"official {self.class_name} pickled with {len(self.init_args)} positional "
+                f"arguments; expected at most {len(names)}: the file is not a StyleGAN2-ADA pickle"
+            )
         kw = dict(zip(names, self.init_args))
         kw.update(self.init_kwargs)
         return _with_defaults(_plain(kw), _OFFICIAL_DEFAULTS.get(self.class_name, {}))
@@ -136,9 +169,11 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
         raise _fail(f"persistent object of type {meta['type']!r}; only 'class' exists in the official format")
     name = meta["class_name"]
     if name not in KNOWN_CLASSES:
-        raise SnsError(f"refusing persistent class {name!r}: only StyleGAN2-ADA classes "
-                       f"({', '.join(sorted(KNOWN_CLASSES))}) can be imported (StyleGAN3 and other "
-                       "networks are not supported)")
+        raise SnsError(
+            f"refusing persistent class {name!r}: only StyleGAN2-ADA classes "
+            f"({', '.join(sorted(KNOWN_CLASSES))}) can be imported (StyleGAN3 and other "
+            "networks are not supported)"
+        )
     src = meta["module_src"]
     if not isinstance(src, str):
         raise _fail(f"module_src of {name} is not a string")
@@ -155,8 +190,10 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     for key, kind in (("_parameters", torch.Tensor), ("_buffers", torch.Tensor), ("_modules", PersistentRecord)):
         for sub, value in sections[key].items():
             if value is not None and not isinstance(value, kind):
-                raise _fail(f"{name}.{sub} is a {type(value).__name__}, expected {kind.__name__} "
-                            "(a submodule that is not a StyleGAN2-ADA persistent class)")
+                raise _fail(
+                    f"{name}.{sub} is a {type(value).__name__}, expected {kind.__name__} "
+                    "(a submodule that is not a StyleGAN2-ADA persistent class)"
+                )
     init_args = state.pop("_init_args", ())
     init_kwargs = state.pop("_init_kwargs", {})
     if not isinstance(init_args, (tuple, list)) or not isinstance(init_kwargs, dict):
@@ -165,9 +202,14 @@ def _reconstruct_persistent_obj(meta: Any) -> PersistentRecord:
     # torch.nn.Module internals (hook tables, flags) are rebuilt by our own classes: keep public attributes.
     attributes = {k: v for k, v in state.items() if not k.startswith("_")}
     return PersistentRecord(
-        class_name=name, init_args=tuple(init_args), init_kwargs=dict(init_kwargs),
-        parameters=sections["_parameters"], buffers=sections["_buffers"], modules=sections["_modules"],
-        attributes=attributes, non_persistent=frozenset(non_persistent) if isinstance(non_persistent, (set, frozenset)) else frozenset(),
+        class_name=name,
+        init_args=tuple(init_args),
+        init_kwargs=dict(init_kwargs),
+        parameters=sections["_parameters"],
+        buffers=sections["_buffers"],
+        modules=sections["_modules"],
+        attributes=attributes,
+        non_persistent=frozenset(non_persistent) if isinstance(non_persistent, (set, frozenset)) else frozenset(),
         source_sha256=hashlib.sha256(src.encode("utf-8", "surrogatepass")).hexdigest(),
     )
 
@@ -179,7 +221,9 @@ def _storage_from_bytes(data: Any):
     try:
         storage = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # torch's own weights-only refusal or corrupt bytes
-        raise _fail(f"a tensor storage could not be read safely ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise _fail(
+            f"a tensor storage could not be read safely ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     if not isinstance(storage, torch.storage.TypedStorage):
         raise _fail(f"a tensor storage decoded to {type(storage).__name__}")
     return storage
@@ -276,13 +320,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         hint = ""
         if module.startswith("dnnlib.tflib"):
             hint = " (a TensorFlow-era StyleGAN2 pickle: only the PyTorch StyleGAN2-ADA format is supported)"
-        raise SnsError(f"refusing to load {self._path}: it asks for {module}.{name}, which a StyleGAN2-ADA "
-                       f"network pickle never needs and which could run code{hint}; use an official "
-                       "network-snapshot-*.pkl")
+        raise SnsError(
+            f"refusing to load {self._path}: it asks for {module}.{name}, which a StyleGAN2-ADA "
+            f"network pickle never needs and which could run code{hint}; use an official "
+            "network-snapshot-*.pkl"
+        )
 
     def persistent_load(self, pid):
-        raise SnsError(f"refusing to load {self._path}: it uses persistent ids, which StyleGAN2-ADA "
-                       "network pickles do not (is it a torch.save file?)")
+        raise SnsError(
+            f"refusing to load {self._path}: it uses persistent ids, which StyleGAN2-ADA "
+            "network pickles do not (is it a torch.save file?)"
+        )
 
 
 def read_stylegan2_pickle(path: str | os.PathLike) -> dict:
@@ -298,8 +346,10 @@ def read_stylegan2_pickle(path: str | os.PathLike) -> dict:
     with open(path, "rb") as f:
         head = f.read(4)
         if head.startswith(b"PK"):
-            raise SnsError(f"{path} is a zip (torch.save) checkpoint, not a StyleGAN2-ADA network pickle "
-                           "(network-snapshot-*.pkl written by NVIDIA's training loop)")
+            raise SnsError(
+                f"{path} is a zip (torch.save) checkpoint, not a StyleGAN2-ADA network pickle "
+                "(network-snapshot-*.pkl written by NVIDIA's training loop)"
+            )
         if not head.startswith(b"\x80"):
             raise SnsError(f"{path} is not a binary pickle; expected a StyleGAN2-ADA network-snapshot-*.pkl")
         f.seek(0)
@@ -307,13 +357,25 @@ def read_stylegan2_pickle(path: str | os.PathLike) -> dict:
             data = _RestrictedUnpickler(f, path).load()
         except SnsError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-                KeyError, RuntimeError, MemoryError, UnicodeDecodeError) as e:
-            raise SnsError(f"{path} could not be read as a StyleGAN2-ADA network pickle "
-                           f"({type(e).__name__}: {str(e)[:200]})") from None
+        except (
+            pickle.UnpicklingError,
+            EOFError,
+            ValueError,
+            TypeError,
+            AttributeError,
+            IndexError,
+            KeyError,
+            RuntimeError,
+            MemoryError,
+            UnicodeDecodeError,
+        ) as e:
+            raise SnsError(
+                f"{path} could not be read as a StyleGAN2-ADA network pickle ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
     if not isinstance(data, dict):
-        raise SnsError(f"{path} holds a {type(data).__name__}; a StyleGAN2-ADA network pickle holds a dict "
-                       "with keys G, D, G_ema")
+        raise SnsError(
+            f"{path} holds a {type(data).__name__}; a StyleGAN2-ADA network pickle holds a dict with keys G, D, G_ema"
+        )
     return {k: _plain(v) if isinstance(v, _EasyDict) else v for k, v in data.items()}
 
 
@@ -325,15 +387,16 @@ def build_network(record: PersistentRecord) -> torch.nn.Module:
     from squeezespan.teachers import stylegan2
 
     if record.class_name not in _BUILDABLE:
-        raise SnsError(f"cannot build a network from an official {record.class_name}; "
-                       "use key G_ema, G or D")
+        raise SnsError(f"cannot build a network from an official {record.class_name}; use key G_ema, G or D")
     cls = getattr(stylegan2, record.class_name)
     kwargs = record.kwargs()
     try:
         net = cls(**kwargs)
     except (TypeError, ValueError, AssertionError, KeyError) as e:
-        raise SnsError(f"official {record.class_name} kwargs {kwargs} are not supported by squeezespan's "
-                       f"{record.class_name} ({type(e).__name__}: {e})") from None
+        raise SnsError(
+            f"official {record.class_name} kwargs {kwargs} are not supported by squeezespan's "
+            f"{record.class_name} ({type(e).__name__}: {e})"
+        ) from None
     load_record_tensors(net, record)
     return net.eval().requires_grad_(False)
 
@@ -345,33 +408,40 @@ def load_record_tensors(net: torch.nn.Module, record: PersistentRecord) -> None:
     missing = sorted(set(ours) - set(theirs))
     unexpected = sorted(set(theirs) - set(ours))
     if missing or unexpected:
-        raise SnsError(f"official {record.class_name} tensors do not match ours: missing {missing[:6]}"
-                       f"{'...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
-                       f"{'...' if len(unexpected) > 6 else ''}")
+        raise SnsError(
+            f"official {record.class_name} tensors do not match ours: missing {missing[:6]}"
+            f"{'...' if len(missing) > 6 else ''}, unexpected {unexpected[:6]}"
+            f"{'...' if len(unexpected) > 6 else ''}"
+        )
     for name, t in theirs.items():
         if tuple(t.shape) != tuple(ours[name].shape):
-            raise SnsError(f"official {record.class_name} tensor {name} has shape {tuple(t.shape)}, "
-                           f"ours {tuple(ours[name].shape)}")
+            raise SnsError(
+                f"official {record.class_name} tensor {name} has shape {tuple(t.shape)}, ours {tuple(ours[name].shape)}"
+            )
     net.load_state_dict({k: t.detach().clone() for k, t in theirs.items()}, strict=True)
 
 
-def load_stylegan2_pickle(path: str | os.PathLike, key: str = "G_ema", device: str | torch.device = "cpu") -> torch.nn.Module:
+def load_stylegan2_pickle(
+    path: str | os.PathLike, key: str = "G_ema", device: str | torch.device = "cpu"
+) -> torch.nn.Module:
     """Load `key` ('G_ema', 'G' or 'D') of an official StyleGAN2-ADA pickle as our network, frozen, in eval mode.
 
     No code from the file runs: see read_stylegan2_pickle.
     """
     data = read_stylegan2_pickle(path)
     if key not in data:
-        raise SnsError(f"{os.fspath(path)} has no {key!r}; it holds {sorted(map(str, data))} "
-                       "(use G_ema for the teacher)")
+        raise SnsError(
+            f"{os.fspath(path)} has no {key!r}; it holds {sorted(map(str, data))} (use G_ema for the teacher)"
+        )
     record = data[key]
     if not isinstance(record, PersistentRecord):
         raise SnsError(f"{os.fspath(path)}[{key!r}] is a {type(record).__name__}, not a network")
     return build_network(record).to(device)
 
 
-def teacher_from_stylegan2_pickle(path: str | os.PathLike, key: str = "G_ema", device: str | torch.device = "cpu",
-                                  **teacher_kwargs):
+def teacher_from_stylegan2_pickle(
+    path: str | os.PathLike, key: str = "G_ema", device: str | torch.device = "cpu", **teacher_kwargs
+):
     """A Teacher (feature taps on the synthesis blocks) around the generator of an official pickle."""
     from squeezespan.teachers.teacher import Teacher
 

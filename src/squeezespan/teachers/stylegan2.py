@@ -1,8 +1,10 @@
-"""Our StyleGAN2 generator and discriminator in plain PyTorch, named so that NVIDIA's StyleGAN2-ADA weights load as-is."""
+"""Our StyleGAN2 generator and discriminator in plain PyTorch, named so NVIDIA's StyleGAN2-ADA weights load as-is."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +25,7 @@ ARCHITECTURES = ("orig", "skip", "resnet")
 # Resampling and activation primitives (plain torch; no custom CUDA ops).
 
 
-def make_resample_filter(taps: Optional[Sequence[float]] = DEFAULT_FILTER) -> torch.Tensor:
+def make_resample_filter(taps: Sequence[float] | None = DEFAULT_FILTER) -> torch.Tensor:
     """FIR low-pass filter normalised to unit DC gain: outer product of `taps` (2D) unless there are >= 8 taps."""
     f = torch.as_tensor(1.0 if taps is None else taps, dtype=torch.float32)
     if f.ndim == 0:
@@ -33,7 +35,7 @@ def make_resample_filter(taps: Optional[Sequence[float]] = DEFAULT_FILTER) -> to
     return f / f.sum()
 
 
-def _pads(padding: Union[int, Sequence[int]]) -> Tuple[int, int, int, int]:
+def _pads(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
     """(left, right, top, bottom) from an int, [x, y] or [x0, x1, y0, y1]."""
     if isinstance(padding, int):
         return padding, padding, padding, padding
@@ -42,15 +44,21 @@ def _pads(padding: Union[int, Sequence[int]]) -> Tuple[int, int, int, int]:
     return tuple(int(p) for p in padding)  # type: ignore[return-value]
 
 
-def _filter_size(f: Optional[torch.Tensor]) -> Tuple[int, int]:
+def _filter_size(f: torch.Tensor | None) -> tuple[int, int]:
     """(width, height) of a 1D (separable) or 2D filter."""
     if f is None:
         return 1, 1
     return int(f.shape[-1]), int(f.shape[0])
 
 
-def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: int = 1, down: int = 1,
-              padding: Union[int, Sequence[int]] = 0, gain: float = 1.0) -> torch.Tensor:
+def upfirdn2d(
+    x: torch.Tensor,
+    f: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | Sequence[int] = 0,
+    gain: float = 1.0,
+) -> torch.Tensor:
     """Zero-stuff by `up`, pad (negative = crop), convolve each channel with `f`, keep every `down`-th pixel."""
     n, c, h, w = x.shape
     if up > 1:
@@ -84,8 +92,16 @@ def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tenso
     return upfirdn2d(x, f, down=down, padding=pad)
 
 
-def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1, down: int = 1,
-                    padding: Union[int, Sequence[int]] = 0, groups: int = 1, flip_weight: bool = True) -> torch.Tensor:
+def conv2d_resample(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    f: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | Sequence[int] = 0,
+    groups: int = 1,
+    flip_weight: bool = True,
+) -> torch.Tensor:
     """Convolution with `w` fused with FIR up- or downsampling by `f`; `padding` is w.r.t. the upsampled input.
 
     flip_weight=True correlates (like F.conv2d); False convolves. Equal to: zero-stuff, pad, filter, conv, decimate.
@@ -107,8 +123,11 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
         # (k - 1) on both sides and lacks the (up - 1) trailing zeros, so the filter step pads the rest.
         if flip_weight:
             w = w.flip([2, 3])
-        wt = (w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
-              .reshape(groups * in_per_group, out_channels // groups, kh, kw))
+        wt = (
+            w.reshape(groups, out_channels // groups, in_per_group, kh, kw)
+            .transpose(1, 2)
+            .reshape(groups * in_per_group, out_channels // groups, kh, kw)
+        )
         x = F.conv_transpose2d(x, wt, stride=up, groups=groups)
         pad = [left - (kw - 1), right - (kw - up), top - (kh - 1), bottom - (kh - up)]
         return upfirdn2d(x, f, padding=pad, gain=up * up)
@@ -124,7 +143,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
 
 
 # name -> (function(x, alpha), default alpha, default gain); the gains keep activations' variance near 1.
-ACTIVATIONS: Dict[str, Tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]] = {
+ACTIVATIONS: dict[str, tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]] = {
     "linear": (lambda x, a: x, 0.0, 1.0),
     "relu": (lambda x, a: F.relu(x), 0.0, math.sqrt(2)),
     "lrelu": (lambda x, a: F.leaky_relu(x, a), 0.2, math.sqrt(2)),
@@ -137,14 +156,21 @@ ACTIVATIONS: Dict[str, Tuple[Callable[[torch.Tensor, float], torch.Tensor], floa
 }
 
 
-def _activation(name: str) -> Tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]:
+def _activation(name: str) -> tuple[Callable[[torch.Tensor, float], torch.Tensor], float, float]:
     if name not in ACTIVATIONS:
         raise SnsError(f"stylegan2: activation {name!r} is unknown; use one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]
 
 
-def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = "linear",
-             alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None) -> torch.Tensor:
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+) -> torch.Tensor:
     """Add bias along `dim`, apply activation, scale by gain (default: the activation's), clamp to +-clamp."""
     fn, default_alpha, default_gain = _activation(act)
     if b is not None:
@@ -164,9 +190,19 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise: Optional[torch.Tensor] = None,
-                     up: int = 1, down: int = 1, padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
-                     demodulate: bool = True, flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+def modulated_conv2d(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    styles: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int = 0,
+    resample_filter: torch.Tensor | None = None,
+    demodulate: bool = True,
+    flip_weight: bool = True,
+    fused_modconv: bool = True,
+) -> torch.Tensor:
     """StyleGAN2 conv: scale input channels by per-sample styles, convolve, then renormalise each output channel.
 
     fused_modconv=True builds one weight per sample (grouped conv); False scales activations before and after
@@ -182,8 +218,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
-                            flip_weight=flip_weight)
+        x = conv2d_resample(
+            x, weight.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight
+        )
         if demodulate:
             x = x * dcoefs.to(x.dtype).reshape(batch, -1, 1, 1)
         if noise is not None:
@@ -194,8 +231,16 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         per_sample_w = per_sample_w * dcoefs.reshape(batch, -1, 1, 1, 1)
     x = x.reshape(1, -1, *x.shape[2:])
     per_sample_w = per_sample_w.reshape(-1, in_channels, kh, kw)
-    x = conv2d_resample(x, per_sample_w.to(x.dtype), f=resample_filter, up=up, down=down, padding=padding,
-                        groups=batch, flip_weight=flip_weight)
+    x = conv2d_resample(
+        x,
+        per_sample_w.to(x.dtype),
+        f=resample_filter,
+        up=up,
+        down=down,
+        padding=padding,
+        groups=batch,
+        flip_weight=flip_weight,
+    )
     x = x.reshape(batch, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise
@@ -219,8 +264,15 @@ def _check_architecture(architecture: str) -> None:
 class FullyConnectedLayer(nn.Module):
     """Dense layer with equalized learning rate: weight * lr_multiplier / sqrt(in_features) at run time."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, activation: str = "linear",
-                 lr_multiplier: float = 1, bias_init: float = 0):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        activation: str = "linear",
+        lr_multiplier: float = 1,
+        bias_init: float = 0,
+    ):
         super().__init__()
         _activation(activation)
         self.in_features = in_features
@@ -252,10 +304,20 @@ class FullyConnectedLayer(nn.Module):
 class Conv2dLayer(nn.Module):
     """Conv with equalized learning rate, optional FIR up/downsampling, bias, activation and clamp."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool = True,
-                 activation: str = "linear", up: int = 1, down: int = 1,
-                 resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: Optional[float] = None,
-                 channels_last: bool = False, trainable: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        bias: bool = True,
+        activation: str = "linear",
+        up: int = 1,
+        down: int = 1,
+        resample_filter: Sequence[float] = DEFAULT_FILTER,
+        conv_clamp: float | None = None,
+        channels_last: bool = False,
+        trainable: bool = True,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -265,7 +327,7 @@ class Conv2dLayer(nn.Module):
         self.conv_clamp = conv_clamp
         self.register_buffer("resample_filter", make_resample_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
         self.act_gain = _activation(activation)[2]
         weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size])
         bias_value = torch.zeros([out_channels]) if bias else None
@@ -282,22 +344,35 @@ class Conv2dLayer(nn.Module):
     def forward(self, x: torch.Tensor, gain: float = 1) -> torch.Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
         b = self.bias.to(x.dtype) if self.bias is not None else None
-        x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
-                            flip_weight=(self.up == 1))
+        x = conv2d_resample(
+            x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding, flip_weight=(self.up == 1)
+        )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, "
-                f"up={self.up}, down={self.down}")
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, activation={self.activation}, "
+            f"up={self.up}, down={self.down}"
+        )
 
 
 class MappingNetwork(nn.Module):
     """z (and label c) -> w through an MLP; tracks the average w used for truncation."""
 
-    def __init__(self, z_dim: int, c_dim: int, w_dim: int, num_ws: Optional[int], num_layers: int = 8,
-                 embed_features: Optional[int] = None, layer_features: Optional[int] = None,
-                 activation: str = "lrelu", lr_multiplier: float = 0.01, w_avg_beta: Optional[float] = 0.995):
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        num_ws: int | None,
+        num_layers: int = 8,
+        embed_features: int | None = None,
+        layer_features: int | None = None,
+        activation: str = "lrelu",
+        lr_multiplier: float = 0.01,
+        w_avg_beta: float | None = 0.995,
+    ):
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
@@ -315,23 +390,37 @@ class MappingNetwork(nn.Module):
         if c_dim > 0:
             self.embed = FullyConnectedLayer(c_dim, embed_features)
         for idx in range(num_layers):
-            setattr(self, f"fc{idx}", FullyConnectedLayer(features[idx], features[idx + 1], activation=activation,
-                                                         lr_multiplier=lr_multiplier))
+            setattr(
+                self,
+                f"fc{idx}",
+                FullyConnectedLayer(
+                    features[idx], features[idx + 1], activation=activation, lr_multiplier=lr_multiplier
+                ),
+            )
         if num_ws is not None and w_avg_beta is not None:
             self.register_buffer("w_avg", torch.zeros([w_dim]))
 
-    def forward(self, z: Optional[torch.Tensor], c: Optional[torch.Tensor] = None, truncation_psi: float = 1,
-                truncation_cutoff: Optional[int] = None, update_emas: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        z: torch.Tensor | None,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+    ) -> torch.Tensor:
         parts = []
         if self.z_dim > 0:
             if z is None or z.ndim != 2 or z.shape[1] != self.z_dim:
-                raise SnsError(f"stylegan2 mapping: z must be (N, {self.z_dim}), got "
-                               f"{None if z is None else tuple(z.shape)}")
+                raise SnsError(
+                    f"stylegan2 mapping: z must be (N, {self.z_dim}), got {None if z is None else tuple(z.shape)}"
+                )
             parts.append(normalize_2nd_moment(z.to(torch.float32)))
         if self.c_dim > 0:
             if c is None or c.ndim != 2 or c.shape[1] != self.c_dim:
-                raise SnsError(f"stylegan2 mapping: c must be (N, {self.c_dim}) labels (one-hot), got "
-                               f"{None if c is None else tuple(c.shape)}")
+                raise SnsError(
+                    f"stylegan2 mapping: c must be (N, {self.c_dim}) labels (one-hot), got "
+                    f"{None if c is None else tuple(c.shape)}"
+                )
             parts.append(normalize_2nd_moment(self.embed(c.to(torch.float32))))
         x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
         for idx in range(self.num_layers):
@@ -359,10 +448,20 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x upsampling) + per-pixel noise + bias + leaky ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, kernel_size: int = 3,
-                 up: int = 1, use_noise: bool = True, activation: str = "lrelu",
-                 resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: Optional[float] = None,
-                 channels_last: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        kernel_size: int = 3,
+        up: int = 1,
+        use_noise: bool = True,
+        activation: str = "lrelu",
+        resample_filter: Sequence[float] = DEFAULT_FILTER,
+        conv_clamp: float | None = None,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -382,31 +481,51 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True,
-                gain: float = 1) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused_modconv: bool = True, gain: float = 1
+    ) -> torch.Tensor:
         _check_noise_mode(noise_mode)
         styles = self.affine(w)
         noise = None
         if self.use_noise and noise_mode == "random":
-            noise = torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            noise = (
+                torch.randn([x.shape[0], 1, self.resolution, self.resolution], device=x.device) * self.noise_strength
+            )
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                             fused_modconv=fused_modconv)
+        x = modulated_conv2d(
+            x,
+            self.weight,
+            styles,
+            noise=noise,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+            fused_modconv=fused_modconv,
+        )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain, clamp=clamp)
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}, "
-                f"resolution={self.resolution}, up={self.up}, activation={self.activation}")
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, w_dim={self.w_dim}, "
+            f"resolution={self.resolution}, up={self.up}, activation={self.activation}"
+        )
 
 
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 conv to image channels, without demodulation."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, kernel_size: int = 1,
-                 conv_clamp: Optional[float] = None, channels_last: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        kernel_size: int = 1,
+        conv_clamp: float | None = None,
+        channels_last: bool = False,
+    ):
         super().__init__()
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -415,7 +534,7 @@ class ToRGBLayer(nn.Module):
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel_size, kernel_size]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
-        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
@@ -429,10 +548,22 @@ class ToRGBLayer(nn.Module):
 class SynthesisBlock(nn.Module):
     """One resolution of the generator: (const | upsampling conv0) -> conv1 -> torgb; returns (features, img)."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, img_channels: int,
-                 is_last: bool, architecture: str = "skip", resample_filter: Sequence[float] = DEFAULT_FILTER,
-                 conv_clamp: Optional[float] = None, use_fp16: bool = False, fp16_channels_last: bool = False,
-                 fused_modconv_default: Union[bool, str] = "inference_only", **layer_kwargs: Any):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        w_dim: int,
+        resolution: int,
+        img_channels: int,
+        is_last: bool,
+        architecture: str = "skip",
+        resample_filter: Sequence[float] = DEFAULT_FILTER,
+        conv_clamp: float | None = None,
+        use_fp16: bool = False,
+        fp16_channels_last: bool = False,
+        fused_modconv_default: bool | str = "inference_only",
+        **layer_kwargs: Any,
+    ):
         super().__init__()
         _check_architecture(architecture)
         self.in_channels = in_channels
@@ -450,22 +581,39 @@ class SynthesisBlock(nn.Module):
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn([out_channels, resolution, resolution]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim=w_dim, resolution=resolution, up=2,
-                                        resample_filter=resample_filter, conv_clamp=conv_clamp, **layer_kwargs)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                w_dim=w_dim,
+                resolution=resolution,
+                up=2,
+                resample_filter=resample_filter,
+                conv_clamp=conv_clamp,
+                **layer_kwargs,
+            )
             self.num_conv += 1
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim=w_dim, resolution=resolution,
-                                    conv_clamp=conv_clamp, **layer_kwargs)
+        self.conv1 = SynthesisLayer(
+            out_channels, out_channels, w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp, **layer_kwargs
+        )
         self.num_conv += 1
         if is_last or architecture == "skip":
             self.torgb = ToRGBLayer(out_channels, img_channels, w_dim=w_dim, conv_clamp=conv_clamp)
             self.num_torgb += 1
         if in_channels != 0 and architecture == "resnet":
-            self.skip = Conv2dLayer(in_channels, out_channels, kernel_size=1, bias=False, up=2,
-                                    resample_filter=resample_filter)
+            self.skip = Conv2dLayer(
+                in_channels, out_channels, kernel_size=1, bias=False, up=2, resample_filter=resample_filter
+            )
 
-    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor], ws: torch.Tensor,
-                force_fp32: bool = False, fused_modconv: Optional[bool] = None, update_emas: bool = False,
-                **layer_kwargs: Any) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(
+        self,
+        x: torch.Tensor | None,
+        img: torch.Tensor | None,
+        ws: torch.Tensor,
+        force_fp32: bool = False,
+        fused_modconv: bool | None = None,
+        update_emas: bool = False,
+        **layer_kwargs: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         w_iter = iter(ws.unbind(dim=1))
         if fused_modconv is None:
             fused_modconv = self.fused_modconv_default
@@ -496,7 +644,7 @@ class SynthesisBlock(nn.Module):
         return f"resolution={self.resolution}, architecture={self.architecture}"
 
 
-def _channels_per_resolution(resolutions: Sequence[int], channel_base: int, channel_max: int) -> Dict[int, int]:
+def _channels_per_resolution(resolutions: Sequence[int], channel_base: int, channel_max: int) -> dict[int, int]:
     return {res: min(channel_base // res, channel_max) for res in resolutions}
 
 
@@ -509,8 +657,16 @@ def _check_resolution(img_resolution: int, who: str) -> int:
 class SynthesisNetwork(nn.Module):
     """ws (N, num_ws, w_dim) -> image (N, img_channels, R, R) in about [-1, 1], through blocks b4, b8, ..., bR."""
 
-    def __init__(self, w_dim: int, img_resolution: int, img_channels: int, channel_base: int = 2048,
-                 channel_max: int = 128, num_fp16_res: int = 0, **block_kwargs: Any):
+    def __init__(
+        self,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        channel_base: int = 2048,
+        channel_max: int = 128,
+        num_fp16_res: int = 0,
+        **block_kwargs: Any,
+    ):
         super().__init__()
         log2 = _check_resolution(img_resolution, "synthesis")
         self.w_dim = w_dim
@@ -518,13 +674,20 @@ class SynthesisNetwork(nn.Module):
         self.img_resolution_log2 = log2
         self.img_channels = img_channels
         self.num_fp16_res = num_fp16_res  # accepted for official kwargs, never used
-        self.block_resolutions = [2 ** i for i in range(2, log2 + 1)]
+        self.block_resolutions = [2**i for i in range(2, log2 + 1)]
         channels = _channels_per_resolution(self.block_resolutions, channel_base, channel_max)
         self.num_ws = 0
         for res in self.block_resolutions:
             is_last = res == img_resolution
-            block = SynthesisBlock(channels[res // 2] if res > 4 else 0, channels[res], w_dim=w_dim, resolution=res,
-                                   img_channels=img_channels, is_last=is_last, **block_kwargs)
+            block = SynthesisBlock(
+                channels[res // 2] if res > 4 else 0,
+                channels[res],
+                w_dim=w_dim,
+                resolution=res,
+                img_channels=img_channels,
+                is_last=is_last,
+                **block_kwargs,
+            )
             self.num_ws += block.num_conv + (block.num_torgb if is_last else 0)
             setattr(self, f"b{res}", block)
 
@@ -542,8 +705,10 @@ class SynthesisNetwork(nn.Module):
         return img
 
     def extra_repr(self) -> str:
-        return (f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "
-                f"img_channels={self.img_channels}")
+        return (
+            f"w_dim={self.w_dim}, num_ws={self.num_ws}, img_resolution={self.img_resolution}, "
+            f"img_channels={self.img_channels}"
+        )
 
 
 class Generator(nn.Module):
@@ -553,9 +718,17 @@ class Generator(nn.Module):
     or as extra keyword arguments (StyleGAN3's copy of StyleGAN2).
     """
 
-    def __init__(self, z_dim: int = 128, c_dim: int = 0, w_dim: int = 128, img_resolution: int = 32,
-                 img_channels: int = 3, mapping_kwargs: Optional[Dict[str, Any]] = None,
-                 synthesis_kwargs: Optional[Dict[str, Any]] = None, **more_synthesis_kwargs: Any):
+    def __init__(
+        self,
+        z_dim: int = 128,
+        c_dim: int = 0,
+        w_dim: int = 128,
+        img_resolution: int = 32,
+        img_channels: int = 3,
+        mapping_kwargs: dict[str, Any] | None = None,
+        synthesis_kwargs: dict[str, Any] | None = None,
+        **more_synthesis_kwargs: Any,
+    ):
         super().__init__()
         self.z_dim = z_dim
         self.c_dim = c_dim
@@ -563,17 +736,26 @@ class Generator(nn.Module):
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         synthesis_kwargs = {**(synthesis_kwargs or {}), **more_synthesis_kwargs}
-        self.synthesis = SynthesisNetwork(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                          **synthesis_kwargs)
+        self.synthesis = SynthesisNetwork(
+            w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
+        )
         self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws,
-                                      **(mapping_kwargs or {}))
+        self.mapping = MappingNetwork(
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **(mapping_kwargs or {})
+        )
 
-    def forward(self, z: torch.Tensor, c: Optional[torch.Tensor] = None, truncation_psi: float = 1,
-                truncation_cutoff: Optional[int] = None, update_emas: bool = False,
-                **synthesis_kwargs: Any) -> torch.Tensor:
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff,
-                          update_emas=update_emas)
+    def forward(
+        self,
+        z: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1,
+        truncation_cutoff: int | None = None,
+        update_emas: bool = False,
+        **synthesis_kwargs: Any,
+    ) -> torch.Tensor:
+        ws = self.mapping(
+            z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas
+        )
         return self.synthesis(ws, update_emas=update_emas, **synthesis_kwargs)
 
 
@@ -584,10 +766,22 @@ class Generator(nn.Module):
 class DiscriminatorBlock(nn.Module):
     """One resolution of the discriminator: (fromrgb) -> conv0 -> downsampling conv1 (+ resnet skip)."""
 
-    def __init__(self, in_channels: int, tmp_channels: int, out_channels: int, resolution: int, img_channels: int,
-                 first_layer_idx: int, architecture: str = "resnet", activation: str = "lrelu",
-                 resample_filter: Sequence[float] = DEFAULT_FILTER, conv_clamp: Optional[float] = None,
-                 use_fp16: bool = False, fp16_channels_last: bool = False, freeze_layers: int = 0):
+    def __init__(
+        self,
+        in_channels: int,
+        tmp_channels: int,
+        out_channels: int,
+        resolution: int,
+        img_channels: int,
+        first_layer_idx: int,
+        architecture: str = "resnet",
+        activation: str = "lrelu",
+        resample_filter: Sequence[float] = DEFAULT_FILTER,
+        conv_clamp: float | None = None,
+        use_fp16: bool = False,
+        fp16_channels_last: bool = False,
+        freeze_layers: int = 0,
+    ):
         super().__init__()
         _check_architecture(architecture)
         if in_channels not in (0, tmp_channels):
@@ -607,18 +801,46 @@ class DiscriminatorBlock(nn.Module):
             return idx >= freeze_layers
 
         if in_channels == 0 or architecture == "skip":
-            self.fromrgb = Conv2dLayer(img_channels, tmp_channels, kernel_size=1, activation=activation,
-                                       trainable=trainable(), conv_clamp=conv_clamp)
-        self.conv0 = Conv2dLayer(tmp_channels, tmp_channels, kernel_size=3, activation=activation,
-                                 trainable=trainable(), conv_clamp=conv_clamp)
-        self.conv1 = Conv2dLayer(tmp_channels, out_channels, kernel_size=3, activation=activation, down=2,
-                                 trainable=trainable(), resample_filter=resample_filter, conv_clamp=conv_clamp)
+            self.fromrgb = Conv2dLayer(
+                img_channels,
+                tmp_channels,
+                kernel_size=1,
+                activation=activation,
+                trainable=trainable(),
+                conv_clamp=conv_clamp,
+            )
+        self.conv0 = Conv2dLayer(
+            tmp_channels,
+            tmp_channels,
+            kernel_size=3,
+            activation=activation,
+            trainable=trainable(),
+            conv_clamp=conv_clamp,
+        )
+        self.conv1 = Conv2dLayer(
+            tmp_channels,
+            out_channels,
+            kernel_size=3,
+            activation=activation,
+            down=2,
+            trainable=trainable(),
+            resample_filter=resample_filter,
+            conv_clamp=conv_clamp,
+        )
         if architecture == "resnet":
-            self.skip = Conv2dLayer(tmp_channels, out_channels, kernel_size=1, bias=False, down=2,
-                                    trainable=trainable(), resample_filter=resample_filter)
+            self.skip = Conv2dLayer(
+                tmp_channels,
+                out_channels,
+                kernel_size=1,
+                bias=False,
+                down=2,
+                trainable=trainable(),
+                resample_filter=resample_filter,
+            )
 
-    def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor],
-                force_fp32: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor | None, img: torch.Tensor | None, force_fp32: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.in_channels == 0 or self.architecture == "skip":
             y = self.fromrgb(img.to(torch.float32))
             x = x + y if x is not None else y
@@ -642,7 +864,7 @@ class MinibatchStdLayer(nn.Module):
     Sample i belongs to group i % (N // G), as in the official code.
     """
 
-    def __init__(self, group_size: Optional[int], num_channels: int = 1):
+    def __init__(self, group_size: int | None, num_channels: int = 1):
         super().__init__()
         self.group_size = group_size
         self.num_channels = num_channels
@@ -651,8 +873,10 @@ class MinibatchStdLayer(nn.Module):
         n, c, h, w = x.shape
         g = min(self.group_size, n) if self.group_size is not None else n
         if n % g:
-            raise SnsError(f"stylegan2 discriminator: batch size {n} must be divisible by mbstd_group_size {g}; "
-                           "change the batch size or epilogue_kwargs.mbstd_group_size")
+            raise SnsError(
+                f"stylegan2 discriminator: batch size {n} must be divisible by mbstd_group_size {g}; "
+                "change the batch size or epilogue_kwargs.mbstd_group_size"
+            )
         f = self.num_channels
         y = x.reshape(g, -1, f, c // f, h, w)
         y = (y - y.mean(dim=0)).square().mean(dim=0)
@@ -667,9 +891,18 @@ class MinibatchStdLayer(nn.Module):
 class DiscriminatorEpilogue(nn.Module):
     """The 4x4 head: minibatch-std, conv, fc, out (projection onto the mapped label when conditional)."""
 
-    def __init__(self, in_channels: int, cmap_dim: int, resolution: int, img_channels: int,
-                 architecture: str = "resnet", mbstd_group_size: Optional[int] = 4, mbstd_num_channels: int = 1,
-                 activation: str = "lrelu", conv_clamp: Optional[float] = None):
+    def __init__(
+        self,
+        in_channels: int,
+        cmap_dim: int,
+        resolution: int,
+        img_channels: int,
+        architecture: str = "resnet",
+        mbstd_group_size: int | None = 4,
+        mbstd_num_channels: int = 1,
+        activation: str = "lrelu",
+        conv_clamp: float | None = None,
+    ):
         super().__init__()
         _check_architecture(architecture)
         self.in_channels = in_channels
@@ -679,15 +912,20 @@ class DiscriminatorEpilogue(nn.Module):
         self.architecture = architecture
         if architecture == "skip":
             self.fromrgb = Conv2dLayer(img_channels, in_channels, kernel_size=1, activation=activation)
-        self.mbstd = (MinibatchStdLayer(group_size=mbstd_group_size, num_channels=mbstd_num_channels)
-                      if mbstd_num_channels > 0 else None)
-        self.conv = Conv2dLayer(in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation,
-                                conv_clamp=conv_clamp)
-        self.fc = FullyConnectedLayer(in_channels * resolution ** 2, in_channels, activation=activation)
+        self.mbstd = (
+            MinibatchStdLayer(group_size=mbstd_group_size, num_channels=mbstd_num_channels)
+            if mbstd_num_channels > 0
+            else None
+        )
+        self.conv = Conv2dLayer(
+            in_channels + mbstd_num_channels, in_channels, kernel_size=3, activation=activation, conv_clamp=conv_clamp
+        )
+        self.fc = FullyConnectedLayer(in_channels * resolution**2, in_channels, activation=activation)
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
-    def forward(self, x: torch.Tensor, img: Optional[torch.Tensor], cmap: Optional[torch.Tensor],
-                force_fp32: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None, force_fp32: bool = False
+    ) -> torch.Tensor:
         x = x.to(torch.float32)
         if self.architecture == "skip":
             x = x + self.fromrgb(img.to(torch.float32))
@@ -706,11 +944,21 @@ class DiscriminatorEpilogue(nn.Module):
 class Discriminator(nn.Module):
     """StyleGAN2 discriminator: D(img in [-1, 1], c) -> logits (N, 1); blocks bR, ..., b8, epilogue b4."""
 
-    def __init__(self, c_dim: int = 0, img_resolution: int = 32, img_channels: int = 3, architecture: str = "resnet",
-                 channel_base: int = 2048, channel_max: int = 128, num_fp16_res: int = 0,
-                 conv_clamp: Optional[float] = None, cmap_dim: Optional[int] = None,
-                 block_kwargs: Optional[Dict[str, Any]] = None, mapping_kwargs: Optional[Dict[str, Any]] = None,
-                 epilogue_kwargs: Optional[Dict[str, Any]] = None):
+    def __init__(
+        self,
+        c_dim: int = 0,
+        img_resolution: int = 32,
+        img_channels: int = 3,
+        architecture: str = "resnet",
+        channel_base: int = 2048,
+        channel_max: int = 128,
+        num_fp16_res: int = 0,
+        conv_clamp: float | None = None,
+        cmap_dim: int | None = None,
+        block_kwargs: dict[str, Any] | None = None,
+        mapping_kwargs: dict[str, Any] | None = None,
+        epilogue_kwargs: dict[str, Any] | None = None,
+    ):
         super().__init__()
         log2 = _check_resolution(img_resolution, "discriminator")
         _check_architecture(architecture)
@@ -719,7 +967,7 @@ class Discriminator(nn.Module):
         self.img_resolution_log2 = log2
         self.img_channels = img_channels
         self.num_fp16_res = num_fp16_res  # accepted for official kwargs, never used
-        self.block_resolutions = [2 ** i for i in range(log2, 2, -1)]
+        self.block_resolutions = [2**i for i in range(log2, 2, -1)]
         channels = _channels_per_resolution(self.block_resolutions + [4], channel_base, channel_max)
         if cmap_dim is None:
             cmap_dim = channels[4]
@@ -728,21 +976,33 @@ class Discriminator(nn.Module):
         common = dict(img_channels=img_channels, architecture=architecture, conv_clamp=conv_clamp)
         layer_idx = 0
         for res in self.block_resolutions:
-            block = DiscriminatorBlock(channels[res] if res < img_resolution else 0, channels[res], channels[res // 2],
-                                       resolution=res, first_layer_idx=layer_idx, **(block_kwargs or {}), **common)
+            block = DiscriminatorBlock(
+                channels[res] if res < img_resolution else 0,
+                channels[res],
+                channels[res // 2],
+                resolution=res,
+                first_layer_idx=layer_idx,
+                **(block_kwargs or {}),
+                **common,
+            )
             setattr(self, f"b{res}", block)
             layer_idx += block.num_layers
         if c_dim > 0:
-            self.mapping = MappingNetwork(z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None,
-                                          **(mapping_kwargs or {}))
-        self.b4 = DiscriminatorEpilogue(channels[4], cmap_dim=cmap_dim, resolution=4, **(epilogue_kwargs or {}),
-                                        **common)
+            self.mapping = MappingNetwork(
+                z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, **(mapping_kwargs or {})
+            )
+        self.b4 = DiscriminatorEpilogue(
+            channels[4], cmap_dim=cmap_dim, resolution=4, **(epilogue_kwargs or {}), **common
+        )
 
-    def forward(self, img: torch.Tensor, c: Optional[torch.Tensor] = None, update_emas: bool = False,
-                **block_kwargs: Any) -> torch.Tensor:
+    def forward(
+        self, img: torch.Tensor, c: torch.Tensor | None = None, update_emas: bool = False, **block_kwargs: Any
+    ) -> torch.Tensor:
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
-            raise SnsError(f"stylegan2 discriminator: images must be (N, {self.img_channels}, {self.img_resolution}, "
-                           f"{self.img_resolution}), got {tuple(img.shape)}")
+            raise SnsError(
+                f"stylegan2 discriminator: images must be (N, {self.img_channels}, {self.img_resolution}, "
+                f"{self.img_resolution}), got {tuple(img.shape)}"
+            )
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, **block_kwargs)
@@ -753,16 +1013,40 @@ class Discriminator(nn.Module):
         return f"c_dim={self.c_dim}, img_resolution={self.img_resolution}, img_channels={self.img_channels}"
 
 
-def build_stylegan2(resolution: int = 32, img_channels: int = 3, channel_base: int = 2048, channel_max: int = 128,
-                    z_dim: int = 128, w_dim: int = 128, mapping_layers: int = 2, c_dim: int = 0,
-                    mbstd_group_size: int = 4, conv_clamp: Optional[float] = None, g_architecture: str = "skip",
-                    d_architecture: str = "resnet") -> Tuple[Generator, Discriminator]:
+def build_stylegan2(
+    resolution: int = 32,
+    img_channels: int = 3,
+    channel_base: int = 2048,
+    channel_max: int = 128,
+    z_dim: int = 128,
+    w_dim: int = 128,
+    mapping_layers: int = 2,
+    c_dim: int = 0,
+    mbstd_group_size: int = 4,
+    conv_clamp: float | None = None,
+    g_architecture: str = "skip",
+    d_architecture: str = "resnet",
+) -> tuple[Generator, Discriminator]:
     """A matching (G, D) pair with official-style kwargs; small defaults fit a CPU."""
-    G = Generator(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=resolution, img_channels=img_channels,
-                  mapping_kwargs=dict(num_layers=mapping_layers),
-                  synthesis_kwargs=dict(channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp,
-                                        architecture=g_architecture))
-    D = Discriminator(c_dim=c_dim, img_resolution=resolution, img_channels=img_channels, architecture=d_architecture,
-                      channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp,
-                      epilogue_kwargs=dict(mbstd_group_size=mbstd_group_size))
+    G = Generator(
+        z_dim=z_dim,
+        c_dim=c_dim,
+        w_dim=w_dim,
+        img_resolution=resolution,
+        img_channels=img_channels,
+        mapping_kwargs=dict(num_layers=mapping_layers),
+        synthesis_kwargs=dict(
+            channel_base=channel_base, channel_max=channel_max, conv_clamp=conv_clamp, architecture=g_architecture
+        ),
+    )
+    D = Discriminator(
+        c_dim=c_dim,
+        img_resolution=resolution,
+        img_channels=img_channels,
+        architecture=d_architecture,
+        channel_base=channel_base,
+        channel_max=channel_max,
+        conv_clamp=conv_clamp,
+        epilogue_kwargs=dict(mbstd_group_size=mbstd_group_size),
+    )
     return G, D

@@ -1,12 +1,14 @@
 """The Teacher: a frozen generator that samples images in [0, 1] together with its tapped feature maps (and w)."""
+
 from __future__ import annotations
 
 import importlib
-import itertools
 import inspect
+import itertools
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,23 +22,28 @@ W_TAP = "w"
 _MAX_LISTED = 60
 
 
-def _pick_tensor(output: Any, name: str, module: Optional[nn.Module] = None) -> torch.Tensor:
+def _pick_tensor(output: Any, name: str, module: nn.Module | None = None) -> torch.Tensor:
     """A tapped module's feature map; from a tuple, the tensor with most channels.
 
     A StyleGAN synthesis block returns (x, img): x is its feature map even when narrower than the image.
     """
     if isinstance(output, torch.Tensor):
         return output
-    if (type(module).__name__ == "SynthesisBlock" and isinstance(output, (tuple, list))
-            and isinstance(output[0], torch.Tensor)):
+    if (
+        type(module).__name__ == "SynthesisBlock"
+        and isinstance(output, (tuple, list))
+        and isinstance(output[0], torch.Tensor)
+    ):
         return output[0]
     if isinstance(output, (tuple, list)):
         tensors = [t for t in output if isinstance(t, torch.Tensor) and t.ndim >= 2]
         if tensors:
             # max keeps the first on ties, so a block's feature map wins over an equally wide image
             return max(tensors, key=lambda t: t.shape[1])
-    raise SnsError(f"teacher tap {name!r}: the module returned {type(output).__name__}, not a tensor or a tuple "
-                   "holding one; choose another module with --taps")
+    raise SnsError(
+        f"teacher tap {name!r}: the module returned {type(output).__name__}, not a tensor or a tuple "
+        "holding one; choose another module with --taps"
+    )
 
 
 def _list_names(names: Sequence[str]) -> str:
@@ -65,11 +72,20 @@ class Teacher:
     convention), else as G(z). Images and features come back float32, detached, even under bf16 autocast.
     """
 
-    def __init__(self, generator: nn.Module, taps: Union[str, Sequence[str], None] = DEFAULT_TAPS,
-                 tap_w: bool = False, output_range: Tuple[float, float] = (-1.0, 1.0), truncation_psi: float = 1.0,
-                 truncation_cutoff: Optional[int] = None, noise_mode: str = "const", z_dim: Optional[int] = None,
-                 img_channels: Optional[int] = None, w_module: str = "mapping",
-                 device: Union[str, torch.device, None] = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        taps: str | Sequence[str] | None = DEFAULT_TAPS,
+        tap_w: bool = False,
+        output_range: tuple[float, float] = (-1.0, 1.0),
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        noise_mode: str = "const",
+        z_dim: int | None = None,
+        img_channels: int | None = None,
+        w_module: str = "mapping",
+        device: str | torch.device | None = None,
+    ):
         if not isinstance(generator, nn.Module):
             raise SnsError(f"teacher: the generator must be a torch.nn.Module, got {type(generator).__name__}")
         self.generator = generator.eval().requires_grad_(False)
@@ -90,20 +106,22 @@ class Teacher:
         patterns = [taps] if isinstance(taps, str) else list(taps or [])
         self.tap_w = bool(tap_w) or W_TAP in patterns
         self.tap_names = self._resolve_taps([p for p in patterns if p != W_TAP])
-        self.feature_names: List[str] = self.tap_names + ([W_TAP] if self.tap_w else [])
+        self.feature_names: list[str] = self.tap_names + ([W_TAP] if self.tap_w else [])
         if self.tap_w and w_module not in dict(generator.named_modules()):
-            raise SnsError(f"teacher: tapping w needs a mapping module named {w_module!r}; modules are "
-                           f"{_list_names([n for n, _ in generator.named_modules() if n])}; pass w_module=<name>")
-        self._shapes: Optional[List[Tuple[int, ...]]] = None
-        self._image_shape: Optional[Tuple[int, int, int]] = None
+            raise SnsError(
+                f"teacher: tapping w needs a mapping module named {w_module!r}; modules are "
+                f"{_list_names([n for n, _ in generator.named_modules() if n])}; pass w_module=<name>"
+            )
+        self._shapes: list[tuple[int, ...]] | None = None
+        self._image_shape: tuple[int, int, int] | None = None
         if device is not None:
             self.to(device)
 
     # ---- construction helpers
 
-    def _resolve_taps(self, patterns: Sequence[str]) -> List[str]:
+    def _resolve_taps(self, patterns: Sequence[str]) -> list[str]:
         names = [n for n, _ in self.generator.named_modules() if n]
-        chosen: List[str] = []
+        chosen: list[str] = []
         for pattern in patterns:
             try:
                 regex = re.compile(pattern)
@@ -111,15 +129,22 @@ class Teacher:
                 raise SnsError(f"teacher: taps regex {pattern!r} does not compile ({e}); fix the pattern") from None
             hits = [n for n in names if regex.fullmatch(n)]
             if not hits:
-                raise SnsError(f"teacher: taps regex {pattern!r} matches no module of {type(self.generator).__name__}"
-                               f"; modules are {_list_names(names)}")
+                raise SnsError(
+                    f"teacher: taps regex {pattern!r} matches no module of {type(self.generator).__name__}"
+                    f"; modules are {_list_names(names)}"
+                )
             chosen += [n for n in hits if n not in chosen]
         order = {n: i for i, n in enumerate(names)}
         return sorted(chosen, key=order.__getitem__)  # network order: shallow to deep
 
     @classmethod
-    def from_factory(cls, spec: str, weights: Union[str, Path, None] = None,
-                     factory_kwargs: Optional[Dict[str, Any]] = None, **teacher_kwargs: Any) -> "Teacher":
+    def from_factory(
+        cls,
+        spec: str,
+        weights: str | Path | None = None,
+        factory_kwargs: dict[str, Any] | None = None,
+        **teacher_kwargs: Any,
+    ) -> Teacher:
         """Bring your own generator: "package.module:factory" is called with factory_kwargs and must return an
         nn.Module; `weights` (.safetensors or a torch state_dict file) are loaded strictly into it."""
         module_name, sep, attr = str(spec).partition(":")
@@ -128,8 +153,10 @@ class Teacher:
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
-            raise SnsError(f"teacher factory {spec!r}: cannot import module {module_name!r} ({e}); "
-                           "install it or add its folder to PYTHONPATH") from None
+            raise SnsError(
+                f"teacher factory {spec!r}: cannot import module {module_name!r} ({e}); "
+                "install it or add its folder to PYTHONPATH"
+            ) from None
         factory = module
         for part in attr.split("."):
             if not hasattr(factory, part):
@@ -151,35 +178,40 @@ class Teacher:
         first = next(itertools.chain(self.generator.parameters(), self.generator.buffers()), None)
         return first.device if first is not None else torch.device("cpu")
 
-    def to(self, device: Union[str, torch.device]) -> "Teacher":
+    def to(self, device: str | torch.device) -> Teacher:
         self.generator.to(device)
         return self
 
     # ---- sampling
 
-    def _rng(self, seed: Optional[int], generator: Optional[torch.Generator]) -> Optional[torch.Generator]:
+    def _rng(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator | None:
         if seed is not None and generator is not None:
             raise SnsError("teacher.sample: pass seed or generator, not both")
         return torch.Generator().manual_seed(int(seed)) if seed is not None else generator
 
-    def draw_z(self, n: int, seed: Optional[int] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    def draw_z(self, n: int, seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """z ~ N(0, I) drawn on the RNG's device (CPU for a seed, so any device gets the same z), then moved."""
         rng = self._rng(seed, generator)
         z = torch.randn(int(n), self.z_dim, generator=rng, device=rng.device if rng is not None else "cpu")
         return z.to(self.device)
 
-    def draw_c(self, n: int, generator: Optional[torch.Generator] = None) -> Optional[torch.Tensor]:
+    def draw_c(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor | None:
         """Labels for the generator: None (no c argument), (n, 0) if unconditional, else random one-hot classes."""
         if self.c_dim is None:
             return None
         if not self.c_dim:
             return torch.zeros(int(n), 0, device=self.device)
-        labels = torch.randint(int(self.c_dim), (int(n),), generator=generator,
-                               device=generator.device if generator is not None else "cpu")
+        labels = torch.randint(
+            int(self.c_dim), (int(n),), generator=generator, device=generator.device if generator is not None else "cpu"
+        )
         return torch.nn.functional.one_hot(labels, int(self.c_dim)).float().to(self.device)
 
-    def sample(self, n: int, seed: Optional[int] = None, generator: Optional[torch.Generator] = None,
-               ) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """n synthetic images (N, C, H, W) float32 in [0, 1] and the tapped features (float32, one per tap).
 
         Deterministic for a given seed or generator state (with noise_mode "const"); without either, z (and c
@@ -190,16 +222,17 @@ class Teacher:
         return self.run(z, self.draw_c(n, rng))
 
     @torch.no_grad()
-    def run(self, z: torch.Tensor, c: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+    def run(self, z: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images in [0, 1] and tapped features for given latents z (and labels c for conditional teachers)."""
         if self.generator.training:  # someone switched it back; the teacher always samples in eval mode
             self.generator.eval()
         modules = dict(self.generator.named_modules())
-        captured: Dict[str, torch.Tensor] = {}
+        captured: dict[str, torch.Tensor] = {}
 
         def hook_for(name: str):
             def hook(module, _inputs, output):
                 captured[name] = _pick_tensor(output, name, module)
+
             return hook
 
         def w_hook(_module, _inputs, output):
@@ -217,19 +250,24 @@ class Teacher:
         images = self._to_unit_range(out)
         missing = [name for name in self.feature_names if name not in captured]
         if missing:
-            raise SnsError(f"teacher: tapped modules {missing} did not run in the generator's forward pass; "
-                           "choose modules that are called")
+            raise SnsError(
+                f"teacher: tapped modules {missing} did not run in the generator's forward pass; "
+                "choose modules that are called"
+            )
         features = [captured[name].detach().float() for name in self.feature_names]
         return images, features
 
-    def _call_generator(self, z: torch.Tensor, c: Optional[torch.Tensor]) -> Any:
+    def _call_generator(self, z: torch.Tensor, c: torch.Tensor | None) -> Any:
         G = self.generator
         if self.c_dim is None:
             return G(z)
-        kwargs: Dict[str, Any] = {}
+        kwargs: dict[str, Any] = {}
         forward = getattr(G, "forward", G)
-        for key, value in [("truncation_psi", self.truncation_psi), ("truncation_cutoff", self.truncation_cutoff),
-                           ("noise_mode", self.noise_mode)]:
+        for key, value in [
+            ("truncation_psi", self.truncation_psi),
+            ("truncation_cutoff", self.truncation_cutoff),
+            ("noise_mode", self.noise_mode),
+        ]:
             if _accepts(forward, key):
                 kwargs[key] = value
         if c is None:
@@ -244,8 +282,10 @@ class Teacher:
             raise SnsError(f"teacher: {name} returned shape {tuple(out.shape)}, expected images (N, C, H, W)")
         expected = (self.img_channels,) if self.img_channels else (1, 3)
         if out.shape[1] not in expected:
-            raise SnsError(f"teacher: {name} returned {out.shape[1]} channels, expected "
-                           f"{' or '.join(map(str, expected))}; is it an image generator? (set img_channels)")
+            raise SnsError(
+                f"teacher: {name} returned {out.shape[1]} channels, expected "
+                f"{' or '.join(map(str, expected))}; is it an image generator? (set img_channels)"
+            )
         lo, hi = self.output_range
         return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
 
@@ -258,30 +298,32 @@ class Teacher:
         self._shapes = [tuple(f.shape[1:]) for f in features]
 
     @property
-    def feature_shapes(self) -> List[Tuple[int, ...]]:
+    def feature_shapes(self) -> list[tuple[int, ...]]:
         """Per-sample shape of each tapped feature, e.g. [(C4, 4, 4), (C8, 8, 8), ..., (w_dim,)]."""
         if self._shapes is None:
             self._probe()
         return list(self._shapes)  # type: ignore[arg-type]
 
     @property
-    def feature_channels(self) -> List[int]:
+    def feature_channels(self) -> list[int]:
         """Channels (dim 1) of each tapped feature: what the squeeze module's laterals take in."""
         return [s[0] for s in self.feature_shapes]
 
     @property
-    def image_shape(self) -> Tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the sampled images."""
         if self._image_shape is None:
             self._probe()
         return self._image_shape  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        return (f"Teacher({type(self.generator).__name__}, z_dim={self.z_dim}, taps={self.feature_names}, "
-                f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi})")
+        return (
+            f"Teacher({type(self.generator).__name__}, z_dim={self.z_dim}, taps={self.feature_names}, "
+            f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi})"
+        )
 
 
-def load_weights(module: nn.Module, path: Union[str, Path]) -> nn.Module:
+def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
     """Load a .safetensors file or a torch state_dict (weights_only=True) strictly into `module`."""
     path = Path(path)
     if not path.is_file():
@@ -294,8 +336,10 @@ def load_weights(module: nn.Module, path: Union[str, Path]) -> nn.Module:
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # unreadable or unsafe content: say which file and why
-        raise SnsError(f"teacher weights {str(path)!r}: cannot read ({type(e).__name__}: {str(e)[:200]}); "
-                       "expected .safetensors or a torch state_dict saved with torch.save") from None
+        raise SnsError(
+            f"teacher weights {str(path)!r}: cannot read ({type(e).__name__}: {str(e)[:200]}); "
+            "expected .safetensors or a torch state_dict saved with torch.save"
+        ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -303,9 +347,12 @@ def load_weights(module: nn.Module, path: Union[str, Path]) -> nn.Module:
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise SnsError(f"teacher weights {str(path)!r} do not fit {type(module).__name__}: "
-                       f"{str(e).splitlines()[-1].strip()[:300]}") from None
+        raise SnsError(
+            f"teacher weights {str(path)!r} do not fit {type(module).__name__}: {str(e).splitlines()[-1].strip()[:300]}"
+        ) from None
     if result.missing_keys or result.unexpected_keys:
-        raise SnsError(f"teacher weights {str(path)!r} do not fit {type(module).__name__}: missing "
-                       f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}")
+        raise SnsError(
+            f"teacher weights {str(path)!r} do not fit {type(module).__name__}: missing "
+            f"{result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}"
+        )
     return module

@@ -10,6 +10,7 @@ A run directory holds: config.yaml, metrics.jsonl, tb/, checkpoints/ckpt-<step>.
 samples/*.png (fixed-z grids of G_ema), teacher/ (G.safetensors, G_ema.safetensors, D.safetensors,
 teacher.json) and, with ``export_snapshots``, snapshots/kimg-XXXXXX/ teachers for FD-ref-vs-accuracy studies.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,13 +18,20 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..engine.checkpoint import (atomic_write_bytes, checkpoint_path, load_latest, prune_checkpoints, rng_state,
-                                 save_checkpoint, set_rng_state)
+from ..engine.checkpoint import (
+    atomic_write_bytes,
+    checkpoint_path,
+    load_latest,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from ..engine.distributed import World, average_gradients, setup
 from ..engine.logging import MetricsLogger
 from ..engine.rundir import autocast, decide_bf16, resolve_device, save_config
@@ -36,17 +44,17 @@ TEACHER_FORMAT = "squeezespan-teacher/1"
 # Every knob of `sns train-gan`, with its default; presets (configs/gan-*.yaml) and key=value override these.
 GAN_DEFAULTS: dict[str, Any] = {
     # data
-    "data": "digits",            # dataset name for squeezespan.data.load_dataset
-    "data_root": None,           # folder holding the files (None: the data package's default search)
+    "data": "digits",  # dataset name for squeezespan.data.load_dataset
+    "data_root": None,  # folder holding the files (None: the data package's default search)
     "split": "train",
-    "resolution": 32,            # square image size (power of two)
-    "channels": None,            # 1 or 3; None keeps the dataset's own
-    "mirror": False,             # random x-flips of real images (dataset augmentation; not for digits)
+    "resolution": 32,  # square image size (power of two)
+    "channels": None,  # 1 or 3; None keeps the dataset's own
+    "mirror": False,  # random x-flips of real images (dataset augmentation; not for digits)
     # networks (StyleGAN2; channels per resolution = min(channel_base // res, channel_max))
     "z_dim": 128,
     "w_dim": 128,
     "mapping_layers": 2,
-    "mapping_lr_mult": 0.01,     # learning-rate multiplier of the mapping network (StyleGAN2: 0.01)
+    "mapping_lr_mult": 0.01,  # learning-rate multiplier of the mapping network (StyleGAN2: 0.01)
     "channel_base": 2048,
     "channel_max": 128,
     "g_architecture": "skip",
@@ -55,57 +63,84 @@ GAN_DEFAULTS: dict[str, Any] = {
     "conv_clamp": None,
     # optimisation (StyleGAN2-ADA)
     "batch": 32,
-    "kimg": 100.0,               # total length: thousands of real images shown to D
-    "lr": 0.0025,                # both G and D
+    "kimg": 100.0,  # total length: thousands of real images shown to D
+    "lr": 0.0025,  # both G and D
     "betas": [0.0, 0.99],
     "eps": 1e-8,
     "r1_gamma": 0.01,
-    "r1_interval": 16,           # lazy R1 every N D steps (0 or None: no R1)
-    "ema_kimg": 10.0,            # G_ema half-life in kimg
-    "ema_rampup": 0.05,          # cap the half-life at ema_rampup * kimg so far (None: no rampup)
+    "r1_interval": 16,  # lazy R1 every N D steps (0 or None: no R1)
+    "ema_kimg": 10.0,  # G_ema half-life in kimg
+    "ema_rampup": 0.05,  # cap the half-life at ema_rampup * kimg so far (None: no rampup)
     # differentiable augmentation, applied to real and fake images before D
-    "diffaug": "color,translation,cutout",   # comma list of color, translation, cutout; "none" disables
-    "augment_p": 1.0,            # per-sample probability of each op (initial value when ADA adapts it)
-    "ada_target": None,          # e.g. 0.6: adapt p so that E[sign(D(real))] stays at this target (ADA)
-    "ada_interval": 4,           # iterations between p updates
-    "ada_kimg": 100.0,           # kimg for p to move by 1
-    "bf16": False,               # bf16 autocast for G/D forward passes (R1 stays fp32); auto: where native
+    "diffaug": "color,translation,cutout",  # comma list of color, translation, cutout; "none" disables
+    "augment_p": 1.0,  # per-sample probability of each op (initial value when ADA adapts it)
+    "ada_target": None,  # e.g. 0.6: adapt p so that E[sign(D(real))] stays at this target (ADA)
+    "ada_interval": 4,  # iterations between p updates
+    "ada_kimg": 100.0,  # kimg for p to move by 1
+    "bf16": False,  # bf16 autocast for G/D forward passes (R1 stays fp32); auto: where native
     "seed": 0,
-    "threads": None,             # CPU threads for this run (None: torch's setting); 1 is fastest on a busy CPU
-    "max_minutes": None,         # stop cleanly (final samples, FD-ref, checkpoint, teacher) after this wall time
+    "threads": None,  # CPU threads for this run (None: torch's setting); 1 is fastest on a busy CPU
+    "max_minutes": None,  # stop cleanly (final samples, FD-ref, checkpoint, teacher) after this wall time
     # bookkeeping
-    "snapshot_kimg": 10.0,       # checkpoint (and snapshot teacher) every N kimg
+    "snapshot_kimg": 10.0,  # checkpoint (and snapshot teacher) every N kimg
     "keep_checkpoints": 2,
-    "export_snapshots": False,   # also export a teacher at every snapshot into snapshots/kimg-XXXXXX/
-    "sample_kimg": 5.0,          # fixed-z sample grid of G_ema every N kimg into samples/
-    "grid_size": 64,             # images in the sample grid
-    "log_steps": 20,             # metrics line every N iterations
-    "fd_ref_kimg": 10.0,         # FD-ref of G_ema every N kimg (0: only at the end; None: never)
-    "fd_ref_num": 2000,          # generated images per FD-ref evaluation
-    "fd_ref_real": 10000,        # real images (fixed subset) for the reference statistics
-    "fd_ref_cache": None,        # folder for the cached reference net (None: ~/.cache/squeezespan/fdref)
-    "teacher_pick": "best_fd",   # teacher/ holds the snapshot with the best FD-ref ("best_fd") or the last one ("last")
+    "export_snapshots": False,  # also export a teacher at every snapshot into snapshots/kimg-XXXXXX/
+    "sample_kimg": 5.0,  # fixed-z sample grid of G_ema every N kimg into samples/
+    "grid_size": 64,  # images in the sample grid
+    "log_steps": 20,  # metrics line every N iterations
+    "fd_ref_kimg": 10.0,  # FD-ref of G_ema every N kimg (0: only at the end; None: never)
+    "fd_ref_num": 2000,  # generated images per FD-ref evaluation
+    "fd_ref_real": 10000,  # real images (fixed subset) for the reference statistics
+    "fd_ref_cache": None,  # folder for the cached reference net (None: ~/.cache/squeezespan/fdref)
+    "teacher_pick": "best_fd",  # teacher/ holds the snapshot with the best FD-ref ("best_fd") or the last one ("last")
 }
 
 # Keys that fix the networks' shapes: a resumed run must agree with its checkpoint on these.
-ARCH_KEYS = ("resolution", "channels", "z_dim", "w_dim", "mapping_layers", "mapping_lr_mult", "channel_base", "channel_max",
-             "g_architecture", "d_architecture", "mbstd_group_size", "conv_clamp")
+ARCH_KEYS = (
+    "resolution",
+    "channels",
+    "z_dim",
+    "w_dim",
+    "mapping_layers",
+    "mapping_lr_mult",
+    "channel_base",
+    "channel_max",
+    "g_architecture",
+    "d_architecture",
+    "mbstd_group_size",
+    "conv_clamp",
+)
 
 
 # ------------------------------------------------------------------------------------------------ networks
 
+
 def network_kwargs(cfg: dict[str, Any], img_channels: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Official-style constructor kwargs (Generator(**G_kwargs), Discriminator(**D_kwargs)) from a config."""
-    G_kwargs = dict(z_dim=int(cfg["z_dim"]), c_dim=0, w_dim=int(cfg["w_dim"]), img_resolution=int(cfg["resolution"]),
-                    img_channels=int(img_channels),
-                    mapping_kwargs=dict(num_layers=int(cfg["mapping_layers"]),
-                                        lr_multiplier=float(cfg["mapping_lr_mult"])),
-                    synthesis_kwargs=dict(channel_base=int(cfg["channel_base"]), channel_max=int(cfg["channel_max"]),
-                                          conv_clamp=cfg["conv_clamp"], architecture=cfg["g_architecture"]))
-    D_kwargs = dict(c_dim=0, img_resolution=int(cfg["resolution"]), img_channels=int(img_channels),
-                    architecture=cfg["d_architecture"], channel_base=int(cfg["channel_base"]),
-                    channel_max=int(cfg["channel_max"]), conv_clamp=cfg["conv_clamp"],
-                    epilogue_kwargs=dict(mbstd_group_size=int(cfg["mbstd_group_size"])))
+    G_kwargs = dict(
+        z_dim=int(cfg["z_dim"]),
+        c_dim=0,
+        w_dim=int(cfg["w_dim"]),
+        img_resolution=int(cfg["resolution"]),
+        img_channels=int(img_channels),
+        mapping_kwargs=dict(num_layers=int(cfg["mapping_layers"]), lr_multiplier=float(cfg["mapping_lr_mult"])),
+        synthesis_kwargs=dict(
+            channel_base=int(cfg["channel_base"]),
+            channel_max=int(cfg["channel_max"]),
+            conv_clamp=cfg["conv_clamp"],
+            architecture=cfg["g_architecture"],
+        ),
+    )
+    D_kwargs = dict(
+        c_dim=0,
+        img_resolution=int(cfg["resolution"]),
+        img_channels=int(img_channels),
+        architecture=cfg["d_architecture"],
+        channel_base=int(cfg["channel_base"]),
+        channel_max=int(cfg["channel_max"]),
+        conv_clamp=cfg["conv_clamp"],
+        epilogue_kwargs=dict(mbstd_group_size=int(cfg["mbstd_group_size"])),
+    )
     return G_kwargs, D_kwargs
 
 
@@ -117,6 +152,7 @@ def build_networks(G_kwargs: dict[str, Any], D_kwargs: dict[str, Any]) -> tuple[
 
 # -------------------------------------------------------------------------------------------- teacher dirs
 
+
 def _save_safetensors(module: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     from safetensors.torch import save
 
@@ -124,8 +160,15 @@ def _save_safetensors(module: nn.Module, path: Path, meta: dict[str, Any]) -> No
     atomic_write_bytes(path, save(state, metadata={"squeezespan": json.dumps(meta)}))
 
 
-def save_teacher_dir(path: str | Path, G: nn.Module, G_ema: nn.Module, D: nn.Module, G_kwargs: dict[str, Any],
-                     D_kwargs: dict[str, Any], meta: dict[str, Any]) -> Path:
+def save_teacher_dir(
+    path: str | Path,
+    G: nn.Module,
+    G_ema: nn.Module,
+    D: nn.Module,
+    G_kwargs: dict[str, Any],
+    D_kwargs: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
     """Write G/G_ema/D as safetensors plus teacher.json (constructor kwargs + meta); teacher.json goes last."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -136,8 +179,9 @@ def save_teacher_dir(path: str | Path, G: nn.Module, G_ema: nn.Module, D: nn.Mod
     return path
 
 
-def load_teacher_dir(path: str | Path, device: str | torch.device = "cpu", generator: str = "G_ema"
-                     ) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
+def load_teacher_dir(
+    path: str | Path, device: str | torch.device = "cpu", generator: str = "G_ema"
+) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
     """(G_ema, D, meta) rebuilt from a teacher directory (or a run dir holding teacher/, or its teacher.json).
 
     Both networks come back in eval mode with requires_grad off (teachers are frozen); ``generator="G"``
@@ -152,8 +196,9 @@ def load_teacher_dir(path: str | Path, device: str | torch.device = "cpu", gener
         path = path / "teacher"
     meta_path = path / "teacher.json"
     if not meta_path.exists():
-        raise SnsError(f"teacher directory {path} has no teacher.json; point at a `sns train-gan` run dir "
-                       "or its teacher/ folder")
+        raise SnsError(
+            f"teacher directory {path} has no teacher.json; point at a `sns train-gan` run dir or its teacher/ folder"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -183,19 +228,20 @@ def load_teacher_dir(path: str | Path, device: str | torch.device = "cpu", gener
 
 # ----------------------------------------------------------------------------------------------- data order
 
+
 class DataOrder:
     """Shuffled epochs over N indices from its own torch.Generator; its state makes resume exact."""
 
     def __init__(self, n: int, batch: int, seed: int):
         self.n, self.batch = n, batch
         self.gen = torch.Generator().manual_seed(int(seed))
-        self.perm: Optional[torch.Tensor] = None
+        self.perm: torch.Tensor | None = None
         self.pos = 0
 
     def next(self) -> torch.Tensor:
         if self.perm is None or self.pos + self.batch > self.n:
             self.perm, self.pos = torch.randperm(self.n, generator=self.gen), 0
-        idx = self.perm[self.pos:self.pos + self.batch]
+        idx = self.perm[self.pos : self.pos + self.batch]
         self.pos += self.batch
         return idx
 
@@ -209,6 +255,7 @@ class DataOrder:
 
 # ------------------------------------------------------------------------------------------------- helpers
 
+
 def _check_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(cfg) - set(GAN_DEFAULTS))
     if unknown:
@@ -218,14 +265,18 @@ def _check_cfg(cfg: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(res, int) or res < 8 or res & (res - 1):
         raise SnsError(f"train-gan resolution={res!r}: expected a power of two >= 8 (e.g. 32)")
     if int(cfg["batch"]) < 1 or int(cfg["batch"]) % min(int(cfg["mbstd_group_size"]), int(cfg["batch"])):
-        raise SnsError(f"train-gan batch={cfg['batch']}: must be >= 1 and a multiple of "
-                       f"mbstd_group_size={cfg['mbstd_group_size']}")
+        raise SnsError(
+            f"train-gan batch={cfg['batch']}: must be >= 1 and a multiple of mbstd_group_size={cfg['mbstd_group_size']}"
+        )
     if float(cfg["kimg"]) <= 0:
         raise SnsError(f"train-gan kimg={cfg['kimg']}: expected a positive number of thousands of images")
     if cfg["teacher_pick"] not in ("best_fd", "last"):
         raise SnsError(f"train-gan teacher_pick={cfg['teacher_pick']!r}: expected 'best_fd' or 'last'")
-    if not (isinstance(cfg["betas"], (list, tuple)) and len(cfg["betas"]) == 2
-            and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg["betas"])):
+    if not (
+        isinstance(cfg["betas"], (list, tuple))
+        and len(cfg["betas"]) == 2
+        and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg["betas"])
+    ):
         raise SnsError(f"train-gan betas={cfg['betas']!r}: expected two numbers in [0, 1), e.g. [0.0, 0.99]")
     for key in ("lr", "eps"):
         if not float(cfg[key]) > 0:
@@ -251,12 +302,14 @@ def _all_images(ds) -> torch.Tensor:
 
         images = torch.cat([x for x, _ in batches(ds, 1024, shuffle=False, drop_last=False)])
     if images.dtype != torch.uint8 or images.ndim != 4:
-        raise SnsError(f"dataset {getattr(ds, 'name', '?')}: expected uint8 (N, C, H, W) images, got "
-                       f"{images.dtype} {tuple(images.shape)}")
+        raise SnsError(
+            f"dataset {getattr(ds, 'name', '?')}: expected uint8 (N, C, H, W) images, got "
+            f"{images.dtype} {tuple(images.shape)}"
+        )
     return images
 
 
-def _every(kimg_interval: Optional[float], prev_nimg: int, cur_nimg: int) -> bool:
+def _every(kimg_interval: float | None, prev_nimg: int, cur_nimg: int) -> bool:
     """True when ``cur_nimg`` crossed a multiple of ``kimg_interval`` kimg since ``prev_nimg``."""
     if not kimg_interval or kimg_interval <= 0:
         return False
@@ -281,8 +334,16 @@ def _grid_nrow(n: int) -> int:
 
 # -------------------------------------------------------------------------------------------------- training
 
-def train_gan(cfg: dict[str, Any], run_dir: str | Path, resume: bool = False, device: Any = "cpu",
-              progress: bool = True, dataset=None, log: Callable[[str], None] = print) -> dict[str, Any]:
+
+def train_gan(
+    cfg: dict[str, Any],
+    run_dir: str | Path,
+    resume: bool = False,
+    device: Any = "cpu",
+    progress: bool = True,
+    dataset=None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Train a StyleGAN2 teacher on ``cfg['data']`` into ``run_dir``; returns a summary dict.
 
     ``resume`` continues from the newest good checkpoint in run_dir/checkpoints (bit-identical on CPU to an
@@ -316,8 +377,9 @@ def _silent(*args, **kwargs) -> None:
     return None
 
 
-def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: bool, dataset, log,
-           world: Optional[World] = None) -> dict[str, Any]:
+def _train(
+    cfg, run_dir: Path, resume: bool, device: torch.device, progress: bool, dataset, log, world: World | None = None
+) -> dict[str, Any]:
     t_start = time.time()
     world = world or World(device=device)
     cfg = decide_bf16(cfg, world, log)  # rank 0's choice for every rank: the precision config.yaml records
@@ -329,13 +391,16 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         raise SnsError(f"train-gan: dataset images are {h}x{w} but resolution={cfg['resolution']}")
     batch = int(cfg["batch"])
     if n < batch:
-        raise SnsError(f"train-gan: dataset {getattr(ds, 'name', '?')} has {n} images, fewer than batch={batch}; "
-                       "lower batch")
+        raise SnsError(
+            f"train-gan: dataset {getattr(ds, 'name', '?')} has {n} images, fewer than batch={batch}; lower batch"
+        )
     # batch is the global batch; each rank trains on its own 1/N of it
     local = batch // world.size
     if batch % world.size or local % min(int(cfg["mbstd_group_size"]), local):
-        raise SnsError(f"train-gan batch={batch} does not split over WORLD_SIZE={world.size} processes into "
-                       f"per-process batches that are multiples of mbstd_group_size={cfg['mbstd_group_size']}")
+        raise SnsError(
+            f"train-gan batch={batch} does not split over WORLD_SIZE={world.size} processes into "
+            f"per-process batches that are multiples of mbstd_group_size={cfg['mbstd_group_size']}"
+        )
     cfg["channels"] = int(img_channels)
     images_u8 = images_u8.to(device)
 
@@ -347,8 +412,13 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     r1_interval = int(cfg["r1_interval"] or 0)
     betas = (float(cfg["betas"][0]), float(cfg["betas"][1]))
     opt_G = lazy_adam(G.parameters(), float(cfg["lr"]), betas, float(cfg["eps"]), None)
-    opt_D = lazy_adam(D.parameters(), float(cfg["lr"]), betas, float(cfg["eps"]),
-                      r1_interval if cfg["r1_gamma"] and r1_interval else None)
+    opt_D = lazy_adam(
+        D.parameters(),
+        float(cfg["lr"]),
+        betas,
+        float(cfg["eps"]),
+        r1_interval if cfg["r1_gamma"] and r1_interval else None,
+    )
     augment = DiffAugment(cfg["diffaug"], p=float(cfg["augment_p"]))
     order = DataOrder(n, batch, int(cfg["seed"]))
     grid_z = torch.randn(int(cfg["grid_size"]), G.z_dim, generator=torch.Generator().manual_seed(int(cfg["seed"])))
@@ -365,9 +435,11 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
             ckpt, path = found
             diff = {k: (ckpt["cfg"].get(k), cfg[k]) for k in ARCH_KEYS if ckpt["cfg"].get(k) != cfg[k]}
             if diff:
-                raise SnsError(f"--resume: {path} was trained with different network settings "
-                               f"{ {k: v[0] for k, v in diff.items()} }, got { {k: v[1] for k, v in diff.items()} }; "
-                               "use the original values or a new --out")
+                raise SnsError(
+                    f"--resume: {path} was trained with different network settings "
+                    f"{ {k: v[0] for k, v in diff.items()} }, got { {k: v[1] for k, v in diff.items()} }; "
+                    "use the original values or a new --out"
+                )
             G.load_state_dict(ckpt["G"])
             D.load_state_dict(ckpt["D"])
             G_ema.load_state_dict(ckpt["G_ema"])
@@ -382,8 +454,10 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
                 if ranks[world.rank].get("cuda_rng") is not None and device.type == "cuda":
                     torch.cuda.set_rng_state(ranks[world.rank]["cuda_rng"], device)
             else:
-                log(f"warning: checkpoint was written by {len(ranks)} process(es), this run has {world.size}: "
-                    "random streams are reseeded, so the run is not bit-identical to an uninterrupted one")
+                log(
+                    f"warning: checkpoint was written by {len(ranks)} process(es), this run has {world.size}: "
+                    "random streams are reseeded, so the run is not bit-identical to an uninterrupted one"
+                )
                 torch.manual_seed(int(cfg["seed"]) * 7919 + int(state["step"]) + 1_000_003 * world.rank)
             resumed_from = state["step"]
             log(f"resumed from {path} at {state['cur_nimg'] / 1000:.1f} kimg (step {state['step']})")
@@ -401,13 +475,22 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         from ..eval.fdref import real_stats_cached, train_reference_net
 
         with torch.random.fork_rng(devices=[]):
-            ref_net = train_reference_net(ds if getattr(ds, "images", None) is not None else _Images(ds, images_u8),
-                                          device=device, cache_dir=cfg["fd_ref_cache"], log=log)
+            ref_net = train_reference_net(
+                ds if getattr(ds, "images", None) is not None else _Images(ds, images_u8),
+                device=device,
+                cache_dir=cfg["fd_ref_cache"],
+                log=log,
+            )
             real_stats = real_stats_cached(_Images(ds, images_u8.cpu()), ref_net, int(cfg["fd_ref_real"]))
 
-    meta_base = dict(dataset=str(getattr(ds, "name", cfg["data"])), split=cfg["split"],
-                     resolution=int(cfg["resolution"]), img_channels=int(img_channels),
-                     mean=list(getattr(ds, "mean", ())), std=list(getattr(ds, "std", ())))
+    meta_base = dict(
+        dataset=str(getattr(ds, "name", cfg["data"])),
+        split=cfg["split"],
+        resolution=int(cfg["resolution"]),
+        img_channels=int(img_channels),
+        mean=list(getattr(ds, "mean", ())),
+        std=list(getattr(ds, "std", ())),
+    )
 
     def evaluate_fd() -> float:
         from ..eval.fdref import frechet_distance, generator_stats
@@ -415,10 +498,16 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         mu, sigma = generator_stats(G_ema, ref_net, int(cfg["fd_ref_num"]), seed=int(cfg["seed"]) + 1)
         return frechet_distance(real_stats[0], real_stats[1], mu, sigma)
 
-    def export(path: Path, fd: Optional[float]) -> None:
-        meta = dict(meta_base, kimg=round(state["cur_nimg"] / 1000, 3), step=state["step"], fd_ref=fd,
-                    fd_ref_num=int(cfg["fd_ref_num"]), fd_ref_net=getattr(ref_net, "meta", None) if ref_net else None,
-                    config=cfg)
+    def export(path: Path, fd: float | None) -> None:
+        meta = dict(
+            meta_base,
+            kimg=round(state["cur_nimg"] / 1000, 3),
+            step=state["step"],
+            fd_ref=fd,
+            fd_ref_num=int(cfg["fd_ref_num"]),
+            fd_ref_net=getattr(ref_net, "meta", None) if ref_net else None,
+            config=cfg,
+        )
         save_teacher_dir(path, G, G_ema, D, G_kwargs, D_kwargs, meta)
 
     def checkpoint() -> None:
@@ -429,11 +518,22 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         if not world.is_main:
             return
         if any(r.get("weights") != ranks[0].get("weights") for r in ranks):
-            raise SnsError(f"train-gan: the {world.size} processes hold different weights at step {state['step']} "
-                           f"({[r['weights'] for r in ranks]}); this is a bug, please report it")
-        ckpt = dict(G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(), opt_G=opt_G.state_dict(),
-                    opt_D=opt_D.state_dict(), data_order=order.state_dict(), augment_p=augment.p,
-                    state=dict(state), rng=mine["rng"], cfg=cfg)
+            raise SnsError(
+                f"train-gan: the {world.size} processes hold different weights at step {state['step']} "
+                f"({[r['weights'] for r in ranks]}); this is a bug, please report it"
+            )
+        ckpt = dict(
+            G=G.state_dict(),
+            D=D.state_dict(),
+            G_ema=G_ema.state_dict(),
+            opt_G=opt_G.state_dict(),
+            opt_D=opt_D.state_dict(),
+            data_order=order.state_dict(),
+            augment_p=augment.p,
+            state=dict(state),
+            rng=mine["rng"],
+            cfg=cfg,
+        )
         if device.type == "cuda":
             ckpt["cuda_rng"] = mine["cuda_rng"]
         if world.size > 1:
@@ -460,8 +560,14 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     if progress and world.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_nimg, initial=min(state["cur_nimg"], total_nimg), unit="img", unit_scale=True,
-                   dynamic_ncols=True, desc="train-gan")
+        bar = tqdm(
+            total=total_nimg,
+            initial=min(state["cur_nimg"], total_nimg),
+            unit="img",
+            unit_scale=True,
+            dynamic_ncols=True,
+            desc="train-gan",
+        )
 
     c_empty = torch.zeros(local, 0, device=device)
     bf16 = bool(cfg["bf16"])
@@ -517,8 +623,15 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         acc("D/real", real_logits.detach().mean())
         acc("D/fake", fake_logits.detach().mean())
         # one small all-reduce: ADA's statistic over the global batch, and one clock for all ranks
-        agreed = world.sum_(torch.tensor([float(real_logits.detach().sign().sum()), float(
-            bool(cfg["max_minutes"]) and time.time() - t_start > float(cfg["max_minutes"]) * 60)], device=device))
+        agreed = world.sum_(
+            torch.tensor(
+                [
+                    float(real_logits.detach().sign().sum()),
+                    float(bool(cfg["max_minutes"]) and time.time() - t_start > float(cfg["max_minutes"]) * 60),
+                ],
+                device=device,
+            )
+        )
         state["ada_sum"] += float(agreed[0])
         state["ada_count"] += batch
         time_up = bool(agreed[1] > 0)
@@ -542,8 +655,12 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         # ADA: raise p when D grows confident on reals (overfitting), lower it otherwise.
         if ada_target is not None and (step + 1) % int(cfg["ada_interval"]) == 0 and state["ada_count"]:
             rt = state["ada_sum"] / state["ada_count"]
-            adjust = math.copysign(1.0, rt - float(ada_target)) * batch * int(cfg["ada_interval"]) / (
-                float(cfg["ada_kimg"]) * 1000)
+            adjust = (
+                math.copysign(1.0, rt - float(ada_target))
+                * batch
+                * int(cfg["ada_interval"])
+                / (float(cfg["ada_kimg"]) * 1000)
+            )
             augment.p = min(max(augment.p + adjust, 0.0), 1.0)
             state["ada_sum"], state["ada_count"] = 0.0, 0
 
@@ -553,21 +670,34 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
         cur_nimg, done = state["cur_nimg"], state["cur_nimg"] >= total_nimg
         if not done and time_up:
             done = stopped_by_time = True
-            log(f"train-gan: max_minutes={cfg['max_minutes']} reached at {cur_nimg / 1000:.1f} kimg; stopping "
-                "(resume with --resume to continue)")
+            log(
+                f"train-gan: max_minutes={cfg['max_minutes']} reached at {cur_nimg / 1000:.1f} kimg; stopping "
+                "(resume with --resume to continue)"
+            )
         if bar is not None:
             bar.update(min(cur_nimg, total_nimg) - min(prev_nimg, total_nimg))
 
         if state["step"] % max(1, int(cfg["log_steps"])) == 0 or done:
             now = time.time()
             metrics = {k: sums[k] / counts[k] for k in sums}
-            metrics.update({"kimg": cur_nimg / 1000, "augment_p": augment.p,
-                            "sec_per_kimg": (now - t_tick) / max(1e-9, (cur_nimg - nimg_tick) / 1000)})
+            metrics.update(
+                {
+                    "kimg": cur_nimg / 1000,
+                    "augment_p": augment.p,
+                    "sec_per_kimg": (now - t_tick) / max(1e-9, (cur_nimg - nimg_tick) / 1000),
+                }
+            )
             logger.log(state["step"], metrics)
             if bar is not None:
-                bar.set_postfix({"G": f"{metrics.get('loss/G', 0):.3f}", "D": f"{metrics.get('loss/D', 0):.3f}",
-                                 "p": f"{augment.p:.2f}", "fd": "-" if state["last_fd"] is None
-                                 else f"{state['last_fd']:.2f}"}, refresh=False)
+                bar.set_postfix(
+                    {
+                        "G": f"{metrics.get('loss/G', 0):.3f}",
+                        "D": f"{metrics.get('loss/D', 0):.3f}",
+                        "p": f"{augment.p:.2f}",
+                        "fd": "-" if state["last_fd"] is None else f"{state['last_fd']:.2f}",
+                    },
+                    refresh=False,
+                )
             sums.clear()
             counts.clear()
             t_tick, nimg_tick = now, cur_nimg
@@ -586,8 +716,10 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
                     export(run_dir / "teacher", fd)
         if _every(cfg["snapshot_kimg"], prev_nimg, cur_nimg) or done:
             if cfg["export_snapshots"] and world.is_main:
-                export(run_dir / "snapshots" / f"kimg-{int(round(cur_nimg / 1000)):06d}",
-                       state["last_fd"] if fd_now else None)
+                export(
+                    run_dir / "snapshots" / f"kimg-{int(round(cur_nimg / 1000)):06d}",
+                    state["last_fd"] if fd_now else None,
+                )
             checkpoint()
         if done:
             break
@@ -601,11 +733,19 @@ def _train(cfg, run_dir: Path, resume: bool, device: torch.device, progress: boo
     if not fd_enabled or cfg["teacher_pick"] == "last" or not (run_dir / "teacher" / "teacher.json").exists():
         export(run_dir / "teacher", state["last_fd"])
     logger.close()
-    summary = dict(run_dir=str(run_dir), kimg=state["cur_nimg"] / 1000, steps=state["step"],
-                   seconds=round(time.time() - t_start, 1), fd_ref=state["last_fd"], best_fd_ref=state["best_fd"],
-                   best_kimg=state["best_kimg"], teacher_dir=str(run_dir / "teacher"),
-                   samples=str(last_sample) if last_sample else None, resumed_from_step=resumed_from,
-                   stopped_by_time=stopped_by_time)
+    summary = dict(
+        run_dir=str(run_dir),
+        kimg=state["cur_nimg"] / 1000,
+        steps=state["step"],
+        seconds=round(time.time() - t_start, 1),
+        fd_ref=state["last_fd"],
+        best_fd_ref=state["best_fd"],
+        best_kimg=state["best_kimg"],
+        teacher_dir=str(run_dir / "teacher"),
+        samples=str(last_sample) if last_sample else None,
+        resumed_from_step=resumed_from,
+        stopped_by_time=stopped_by_time,
+    )
     atomic_write_bytes(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     return summary
 
