@@ -113,7 +113,7 @@ def random_teacher(base_dir: Path, out: Path, log: Callable = print) -> Path:
     """kimg 0: a generator with the G_kwargs and seed of ``base_dir``'s run, built as `sns train-gan` builds it
     before its first step (never trained), saved as a teacher directory with its measured FD-ref; reused if
     already there for the same base."""
-    from squeezespan.teachers.train_gan import build_networks, save_teacher_dir
+    from squeezespan.teachers.directory import build_networks, save_teacher_dir
 
     base = json.loads((base_dir / "teacher.json").read_text())
     if (out / "teacher.json").is_file():

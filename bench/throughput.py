@@ -225,8 +225,8 @@ PAPER_G_KWARGS = dict(
 def paper_teacher_dir(root: Path) -> Path:
     """A teacher directory holding a randomly initialised 512-channel StyleGAN2 at 32 px (1 channel, to match the
     fashion-cpu student): the paper's teacher size for timing; its images mean nothing."""
+    from squeezespan.teachers.directory import save_teacher_dir
     from squeezespan.teachers.stylegan2 import Discriminator, Generator
-    from squeezespan.teachers.train_gan import save_teacher_dir
 
     path = root / "stylegan2-512-random"
     if (path / "teacher.json").exists():

@@ -13,6 +13,7 @@ from torch import nn
 from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint
 from squeezespan.errors import SnsError
 from squeezespan.teachers.diffaug import DiffAugment, augment_cutout, augment_translation, parse_policy
+from squeezespan.teachers.directory import build_networks, load_teacher_dir, network_kwargs, save_teacher_dir
 from squeezespan.teachers.gan_loss import (
     d_loss_logistic,
     ema_beta,
@@ -21,14 +22,7 @@ from squeezespan.teachers.gan_loss import (
     lazy_adam,
     r1_penalty,
 )
-from squeezespan.teachers.train_gan import (
-    GAN_DEFAULTS,
-    build_networks,
-    load_teacher_dir,
-    network_kwargs,
-    save_teacher_dir,
-    train_gan,
-)
+from squeezespan.teachers.train_gan import GAN_DEFAULTS, train_gan
 
 # A GAN small enough for a few CPU steps per second: 8 px, 16/8 channels, batch 4.
 TINY = dict(

@@ -142,7 +142,7 @@ def build_bank(teacher, n: int, seed: int, spec: dict[str, str] | None = None) -
 def save_bank(path: Path, bank: TeacherBank) -> None:
     from safetensors.torch import save
 
-    from .checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     atomic_write_bytes(path, save(bank.tensors(), metadata=bank.spec))
 

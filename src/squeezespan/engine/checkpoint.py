@@ -12,42 +12,10 @@ from typing import Any
 import torch
 
 from ..errors import SnsError
+from ..files import atomic_write_bytes
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d{8})\.pt$")
 MAGIC = b"SNSCKPT1"  # 8-byte magic + 32-byte sha256 of the payload, then the torch.save payload
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never half."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A failed write (disk full, interrupt) must never touch the previous good file.
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:

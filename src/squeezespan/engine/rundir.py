@@ -33,7 +33,7 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, force: bool = 
 
 
 def save_config(run_dir: str | os.PathLike, cfg: dict[str, Any], name: str = "config.yaml") -> Path:
-    from .checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     p = Path(run_dir) / name
     atomic_write_bytes(p, yaml.safe_dump(cfg, sort_keys=False).encode())

@@ -187,7 +187,7 @@ def _cache_key(dataset, settings: dict[str, Any]) -> str:
 def save_reference_net(net: ReferenceNet, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
     from safetensors.torch import save
 
-    from ..engine.checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     info = {"format": f"squeezespan-fdref/{REF_VERSION}", "init_kwargs": net.init_kwargs, **meta}

@@ -34,7 +34,7 @@ def save_image_grid(
     """Write ``images01`` as a PNG grid (``nrow`` per row, each pixel ``scale`` x ``scale``); atomic write."""
     from PIL import Image
 
-    from ..engine.checkpoint import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     grid = make_image_grid(images01, nrow=nrow, padding=padding)
     if scale > 1:

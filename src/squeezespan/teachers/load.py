@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SnsError
+from .directory import load_teacher_dir
 
 
 def load_generator(spec: str, weights: str | None = None, key: str = "G_ema"):
@@ -18,8 +19,6 @@ def load_generator(spec: str, weights: str | None = None, key: str = "G_ema"):
         return load_stylegan2_pickle(spec.split(":", 1)[1], key=key)
     path = Path(spec)
     if path.is_dir() or spec.endswith(".json"):
-        from .train_gan import load_teacher_dir
-
         teacher_dir = path if path.suffix != ".json" else path.parent
         if (teacher_dir / "teacher").is_dir():  # a `sns train-gan` run dir: its export lives in teacher/
             teacher_dir = teacher_dir / "teacher"

@@ -37,9 +37,8 @@ from ..engine.logging import MetricsLogger
 from ..engine.rundir import autocast, decide_bf16, resolve_device, save_config
 from ..errors import SnsError
 from .diffaug import DiffAugment, parse_policy
+from .directory import build_networks, network_kwargs, save_teacher_dir
 from .gan_loss import d_loss_logistic, ema_beta, ema_update, g_loss_nonsaturating, lazy_adam, r1_penalty
-
-TEACHER_FORMAT = "squeezespan-teacher/1"
 
 # Every knob of `sns train-gan`, with its default; presets (configs/gan-*.yaml) and key=value override these.
 GAN_DEFAULTS: dict[str, Any] = {
@@ -110,120 +109,6 @@ ARCH_KEYS = (
     "mbstd_group_size",
     "conv_clamp",
 )
-
-
-# ------------------------------------------------------------------------------------------------ networks
-
-
-def network_kwargs(cfg: dict[str, Any], img_channels: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Official-style constructor kwargs (Generator(**G_kwargs), Discriminator(**D_kwargs)) from a config."""
-    G_kwargs = dict(
-        z_dim=int(cfg["z_dim"]),
-        c_dim=0,
-        w_dim=int(cfg["w_dim"]),
-        img_resolution=int(cfg["resolution"]),
-        img_channels=int(img_channels),
-        mapping_kwargs=dict(num_layers=int(cfg["mapping_layers"]), lr_multiplier=float(cfg["mapping_lr_mult"])),
-        synthesis_kwargs=dict(
-            channel_base=int(cfg["channel_base"]),
-            channel_max=int(cfg["channel_max"]),
-            conv_clamp=cfg["conv_clamp"],
-            architecture=cfg["g_architecture"],
-        ),
-    )
-    D_kwargs = dict(
-        c_dim=0,
-        img_resolution=int(cfg["resolution"]),
-        img_channels=int(img_channels),
-        architecture=cfg["d_architecture"],
-        channel_base=int(cfg["channel_base"]),
-        channel_max=int(cfg["channel_max"]),
-        conv_clamp=cfg["conv_clamp"],
-        epilogue_kwargs=dict(mbstd_group_size=int(cfg["mbstd_group_size"])),
-    )
-    return G_kwargs, D_kwargs
-
-
-def build_networks(G_kwargs: dict[str, Any], D_kwargs: dict[str, Any]) -> tuple[nn.Module, nn.Module]:
-    from .stylegan2 import Discriminator, Generator
-
-    return Generator(**G_kwargs), Discriminator(**D_kwargs)
-
-
-# -------------------------------------------------------------------------------------------- teacher dirs
-
-
-def _save_safetensors(module: nn.Module, path: Path, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save
-
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={"squeezespan": json.dumps(meta)}))
-
-
-def save_teacher_dir(
-    path: str | Path,
-    G: nn.Module,
-    G_ema: nn.Module,
-    D: nn.Module,
-    G_kwargs: dict[str, Any],
-    D_kwargs: dict[str, Any],
-    meta: dict[str, Any],
-) -> Path:
-    """Write G/G_ema/D as safetensors plus teacher.json (constructor kwargs + meta); teacher.json goes last."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    info = {"format": TEACHER_FORMAT, "arch": "stylegan2", "G_kwargs": G_kwargs, "D_kwargs": D_kwargs, **meta}
-    for name, module in (("G", G), ("G_ema", G_ema), ("D", D)):
-        _save_safetensors(module, path / f"{name}.safetensors", {"network": name, "format": TEACHER_FORMAT})
-    atomic_write_bytes(path / "teacher.json", (json.dumps(info, indent=2, default=str) + "\n").encode())
-    return path
-
-
-def load_teacher_dir(
-    path: str | Path, device: str | torch.device = "cpu", generator: str = "G_ema"
-) -> tuple[nn.Module, nn.Module, dict[str, Any]]:
-    """(G_ema, D, meta) rebuilt from a teacher directory (or a run dir holding teacher/, or its teacher.json).
-
-    Both networks come back in eval mode with requires_grad off (teachers are frozen); ``generator="G"``
-    loads the raw generator instead of the EMA one.
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.suffix == ".json":
-        path = path.parent
-    if not (path / "teacher.json").exists() and (path / "teacher" / "teacher.json").exists():
-        path = path / "teacher"
-    meta_path = path / "teacher.json"
-    if not meta_path.exists():
-        raise SnsError(
-            f"teacher directory {path} has no teacher.json; point at a `sns train-gan` run dir or its teacher/ folder"
-        )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise SnsError(f"{meta_path} cannot be read as JSON ({type(e).__name__}); re-export the teacher") from None
-    if meta.get("format") != TEACHER_FORMAT:
-        raise SnsError(f"{meta_path}: format {meta.get('format')!r} is not {TEACHER_FORMAT!r}")
-    if generator not in ("G", "G_ema"):
-        raise SnsError(f"generator={generator!r}: expected 'G_ema' or 'G'")
-    G, D = build_networks(meta["G_kwargs"], meta["D_kwargs"])
-    for name, module in ((generator, G), ("D", D)):
-        file = path / f"{name}.safetensors"
-        try:
-            state = load_file(str(file))
-        except FileNotFoundError:
-            raise SnsError(f"teacher directory {path} lacks {file.name}; re-export the teacher") from None
-        except Exception as e:  # noqa: BLE001 - a damaged file is the user's problem to fix, not a traceback
-            raise SnsError(f"{file} cannot be read ({type(e).__name__}); it is damaged or not safetensors") from None
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            first = str(e).splitlines()[0][:200]
-            raise SnsError(f"{file} does not match the networks described in {meta_path}: {first}") from None
-    for module in (G, D):
-        module.to(device).eval().requires_grad_(False)
-    return G, D, meta
 
 
 # ----------------------------------------------------------------------------------------------- data order
