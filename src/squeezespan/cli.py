@@ -10,23 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from .bench import SCRIPTS
+from .cliutil import ArgumentParser
 from .engine.distributed import launched_rank
 from .errors import SnsError
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose errors are one line, `error: ...; see `<prog> --help``, exit 2, like every other error."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        if not hasattr(namespace, "command_parser"):  # sub-commands finish first: the deepest one is kept
-            namespace.command_parser = self
-        return namespace, extras
-
-    def error(self, message):
-        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
 
 
 def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
@@ -45,7 +33,7 @@ def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="sns", description=DESCRIPTION)
+    parser = ArgumentParser(prog="sns", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("data", help="dataset tools")
