@@ -9,16 +9,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .bench import SCRIPTS
+from . import bench
 from .cliutil import ArgumentParser
+from .config import list_presets, resolve_config
+from .data import dataset_info, describe_dataset, load_dataset
+from .demo import DEMO_DEFAULTS, run_demo
+from .engine import prepare_run_dir, resolve_device
 from .engine.distributed import launched_rank
+from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 from .errors import SnsError
+from .eval.run import EVAL_DEFAULTS, run_eval
+from .teachers.train_gan import GAN_DEFAULTS, train_gan
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
 
 
-def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
-    """Flags every run sub-command shares (the project's CLI conventions)."""
+def _run_flags(p: argparse.ArgumentParser, example: str, out_required: bool = True) -> None:
+    """Flags every run sub-command shares (the project's CLI conventions); `example` is a key=value it accepts."""
     p.add_argument(
         "--out", required=out_required, help="run directory (a non-empty one is refused unless --resume/--force)"
     )
@@ -29,7 +36,7 @@ def _run_flags(p: argparse.ArgumentParser, out_required: bool = True) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key, e.g. lr=0.05")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help=f"override any config key, e.g. {example}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fast", "paper"],
         help="linear probe on frozen features (fast) or on augmented images (paper)",
     )
-    _run_flags(p)
+    _run_flags(p, "knn_k=20")
 
     p = sub.add_parser("pretrain", help="train a student with Squeeze and Span or a baseline")
     p.add_argument("--method", help="sns | squeeze | kd | vicreg | simsiam | encode")
@@ -69,22 +76,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset root")
     p.add_argument("--teacher", help="teacher: `sns train-gan` run dir, stylegan2-pkl:PATH, or module.path:factory")
     p.add_argument("--teacher-weights", help="weights for a module:factory teacher")
-    _run_flags(p)
+    _run_flags(p, "lr=0.05")
 
     p = sub.add_parser("train-gan", help="train a StyleGAN2 teacher on a dataset")
     p.add_argument("--data", help="dataset name")
     p.add_argument("--root", help="dataset root")
-    _run_flags(p)
+    _run_flags(p, "kimg=50")
 
     p = sub.add_parser("demo", help="end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)")
-    _run_flags(p, out_required=False)
+    _run_flags(p, "steps=200", out_required=False)
 
     p = sub.add_parser(
         "bench",
         help="benchmarks: fashion (incremental table), throughput, figures, teachers "
         "(accuracy vs teacher FD-ref) (bench/ scripts)",
     )
-    p.add_argument("bench", choices=list(SCRIPTS), help="which benchmark; `sns bench NAME --help` lists its flags")
+    p.add_argument(
+        "bench", choices=list(bench.SCRIPTS), help="which benchmark; `sns bench NAME --help` lists its flags"
+    )
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
 
     sub.add_parser("presets", help="list the presets in configs/")
@@ -92,9 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
-    from .config import resolve_config
-    from .engine import prepare_run_dir
-
     extra = dict(extra, seed=getattr(args, "seed", None), device=getattr(args, "device", None))
     extra = {k: v for k, v in extra.items() if k in defaults}
     cfg = resolve_config(defaults, kind, args.preset, args.config, args.overrides, extra)
@@ -114,8 +120,6 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
 
 
 def cmd_data_info(args) -> int:
-    from .data import dataset_info, describe_dataset, load_dataset
-
     kw = {"resolution": args.resolution} if args.resolution is not None else {}
     if args.json:
         splits = [args.split] if args.split else ["train", "test"]
@@ -128,8 +132,6 @@ def cmd_data_info(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .eval.run import EVAL_DEFAULTS, run_eval
-
     extra = {"data": args.data, "data_root": args.root, "backbones": args.backbone, "protocol": args.protocol}
     cfg, run_dir = _prepare(args, EVAL_DEFAULTS, "eval", extra)
     run_eval(cfg, run_dir, progress=not args.no_progress)
@@ -137,8 +139,6 @@ def cmd_eval(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
-
     extra = {
         "method": args.method,
         "data": args.data,
@@ -154,9 +154,6 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_train_gan(args) -> int:
-    from .engine import resolve_device
-    from .teachers.train_gan import GAN_DEFAULTS, train_gan
-
     extra = {"data": args.data, "data_root": args.root}
     cfg, run_dir = _prepare(args, GAN_DEFAULTS, "gan", extra)
     summary = train_gan(
@@ -168,8 +165,6 @@ def cmd_train_gan(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo import DEMO_DEFAULTS, run_demo
-
     if args.out is None:
         args.out = "runs/demo"
         if Path(args.out).exists() and not args.force:
@@ -180,14 +175,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from . import bench
-
     return bench.run(args.bench, args.bench_args)
 
 
 def cmd_presets(args) -> int:
-    from .config import list_presets
-
     for kind in ("pretrain", "gan", "eval", "demo"):
         names = list_presets(kind)
         if names:
