@@ -6,7 +6,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .config import resolve_config
+from .engine.rundir import resolve_device, save_config
+from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 from .errors import SnsError
+from .eval.run import EVAL_DEFAULTS, run_eval
+from .report.demo import write_demo_report
+from .teachers.train_gan import GAN_DEFAULTS, train_gan
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "gan_preset": "gan-digits",  # teacher preset for `sns train-gan`
@@ -25,11 +31,6 @@ def _done(path: Path) -> bool:
 
 
 def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
-    from .config import resolve_config
-    from .engine.rundir import resolve_device, save_config
-    from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
-    from .eval.run import EVAL_DEFAULTS, run_eval
-
     run_dir = Path(run_dir)
     save_config(run_dir, cfg)
     t_start = time.time()
@@ -38,8 +39,6 @@ def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
     # 1. the teacher: reuse a finished one, else train it (resumable)
     teacher = cfg["teacher"]
     if not teacher:
-        from .teachers.train_gan import GAN_DEFAULTS, train_gan
-
         teacher_run = run_dir / "teacher"
         if not _done(teacher_run / "teacher" / "teacher.json"):
             log("== 1/4 training the digits teacher (StyleGAN2) ==")
@@ -102,8 +101,6 @@ def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
 
     # 4. report
     log("== 4/4 report ==")
-    from .report.demo import write_demo_report
-
     report = write_demo_report(run_dir, teacher, cfg["methods"], rows, timings, time.time() - t_start)
     log(f"report: {report}")
     return {"rows": rows, "timings": timings, "report": str(report)}

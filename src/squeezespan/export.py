@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Union
 
 import torch
+import torchvision
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from squeezespan.errors import SnsError
-from squeezespan.models.resnet import ARCHS, ResNet, build_student
+from .errors import SnsError
+from .models.resnet import ARCHS, ResNet, build_student
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -36,8 +38,6 @@ TORCHVISION_NOTE = (
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("squeezespan")
     except Exception:  # not installed as a distribution (e.g. a source checkout on sys.path)
         return "unknown"
@@ -254,8 +254,6 @@ def torchvision_resnet(path: PathLike, device: str | torch.device = "cpu") -> nn
     The returned eval-mode model expects images already normalised with ``read_meta(path)``'s mean/std
     and returns (N, feature_dim) features, as its ``fc`` is an ``nn.Identity``.
     """
-    import torchvision
-
     meta = read_meta(path)
     if meta["arch"] not in ARCHS:
         raise SnsError(f"{path} has arch {meta['arch']!r}: expected one of {', '.join(ARCHS)}")

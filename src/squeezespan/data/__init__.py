@@ -1,8 +1,9 @@
-"""Datasets in their on-disk formats as uint8 image tensors with labels, plus batching and normalisation."""
+"""Datasets in their on-disk formats as uint8 image tensors with labels, batching, normalisation and augmentation."""
 
 from __future__ import annotations
 
-from squeezespan.data.datasets import (
+from .augment import Augment, AugmentConfig
+from .datasets import (
     DATASETS,
     DatasetSpec,
     ImageDataset,
@@ -13,13 +14,8 @@ from squeezespan.data.datasets import (
     get_spec,
     load_dataset,
 )
-from squeezespan.data.folder import FolderDataset
-from squeezespan.data.pixels import channel_stats, convert_channels, normalize, resize_uint8
-
-try:  # augment.py belongs to another part of the package and may not exist yet
-    from squeezespan.data.augment import Augment, AugmentConfig
-except ImportError:  # pragma: no cover
-    pass
+from .folder import FolderDataset
+from .pixels import channel_stats, convert_channels, normalize, resize_uint8
 
 __all__ = [
     "DATASETS",

@@ -13,7 +13,7 @@ import kornia.augmentation as K
 import torch
 from torch import nn
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 __all__ = ["AugmentConfig", "Augment", "default_blur_kernel"]
 

@@ -10,10 +10,10 @@ from typing import Callable
 
 import torch
 
-from squeezespan.data.folder import FolderDataset
-from squeezespan.data.pixels import channel_stats, convert_channels, resize_uint8
-from squeezespan.data.readers import CIFAR, STL10_URL, RawSplit, read_cifar, read_digits, read_idx_split, read_stl10
-from squeezespan.errors import SnsError
+from ..errors import SnsError
+from .folder import FolderDataset
+from .pixels import channel_stats, convert_channels, resize_uint8
+from .readers import CIFAR, STL10_URL, RawSplit, read_cifar, read_digits, read_idx_split, read_stl10
 
 DATA_ROOT_ENV = "SNS_DATA_ROOT"
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from squeezespan.data.pixels import channel_stats
-from squeezespan.errors import SnsError
+from ..errors import SnsError
+from .pixels import channel_stats
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 SPLIT_DIRS = ("train", "test", "val", "unlabeled")

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 # Elements per chunk when converting images to float/int64: bounds peak memory on 100k-image sets.
 _CHUNK_ELEMENTS = 1 << 22

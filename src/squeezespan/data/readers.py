@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 
 @dataclass

@@ -9,12 +9,12 @@ from typing import Callable
 
 import torch
 
-from squeezespan.data import ImageDataset
-from squeezespan.errors import SnsError
-from squeezespan.eval.baselines import RawPixels, random_init_student
-from squeezespan.eval.features import extract_features, iter_batches
-from squeezespan.eval.knn import knn_eval, knn_predict, topk_accuracy
-from squeezespan.eval.linear import CropFlip, linear_probe, linear_probe_augmented
+from ..data import ImageDataset
+from ..errors import SnsError
+from .baselines import RawPixels, random_init_student
+from .features import extract_features, iter_batches
+from .knn import knn_eval, knn_predict, topk_accuracy
+from .linear import CropFlip, linear_probe, linear_probe_augmented
 
 __all__ = [
     "evaluate",

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
+from ..models import build_student
 
 
 class RawPixels(nn.Module):
@@ -48,8 +49,6 @@ def random_init_student(
 
     The global RNG is forked, so building it leaves everyone else's random stream untouched.
     """
-    from squeezespan.models import build_student
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         student = build_student(arch=arch, variant=variant, width=width, in_channels=in_channels)

@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
+from ..teachers.load import load_generator
 
 MODES = ("single", "multi")
 
@@ -88,8 +89,6 @@ def parse_disc_spec(spec: str) -> tuple[str, str]:
 
 def load_discriminator(teacher: str, device="cpu") -> nn.Module:
     """D of a `sns train-gan` teacher dir (or run dir) or of an official pickle (stylegan2-pkl:PATH), frozen."""
-    from squeezespan.teachers.load import load_generator
-
     D = load_generator(teacher, key="D")
     if D is None:
         raise SnsError(

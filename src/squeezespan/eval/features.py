@@ -6,11 +6,12 @@ from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from squeezespan.data import ImageDataset, batches
-from squeezespan.data import normalize as normalize_images
-from squeezespan.engine.rundir import autocast
-from squeezespan.errors import SnsError
+from ..data import ImageDataset, batches
+from ..data import normalize as normalize_images
+from ..engine.rundir import autocast
+from ..errors import SnsError
 
 
 def iter_batches(
@@ -117,6 +118,4 @@ def extract_features(
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit="img", disable=not enabled, leave=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 
 def check_labelled(features: torch.Tensor, labels: torch.Tensor, what: str) -> None:

@@ -9,10 +9,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.ops import roi_align
+from tqdm.auto import tqdm
 
-from squeezespan.errors import SnsError
-from squeezespan.eval.features import autocast, extract_features, frozen, iter_batches, module_device, normalize_images
-from squeezespan.eval.knn import check_labelled, infer_num_classes, topk_accuracy
+from ..errors import SnsError
+from .features import autocast, extract_features, frozen, iter_batches, module_device, normalize_images
+from .knn import check_labelled, infer_num_classes, topk_accuracy
 
 
 def cosine_lr(base_lr: float, progress: float) -> float:
@@ -174,8 +176,6 @@ def linear_probe_augmented(
     gen = torch.Generator().manual_seed(seed)
     head = None
     base_lr = lr * batch_size / 256
-    from tqdm.auto import tqdm
-
     bar = tqdm(range(epochs), desc="linear probe (paper)", unit="epoch", disable=not progress)
     with frozen(backbone):
         for epoch in bar:
@@ -271,8 +271,6 @@ class CropFlip(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from torchvision.ops import roi_align
-
         n, _, h, w = x.shape
         boxes = self.boxes(n, h, w).to(device=x.device, dtype=x.dtype)
         rois = torch.cat([torch.arange(n, device=x.device, dtype=x.dtype).view(-1, 1), boxes], dim=1)

@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..data import load_dataset
+from ..engine.rundir import resolve_bf16, resolve_device, save_config
 from ..errors import SnsError
+from ..export import load_backbone
+from . import PROTOCOLS, evaluate, format_table
+from .baselines import random_init_student
+from .disc import disc_backbone
 
 EVAL_DEFAULTS: dict[str, Any] = {
     "data": "digits",
@@ -34,17 +40,12 @@ EVAL_DEFAULTS: dict[str, Any] = {
 
 def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
     """(name, module or None for raw pixels, normalize_outside) for a --backbone value."""
-    from ..export import load_backbone
-    from .baselines import random_init_student
-
     if spec == "raw":
         return "raw pixels", None, True
     if spec == "random":
         m = random_init_student(cfg["arch"], cfg["variant"], cfg["width"], train.channels, seed=cfg["seed"])
         return f"random-init {cfg['arch']} x{cfg['width']:g}", m, True
     if spec.startswith("disc:"):  # disc:TEACHER[:single|:multi], the teacher's D used directly (Table 1)
-        from .disc import disc_backbone
-
         return (*disc_backbone(spec, train.channels, device), False)  # takes [0, 1] images
     path = Path(spec)
     if path.is_dir() and (path / "backbone.safetensors").exists():
@@ -62,10 +63,6 @@ def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
 
 def run_eval(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, log=print) -> list[dict[str, Any]]:
     """Evaluate every backbone of ``cfg['backbones']``; writes <run_dir>/eval.json and prints a table."""
-    from ..data import load_dataset
-    from ..engine.rundir import resolve_bf16, resolve_device, save_config
-    from . import PROTOCOLS, evaluate, format_table
-
     device = resolve_device(cfg["device"])
     cfg = dict(cfg, bf16=resolve_bf16(cfg["bf16"], device, log))
     if cfg["protocol"] not in PROTOCOLS:

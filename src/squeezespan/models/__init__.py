@@ -1,6 +1,6 @@
 """Networks trained by squeezespan: student ResNets, the projector MLP and the squeeze module T_phi."""
 
-from squeezespan.models.heads import Projector, SqueezeModule, pool_tap
-from squeezespan.models.resnet import ARCHS, VARIANTS, ResNet, build_student
+from .heads import Projector, SqueezeModule, pool_tap
+from .resnet import ARCHS, VARIANTS, ResNet, build_student
 
 __all__ = ["ARCHS", "VARIANTS", "Projector", "ResNet", "SqueezeModule", "build_student", "pool_tap"]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 
 def _positive_int(name: str, value, minimum: int = 1) -> int:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, conv1x1
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 # arch -> (residual block, blocks per stage); the same table torchvision uses.
 ARCHS = {

@@ -7,15 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.logging import read_metrics
+from ..teachers.load import load_teacher
+from .grid import save_image_grid
 from .plots import plot_bars, plot_curves
 
 
 def _teacher_grid(teacher: str, out: Path) -> Path | None:
     """A fresh 8x8 grid of teacher samples (fixed seed), so the report shows what the student distilled."""
     try:
-        from ..teachers.load import load_teacher
-        from .grid import save_image_grid
-
         t = load_teacher(teacher)
         images, _ = t.sample(64, seed=0)
         return save_image_grid(images, out, nrow=8)

@@ -8,8 +8,10 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from ..errors import SnsError
+from ..files import atomic_write_bytes
 
 
 def make_image_grid(images01: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
@@ -32,10 +34,6 @@ def save_image_grid(
     images01: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 1, padding: int = 2
 ) -> Path:
     """Write ``images01`` as a PNG grid (``nrow`` per row, each pixel ``scale`` x ``scale``); atomic write."""
-    from PIL import Image
-
-    from ..files import atomic_write_bytes
-
     grid = make_image_grid(images01, nrow=nrow, padding=padding)
     if scale > 1:
         grid = grid.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)

@@ -8,14 +8,14 @@ import torch
 
 from ..errors import SnsError
 from .directory import load_teacher_dir
+from .pickle_import import load_stylegan2_pickle
+from .teacher import Teacher
 
 
-def load_generator(spec: str, weights: str | None = None, key: str = "G_ema"):
-    """The generator nn.Module a spec names (frozen use is up to the caller)."""
+def load_generator(spec: str, key: str = "G_ema"):
+    """The network ``key`` (G_ema or D) a spec names; None for module:factory specs (frozen use is up to the caller)."""
     spec = str(spec)
     if spec.startswith("stylegan2-pkl:"):
-        from .pickle_import import load_stylegan2_pickle
-
         return load_stylegan2_pickle(spec.split(":", 1)[1], key=key)
     path = Path(spec)
     if path.is_dir() or spec.endswith(".json"):
@@ -41,12 +41,10 @@ def load_teacher(
     device: str | torch.device = "cpu",
 ):
     """A frozen Teacher on ``device`` whose ``sample`` gives [0,1] images and the tapped features."""
-    from .teacher import Teacher
-
     kw = {"tap_w": tap_w}
     if taps is not None:
         kw["taps"] = taps
-    G = load_generator(spec, weights)
+    G = load_generator(spec)
     if G is None:
         teacher = Teacher.from_factory(spec, weights=weights, **kw)
     else:

@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
+from . import stylegan2
+from .teacher import Teacher
 
 # Every class that NVIDIA's training/networks.py and training/augment.py decorate as persistent.
 # A pickle naming any other class is refused: we rebuild networks from our own code, never theirs.
@@ -384,8 +386,6 @@ _BUILDABLE = {"Generator", "Discriminator"}
 
 def build_network(record: PersistentRecord) -> torch.nn.Module:
     """Our Generator/Discriminator built from an official record's kwargs, with its tensors loaded."""
-    from squeezespan.teachers import stylegan2
-
     if record.class_name not in _BUILDABLE:
         raise SnsError(f"cannot build a network from an official {record.class_name}; use key G_ema, G or D")
     cls = getattr(stylegan2, record.class_name)
@@ -443,8 +443,6 @@ def teacher_from_stylegan2_pickle(
     path: str | os.PathLike, key: str = "G_ema", device: str | torch.device = "cpu", **teacher_kwargs
 ):
     """A Teacher (feature taps on the synthesis blocks) around the generator of an official pickle."""
-    from squeezespan.teachers.teacher import Teacher
-
     if key == "D":
         raise SnsError("a teacher needs a generator: use key G_ema (or G), not D")
     return Teacher(load_stylegan2_pickle(path, key=key, device=device), **teacher_kwargs)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 # Why these names and kwargs: the official pickles store constructor kwargs plus tensors under these exact
 # qualified names (training/networks.py of NVlabs/stylegan2-ada-pytorch). Keeping both identical lets

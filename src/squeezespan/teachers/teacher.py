@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
-from squeezespan.errors import SnsError
+from ..errors import SnsError
 
 # The outputs of StyleGAN2's synthesis blocks (b4, b8, ...): the features the paper squeezes.
 DEFAULT_TAPS = r".*synthesis\.b(\d+)$"
@@ -330,8 +331,6 @@ def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
         raise SnsError(f"teacher weights {str(path)!r}: no such file")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
