@@ -59,7 +59,7 @@ def default_blur_kernel(resolution: int) -> int:
 
 @dataclass
 class AugmentConfig:
-    """The SimSiam/MoCo-v2 recipe of PAPER.md; the `augment:` section of a run config.
+    """The SimSiam/MoCo-v2 recipe (docs/method.md, "Augmentation"); the `augment:` section of a run config.
 
     Presets for CIFAR set ``blur_p: 0`` (the paper blurs everything except CIFAR).
     ``blur_kernel: null`` derives an odd kernel of ~10% of the resolution.

@@ -54,7 +54,7 @@ def digits_test_mask(targets: np.ndarray) -> np.ndarray:
 
 def read_digits(split: str) -> RawSplit:
     """scikit-learn's bundled 8x8 digits (values 0..16 scaled to 0..255), split by `digits_test_mask`."""
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # lazy: scikit-learn costs ~1 s to import, only digits needs it
 
     bunch = load_digits()
     pixels = np.rint(bunch.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)

@@ -82,55 +82,59 @@ def evaluate(
         "linear": None,
     }
     start = time.perf_counter()
-    need_features = knn or (linear and protocol == "fast")
-    if need_features:
-        feat_kw = dict(
-            batch_size=batch_size,
-            device=device,
-            bf16=bf16,
-            normalize=normalize,
-            num_workers=num_workers,
-            progress=progress,
-        )
-        train_f, train_y = extract_features(backbone, train_ds, **feat_kw)
-        test_f, test_y = extract_features(backbone, test_ds, **feat_kw)
-        keep = train_y >= 0  # a streamed dataset cannot be subset before extraction
-        train_f, train_y = train_f[keep], train_y[keep]
-        result["feature_dim"] = int(train_f.shape[1])
+    run_kw = dict(device=device, bf16=bf16, normalize=normalize, num_workers=num_workers, progress=progress)
+    feats = None
+    if knn or (linear and protocol == "fast"):
+        feats = _features(backbone, train_ds, test_ds, batch_size=batch_size, **run_kw)
+        result["feature_dim"] = int(feats[0].shape[1])
         seconds["features"] = time.perf_counter() - start
     if knn:
         tick = time.perf_counter()
-        result["knn"] = dict(knn_eval(train_f, train_y, test_f, test_y, k=k, t=t, num_classes=num_classes), k=k, t=t)
+        result["knn"] = dict(knn_eval(*feats, k=k, t=t, num_classes=num_classes), k=k, t=t)
         seconds["knn"] = time.perf_counter() - tick
     if linear:
         tick = time.perf_counter()
-        kw = dict(linear_kw or {})
-        if protocol == "fast":
-            kw.setdefault("seed", seed)
-            probe = linear_probe(train_f, train_y, test_f, test_y, num_classes=num_classes, **kw)
-        else:
-            if augment is None:
-                augment = CropFlip(generator=torch.Generator().manual_seed(seed))
-            kw.setdefault("seed", seed)
-            kw.setdefault("batch_size", batch_size)
-            probe = linear_probe_augmented(
-                backbone,
-                train_ds,
-                test_ds,
-                augment,
-                device=device,
-                bf16=bf16,
-                num_classes=num_classes,
-                normalize=normalize,
-                num_workers=num_workers,
-                progress=progress,
-                **kw,
-            )
-        result["linear"] = dict(probe, **_settings(linear_probe if protocol == "fast" else linear_probe_augmented, kw))
+        result["linear"] = _probe(
+            protocol,
+            backbone,
+            train_ds,
+            test_ds,
+            feats,
+            linear_kw,
+            augment=augment,
+            seed=seed,
+            batch_size=batch_size,
+            num_classes=num_classes,
+            **run_kw,
+        )
         seconds["linear"] = time.perf_counter() - tick
     seconds["total"] = time.perf_counter() - start
     result["seconds"] = seconds
     return result
+
+
+def _features(backbone, train_ds, test_ds, **feat_kw) -> tuple[torch.Tensor, ...]:
+    """(train features, train labels, test features, test labels), unlabelled train rows left out."""
+    train_f, train_y = extract_features(backbone, train_ds, **feat_kw)
+    test_f, test_y = extract_features(backbone, test_ds, **feat_kw)
+    keep = train_y >= 0  # a streamed dataset cannot be subset before extraction
+    return train_f[keep], train_y[keep], test_f, test_y
+
+
+def _probe(
+    protocol, backbone, train_ds, test_ds, feats, linear_kw, *, augment, seed, batch_size, num_classes, **run_kw
+) -> dict:
+    """The linear probe of ``protocol`` (on ``feats`` or on augmented images) and the settings it ran with."""
+    kw = dict(linear_kw or {})
+    kw.setdefault("seed", seed)
+    if protocol == "fast":
+        probe = linear_probe(*feats, num_classes=num_classes, **kw)
+        return dict(probe, **_settings(linear_probe, kw))
+    if augment is None:
+        augment = CropFlip(generator=torch.Generator().manual_seed(seed))
+    kw.setdefault("batch_size", batch_size)
+    probe = linear_probe_augmented(backbone, train_ds, test_ds, augment, num_classes=num_classes, **run_kw, **kw)
+    return dict(probe, **_settings(linear_probe_augmented, kw))
 
 
 def _labelled_only(ds):

@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save
 from torch import nn
 
+from ..data.diffaug import augment_translation
 from ..engine.rundir import resolve_bf16
 from ..errors import SnsError
-from ..teachers.diffaug import augment_translation
+from ..files import atomic_write_bytes
 
 REF_VERSION = 1
 
@@ -185,10 +188,6 @@ def _cache_key(dataset, settings: dict[str, Any]) -> str:
 
 
 def save_reference_net(net: ReferenceNet, path: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    from safetensors.torch import save
-
-    from ..files import atomic_write_bytes
-
     state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     info = {"format": f"squeezespan-fdref/{REF_VERSION}", "init_kwargs": net.init_kwargs, **meta}
     path = Path(path)
@@ -198,9 +197,6 @@ def save_reference_net(net: ReferenceNet, path: str | os.PathLike, meta: dict[st
 
 
 def load_reference_net(path: str | os.PathLike, device: str | torch.device = "cpu") -> ReferenceNet:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -270,53 +266,19 @@ def train_reference_net(
             except SnsError as e:
                 log(f"warning: {e}; retraining it")
 
-    keep = (labels >= 0) if supervised else torch.ones(n, dtype=torch.bool)
-    idx_all = torch.nonzero(keep).flatten()
     gen = torch.Generator().manual_seed(seed)
-    perm = idx_all[torch.randperm(idx_all.numel(), generator=gen)]
-    n_val = min(2000, max(1, perm.numel() // 20)) if perm.numel() >= 40 else 0
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
-
+    targets = labels if supervised else None  # None: rotation prediction
+    val_idx, train_idx = _split(targets, n, gen)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = ReferenceNet(c, h, num_classes, width).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    total_steps = max(1, min(epochs * train_idx.numel(), max_images) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.15)
-    t0, step, cut_short = time.time(), 0, False
-    net.train()
-    order, pos = torch.randperm(train_idx.numel(), generator=gen), 0
-    while step < total_steps:
-        if pos + batch_size > order.numel():
-            order, pos = torch.randperm(train_idx.numel(), generator=gen), 0
-        idx = train_idx[order[pos : pos + batch_size]]
-        pos += batch_size
-        x = images[idx].float() / 255.0
-        if supervised:
-            y = labels[idx]
-        else:
-            y = torch.randint(0, 4, (x.shape[0],), generator=gen)
-            x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, y)])
-        # Small shifts make the features care about shape rather than exact pixel position.
-        x = augment_translation(x, 0.0625, 1.0, gen).to(device)
-        y = y.to(device)
-        # bf16 autocast trains ~3x faster on CPUs with bf16 units; features are later extracted in fp32.
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        if time.time() - t0 > max_seconds and step < total_steps:
-            cut_short = True
-            log(
-                f"warning: FD-ref reference net stopped by the {max_seconds:.0f} s budget after {step}/{total_steps} "
-                "steps; it will not be cached"
-            )
-            break
+    steps = max(1, min(epochs * train_idx.numel(), max_images) // batch_size)
+    t0 = time.time()
+    step, cut_short = _fit_reference(
+        net, images, targets, train_idx, gen, steps, batch_size, lr, max_seconds, bf16, device, log
+    )
     net.eval()
-    acc = _accuracy(net, images, labels, val_idx, supervised, device) if n_val else float("nan")
+    acc = _accuracy(net, images, labels, val_idx, supervised, device) if val_idx.numel() else float("nan")
     meta = dict(
         dataset=str(getattr(dataset, "name", "data")),
         objective="supervised" if supervised else "rotation",
@@ -330,6 +292,58 @@ def train_reference_net(
     if cache_path is not None and not cut_short:
         save_reference_net(net, cache_path, meta)
     return net
+
+
+def _split(labels: torch.Tensor | None, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(validation, train) indices of the labelled images (all ``n`` for rotation): 5% held out, at most 2000."""
+    keep = (labels >= 0) if labels is not None else torch.ones(n, dtype=torch.bool)
+    idx_all = torch.nonzero(keep).flatten()
+    perm = idx_all[torch.randperm(idx_all.numel(), generator=gen)]
+    n_val = min(2000, max(1, perm.numel() // 20)) if perm.numel() >= 40 else 0
+    return perm[:n_val], perm[n_val:]
+
+
+def _reference_batch(images, labels: torch.Tensor | None, idx, gen: torch.Generator):
+    """Float [0, 1] images and targets: the labels, or (no labels) a random rotation and its index 0..3."""
+    x = images[idx].float() / 255.0
+    if labels is not None:
+        y = labels[idx]
+    else:
+        y = torch.randint(0, 4, (x.shape[0],), generator=gen)
+        x = torch.stack([torch.rot90(xi, int(ki), dims=(1, 2)) for xi, ki in zip(x, y)])
+    # Small shifts make the features care about shape rather than exact pixel position.
+    return augment_translation(x, 0.0625, 1.0, gen), y
+
+
+def _fit_reference(
+    net, images, labels, train_idx, gen, steps, batch_size, lr, max_seconds, bf16, device, log
+) -> tuple[int, bool]:
+    """Adam + one-cycle over shuffled epochs of ``train_idx`` for ``steps``: (steps done, cut short by the clock)."""
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    t0, step = time.time(), 0
+    net.train()
+    order, pos = torch.randperm(train_idx.numel(), generator=gen), 0
+    while step < steps:
+        if pos + batch_size > order.numel():
+            order, pos = torch.randperm(train_idx.numel(), generator=gen), 0
+        x, y = _reference_batch(images, labels, train_idx[order[pos : pos + batch_size]], gen)
+        pos += batch_size
+        # bf16 autocast trains ~3x faster on CPUs with bf16 units; features are later extracted in fp32.
+        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        if time.time() - t0 > max_seconds and step < steps:
+            log(
+                f"warning: FD-ref reference net stopped by the {max_seconds:.0f} s budget after {step}/{steps} "
+                "steps; it will not be cached"
+            )
+            return step, True
+    return step, False
 
 
 @torch.no_grad()

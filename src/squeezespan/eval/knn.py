@@ -1,4 +1,4 @@
-"""Weighted k-nearest-neighbour classification on L2-normalised features (the kNN monitor of PAPER.md)."""
+"""Weighted k-nearest-neighbour classification on L2-normalised features (docs/method.md, "Evaluation protocols")."""
 
 from __future__ import annotations
 

@@ -183,21 +183,11 @@ def linear_probe_augmented(
             correct = seen = 0
             for images, y in iter_batches(train_ds, batch_size, shuffle=True, generator=gen, num_workers=num_workers):
                 y = y.to(dev).long()
-                with torch.no_grad():
-                    x = augment(images.to(dev, non_blocking=True).float().div_(255))
-                    with autocast(dev, bf16):
-                        f = backbone(prepare(x))
-                    f = f.float()
+                f = _augmented_features(backbone, images, augment, prepare, dev, bf16)
                 if head is None:
                     head, opt = _paper_head(f.shape[1], num_classes, dev, base_lr, momentum, weight_decay, gen)
-                for group in opt.param_groups:
-                    group["lr"] = lr_now
-                logits = head(f)
-                loss = F.cross_entropy(logits, y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                correct += (logits.argmax(1) == y).sum().item()
+                loss, hits = _sgd_step(head, opt, f, y, lr_now)
+                correct += hits
                 seen += y.shape[0]
             bar.set_postfix(loss=f"{loss.item():.3f}", train_top1=f"{100.0 * correct / seen:.1f}")
     test_f, test_y = extract_features(
@@ -216,6 +206,27 @@ def linear_probe_augmented(
         result = topk_accuracy(head(test_f.to(dev)), test_y.to(dev))
     result["train_top1"] = 100.0 * correct / seen
     return result
+
+
+def _augmented_features(backbone, images: torch.Tensor, augment, prepare, dev, bf16: bool) -> torch.Tensor:
+    """Float features of freshly augmented views of a uint8 batch, without gradient."""
+    with torch.no_grad():
+        x = augment(images.to(dev, non_blocking=True).float().div_(255))
+        with autocast(dev, bf16):
+            f = backbone(prepare(x))
+        return f.float()
+
+
+def _sgd_step(head: nn.Module, opt: torch.optim.Optimizer, f: torch.Tensor, y: torch.Tensor, lr: float):
+    """One cross-entropy step of the linear head at learning rate ``lr``: (loss, number of correct predictions)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    logits = head(f)
+    loss = F.cross_entropy(logits, y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, (logits.argmax(1) == y).sum().item()
 
 
 def _paper_head(dim: int, num_classes: int, dev, lr: float, momentum: float, weight_decay: float, gen: torch.Generator):

@@ -24,7 +24,8 @@ def _hidden_block(in_dim: int, out_dim: int) -> list[nn.Module]:
 class Projector(nn.Sequential):
     """Projector MLP after the student backbone: (num_layers-1) x [Linear, BN1d, ReLU] + Linear, no biases.
 
-    ``num_layers=1`` is a single linear map. SnS uses 5 layers, the SimSiam baselines 2 (PAPER.md).
+    ``num_layers=1`` is a single linear map. SnS uses 5 layers, the SimSiam baselines 2
+    (docs/method.md, "Student and projector").
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, num_layers: int):
@@ -63,8 +64,8 @@ class SqueezeModule(nn.Module):
     """T_phi: pool each teacher tap, map each by a lateral Linear(C_i -> hidden), sum, then an MLP of ``depth``.
 
     The MLP is (depth-1) x [Linear(hidden, hidden, no bias), BN1d, ReLU] + Linear(hidden, out_dim).
-    ``depth=0`` is the "vanilla" target of PAPER.md: the concatenated pooled taps, no parameters,
-    ``out_dim = sum(in_channels)`` (``hidden_dim``/``out_dim`` are then ignored).
+    ``depth=0`` is the "vanilla" target (docs/method.md, "The squeeze module"): the concatenated pooled taps,
+    no parameters, ``out_dim = sum(in_channels)`` (``hidden_dim``/``out_dim`` are then ignored).
     """
 
     def __init__(self, in_channels: Sequence[int], hidden_dim: int = 2048, out_dim: int = 2048, depth: int = 3):

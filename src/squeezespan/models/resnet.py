@@ -98,5 +98,8 @@ def _make_stage(block, inplanes: int, planes: int, blocks: int, stride: int) -> 
 
 
 def build_student(arch: str = "resnet18", variant: str = "cifar", width: float = 1.0, in_channels: int = 3) -> ResNet:
-    """The student encoder S of PAPER.md: a ResNet without its classifier, returning (N, feature_dim)."""
+    """The student encoder S: a ResNet without its classifier, returning (N, feature_dim).
+
+    See docs/method.md, "Student and projector".
+    """
     return ResNet(arch=arch, variant=variant, width=width, in_channels=in_channels)
