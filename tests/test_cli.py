@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from squeezespan.cli import main
 
@@ -46,8 +47,6 @@ def test_pretrain_then_resume_then_eval(tmp_path, capsys):
     assert main(["pretrain", "--out", str(run), "--resume", "--no-progress"]) == 0
     # overrides apply on top of the run's own config (here: train 2 more steps), not on top of the defaults
     assert main(["pretrain", "--out", str(run), "--resume", "--no-progress", "steps=4"]) == 0
-    import yaml
-
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["steps"] == 4 and saved["seed"] == 3 and saved["width"] == 0.125
     assert [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()][-1] == 4

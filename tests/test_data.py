@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.datasets import load_digits
 
 from squeezespan.data import (
     DATASETS,
@@ -164,8 +165,6 @@ def test_digits_fixed_stratified_split_shapes_and_range():
 
 
 def test_digits_split_partitions_the_sklearn_images_and_resolution_param():
-    from sklearn.datasets import load_digits
-
     bunch = load_digits()
     native = np.rint(bunch.images * 255 / 16).astype(np.uint8)
     train = load_dataset("digits", split="train", resolution=8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import io
+import json
 import os
 import pickle
 import subprocess
@@ -23,7 +24,10 @@ from squeezespan.teachers.pickle_import import (
     PersistentRecord,
     load_stylegan2_pickle,
     read_stylegan2_pickle,
+    teacher_from_stylegan2_pickle,
 )
+from squeezespan.teachers.stylegan2 import Discriminator
+from squeezespan.teachers.stylegan2 import Generator as OurGenerator
 
 # ---------------------------------------------------------------------------------------------------------
 # Writing pickles in the official persistence format without NVIDIA's code: each nn.Module is reduced to
@@ -192,9 +196,6 @@ def _as_official(module, kwargs):
 
 
 def test_builds_our_generator_and_discriminator_with_identical_outputs(tmp_path):
-    from squeezespan.teachers.stylegan2 import Discriminator
-    from squeezespan.teachers.stylegan2 import Generator as OurGenerator
-
     torch.manual_seed(0)
     g_kw = _tiny_official_kwargs()
     G = _as_official(OurGenerator(**g_kw), g_kw)
@@ -225,9 +226,6 @@ def test_builds_our_generator_and_discriminator_with_identical_outputs(tmp_path)
 
 
 def test_teacher_from_pickle_taps_the_synthesis_blocks(tmp_path):
-    from squeezespan.teachers.pickle_import import teacher_from_stylegan2_pickle
-    from squeezespan.teachers.stylegan2 import Generator as OurGenerator
-
     torch.manual_seed(0)
     g_kw = _tiny_official_kwargs()
     G = _as_official(OurGenerator(**g_kw), g_kw).eval()
@@ -352,8 +350,6 @@ def test_clear_errors_for_wrong_files_and_keys(tmp_path):
 
 
 def test_mismatched_tensors_are_reported_by_name(tmp_path):
-    from squeezespan.teachers.stylegan2 import Generator as OurGenerator
-
     g_kw = _tiny_official_kwargs()
     G = _as_official(OurGenerator(**g_kw), g_kw)
     G._init_kwargs["mapping_kwargs"] = EasyDict(num_layers=3)  # kwargs that disagree with the tensors
@@ -388,7 +384,5 @@ def test_parity_with_official_checkout(tmp_path):
         text=True,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    import json
-
     results = json.loads(out.read_text())["configs"]
     assert all(r["worst"] <= 1e-4 for r in results.values())

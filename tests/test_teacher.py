@@ -6,6 +6,7 @@ import textwrap
 
 import pytest
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from squeezespan.errors import SnsError
@@ -174,8 +175,6 @@ def test_generators_that_do_not_make_images_are_refused():
 
 
 def test_from_factory_loads_safetensors_and_state_dicts(tmp_path, monkeypatch):
-    from safetensors.torch import save_file
-
     (tmp_path / "my_teacher_pkg.py").write_text(
         textwrap.dedent("""
         from squeezespan.teachers import Generator
