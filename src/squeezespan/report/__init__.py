@@ -1,4 +1,4 @@
-"""Reports of runs: sample grids (and, from other modules here, curves, UMAPs and Markdown summaries)."""
+"""Reports of runs: sample grids (grid), kNN curves and accuracy bars (plots), the demo's Markdown report (demo)."""
 
 from .grid import save_image_grid
 
