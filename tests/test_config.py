@@ -4,6 +4,7 @@ import pytest
 
 from squeezespan.config import parse_override, resolve_config
 from squeezespan.errors import SnsError
+from squeezespan.gan import GAN_DEFAULTS
 
 DEFAULTS = {"lr": 0.03, "steps": 0, "name": "x", "flag": False, "opt": None, "augment": {"blur_p": 0.5}}
 
@@ -61,13 +62,7 @@ def test_every_shipped_preset_resolves():
     from squeezespan.config import list_presets
     from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
 
-    defaults = {"pretrain": PRETRAIN_DEFAULTS}
-    try:
-        from squeezespan.teachers.train_gan import GAN_DEFAULTS
-
-        defaults["gan"] = GAN_DEFAULTS
-    except ImportError:
-        pass
+    defaults = {"pretrain": PRETRAIN_DEFAULTS, "gan": GAN_DEFAULTS}
     names = list_presets("pretrain")
     assert {"digits", "fashion-cpu", "cifar10", "cifar100"} <= set(names)
     for kind, d in defaults.items():
@@ -85,3 +80,31 @@ def test_bf16_takes_true_false_or_auto():
         resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=["bf16=fast"])
     with pytest.raises(SnsError, match="'flag' must be bool"):  # 'auto' is only for the keys that decide per device
         resolve_config(DEFAULTS, "pretrain", overrides=["flag=auto"])
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("batch", "batch_size"),
+        ("log_steps", "log_every"),
+        ("snapshot_kimg", "ckpt_every"),
+        ("keep_checkpoints", "keep_ckpts"),
+    ],
+)
+def test_renamed_gan_keys_name_the_new_key(old, new, tmp_path):
+    """train-gan speaks pretrain's vocabulary; an old name is a one-line error naming the new one."""
+    with pytest.raises(SnsError, match=rf"^override '{old}=8': config key '{old}' was renamed to '{new}'"):
+        resolve_config(GAN_DEFAULTS, "gan", overrides=[f"{old}=8"])
+    f = tmp_path / "old.yaml"
+    f.write_text(f"lr: 0.002\n{old}: 8\n")
+    with pytest.raises(SnsError, match=rf"old.yaml: config key '{old}' was renamed to '{new}'") as e:
+        resolve_config(GAN_DEFAULTS, "gan", config_file=str(f))
+    assert "\n" not in str(e.value)
+
+
+def test_renamed_snapshot_kimg_says_its_new_unit():
+    with pytest.raises(SnsError, match=r"'ckpt_every' \(now counted in training steps"):
+        resolve_config(GAN_DEFAULTS, "gan", overrides=["snapshot_kimg=4"])
+    # renames are per kind: pretrain never had 'batch', so it stays an unknown key there
+    with pytest.raises(SnsError, match="unknown key 'batch'"):
+        resolve_config(DEFAULTS, "pretrain", overrides=["batch=8"])

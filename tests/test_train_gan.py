@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from squeezespan.data.diffaug import DiffAugment, augment_cutout, augment_translation, parse_policy
 from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint
 from squeezespan.errors import SnsError
-from squeezespan.teachers.diffaug import DiffAugment, augment_cutout, augment_translation, parse_policy
-from squeezespan.teachers.directory import build_networks, load_teacher_dir, network_kwargs, save_teacher_dir
-from squeezespan.teachers.gan_loss import (
+from squeezespan.gan import GAN_DEFAULTS, train_gan
+from squeezespan.gan.loss import (
     d_loss_logistic,
     ema_beta,
     ema_update,
@@ -22,27 +22,28 @@ from squeezespan.teachers.gan_loss import (
     lazy_adam,
     r1_penalty,
 )
-from squeezespan.teachers.train_gan import GAN_DEFAULTS, train_gan
+from squeezespan.teachers.directory import build_networks, load_teacher_dir, network_kwargs, save_teacher_dir
 
 # A GAN small enough for a few CPU steps per second: 8 px, 16/8 channels, batch 4.
 TINY = dict(
     data="tiny",
+    device="cpu",
     resolution=8,
     z_dim=8,
     w_dim=8,
     mapping_layers=1,
     channel_base=64,
     channel_max=16,
-    batch=4,
+    batch_size=4,
     mbstd_group_size=2,
     r1_interval=2,
     r1_gamma=1.0,
     ema_kimg=0.01,
     fd_ref_kimg=None,
     sample_kimg=None,
-    snapshot_kimg=None,
+    ckpt_every=0,
     grid_size=4,
-    log_steps=1,
+    log_every=1,
     mirror=True,
     ada_target=0.6,
     ada_interval=1,
@@ -65,7 +66,6 @@ def run(tmp_path, name, resume=False, **over):
         {**TINY, **over},
         tmp_path / name,
         resume=resume,
-        device="cpu",
         progress=False,
         dataset=tiny_dataset(),
         log=lambda *_: None,

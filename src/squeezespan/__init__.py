@@ -61,7 +61,7 @@ def __getattr__(name: str):
 
         return load_stylegan2_pickle
     if name == "train_gan":
-        from .teachers.train_gan import train_gan
+        from .gan import train_gan
 
         return train_gan
     raise AttributeError(name)

@@ -14,12 +14,12 @@ from .cliutil import ArgumentParser
 from .config import list_presets, resolve_config
 from .data import dataset_info, describe_dataset, load_dataset
 from .demo import DEMO_DEFAULTS, run_demo
-from .engine import prepare_run_dir, resolve_device
+from .engine import prepare_run_dir
 from .engine.distributed import launched_rank
 from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
-from .teachers.train_gan import GAN_DEFAULTS, train_gan
+from .gan import GAN_DEFAULTS, train_gan
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
 
@@ -156,9 +156,7 @@ def cmd_pretrain(args) -> int:
 def cmd_train_gan(args) -> int:
     extra = {"data": args.data, "data_root": args.root}
     cfg, run_dir = _prepare(args, GAN_DEFAULTS, "gan", extra)
-    summary = train_gan(
-        cfg, run_dir, resume=args.resume, device=resolve_device(args.device), progress=not args.no_progress
-    )
+    summary = train_gan(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
     if launched_rank() == 0:
         print(json.dumps(summary, indent=2, default=str))
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,37 @@ import yaml
 from .errors import SnsError
 
 PRESET_DIR = Path(__file__).parent / "configs"
+
+# Keys that were renamed, per kind of run, so that pretrain and train-gan share one vocabulary of knobs: an old
+# name is a one-line error naming the new one (never silently ignored or translated).
+RENAMED_KEYS: dict[str, dict[str, str]] = {
+    "gan": {
+        "batch": "batch_size",
+        "log_steps": "log_every",
+        "snapshot_kimg": "ckpt_every",
+        "keep_checkpoints": "keep_ckpts",
+    },
+}
+# what else changed with a rename, appended to its error
+RENAME_NOTES: dict[str, str] = {
+    "snapshot_kimg": "now counted in training steps, as in pretrain: ckpt_every = snapshot_kimg * 1000 / batch_size",
+}
+
+
+def check_renamed(kind: str, keys: Iterable[str], source: str) -> None:
+    """Raise a one-line SnsError for the first key of ``keys`` that ``kind`` renamed (see RENAMED_KEYS).
+
+    Args:
+        kind: the kind of run ("pretrain", "gan", ...).
+        keys: top-level config keys as given (dotted keys count by their first part).
+        source: where the keys came from, to start the message ("--config x.yaml", "override 'batch=8'").
+    """
+    table = RENAMED_KEYS.get(kind, {})
+    for key in keys:
+        old = str(key).split(".")[0]
+        if old in table:
+            note = f" ({RENAME_NOTES[old]})" if old in RENAME_NOTES else ""
+            raise SnsError(f"{source}: config key {old!r} was renamed to {table[old]!r}{note}")
 
 
 def list_presets(kind: str | None = None) -> list[str]:
@@ -113,14 +145,19 @@ def resolve_config(
     """defaults < preset < --config file < explicit flags (``extra``) < key=value overrides."""
     cfg = copy.deepcopy(defaults)
     if preset:
-        _merge(cfg, load_preset(preset, kind), defaults, f"preset {preset}")
+        data = load_preset(preset, kind)
+        check_renamed(kind, data, f"preset {preset}")
+        _merge(cfg, data, defaults, f"preset {preset}")
     if config_file:
-        _merge(cfg, _read_yaml(config_file), defaults, f"--config {config_file}")
+        data = _read_yaml(config_file)
+        check_renamed(kind, data, f"--config {config_file}")
+        _merge(cfg, data, defaults, f"--config {config_file}")
     for k, v in (extra or {}).items():
         if v is not None:
             _set_dotted(cfg, k, v, defaults, f"--{k.replace('_', '-')}")
     for item in overrides:
         k, v = parse_override(item)
+        check_renamed(kind, [k], f"override {item!r}")
         _set_dotted(cfg, k, v, defaults, f"override {item!r}")
     _check_types(cfg, defaults)
     return cfg

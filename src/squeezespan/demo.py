@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve_config
-from .engine.rundir import resolve_device, save_config
+from .engine.rundir import save_config
 from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
+from .gan import GAN_DEFAULTS, train_gan
 from .report.demo import write_demo_report
-from .teachers.train_gan import GAN_DEFAULTS, train_gan
 
 DEMO_DEFAULTS: dict[str, Any] = {
     "gan_preset": "gan-digits",  # teacher preset for `sns train-gan`
@@ -43,11 +43,12 @@ def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
         if not _done(teacher_run / "teacher" / "teacher.json"):
             log("== 1/4 training the digits teacher (StyleGAN2) ==")
             overrides = [f"seed={cfg['seed']}"] + ([f"kimg={cfg['gan_kimg']}"] if cfg["gan_kimg"] else [])
-            gcfg = resolve_config(GAN_DEFAULTS, "gan", cfg["gan_preset"], None, overrides)
+            gcfg = resolve_config(GAN_DEFAULTS, "gan", cfg["gan_preset"], None, overrides, {"device": cfg["device"]})
             resume = (teacher_run / "checkpoints").is_dir() and any((teacher_run / "checkpoints").iterdir())
             teacher_run.mkdir(parents=True, exist_ok=True)
             t0 = time.time()
-            train_gan(gcfg, teacher_run, resume=resume, device=resolve_device(cfg["device"]), progress=progress)
+            if train_gan(gcfg, teacher_run, resume=resume, progress=progress).get("interrupted"):
+                raise SnsError("demo interrupted while training the teacher; run `sns demo` again to continue")
             timings["teacher_s"] = round(time.time() - t0, 1)
         else:
             log(f"== 1/4 reusing the teacher in {teacher_run} ==")
