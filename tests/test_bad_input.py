@@ -99,7 +99,7 @@ def _run_with_truncated_checkpoint(d: Path) -> None:
     """A run directory as a killed `sns pretrain` could leave it: its config and a checkpoint cut short."""
     from squeezespan.config import resolve_config
     from squeezespan.engine.checkpoint import save_checkpoint
-    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+    from squeezespan.pretrain import PRETRAIN_DEFAULTS
 
     cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=SMALL["pretrain"] + ["method=vicreg", "device=cpu"])
     (d / "checkpoints").mkdir(parents=True)

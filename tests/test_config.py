@@ -60,7 +60,7 @@ def test_unknown_preset():
 def test_every_shipped_preset_resolves():
     """A preset with a typo'd key would only fail when a user picks it: resolve them all here."""
     from squeezespan.config import list_presets
-    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+    from squeezespan.pretrain import PRETRAIN_DEFAULTS
 
     defaults = {"pretrain": PRETRAIN_DEFAULTS, "gan": GAN_DEFAULTS}
     names = list_presets("pretrain")
@@ -72,7 +72,7 @@ def test_every_shipped_preset_resolves():
 
 
 def test_bf16_takes_true_false_or_auto():
-    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+    from squeezespan.pretrain import PRETRAIN_DEFAULTS
 
     for value, want in (("true", True), ("false", False), ("auto", "auto"), ("AUTO", "AUTO")):
         assert resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=[f"bf16={value}"])["bf16"] == want

@@ -74,10 +74,10 @@ def _initial_state(run_dir: Path) -> dict:
     """The student and objective of ``run_dir`` as built before its first step (its config.yaml, same seed)."""
     import yaml
 
-    from squeezespan.engine.trainer import build_run
+    from squeezespan.pretrain import build_run
 
     run = build_run(yaml.safe_load((run_dir / "config.yaml").read_text()), torch.device("cpu"))
-    return dict(student=run["student"].state_dict(), objective=run["objective"].state_dict())
+    return dict(student=run.student.state_dict(), objective=run.objective.state_dict())
 
 
 def _assert_same_training(a: dict, b: dict, init: dict, share: float = 0.1) -> None:
@@ -270,7 +270,7 @@ def test_gather_and_batchnorm_are_plain_in_one_process():
 
 
 def test_batch_must_split_evenly_over_processes():
-    from squeezespan.engine.trainer import _check_divisible
+    from squeezespan.pretrain import _check_divisible
 
     _check_divisible(16, 8, 8, 2)
     with pytest.raises(SnsError, match=r"synthetic images per step = 9 does not split evenly over WORLD_SIZE=2"):

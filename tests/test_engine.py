@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from squeezespan.engine.trainer import pretrain
 from squeezespan.errors import SnsError
+from squeezespan.pretrain import pretrain
 
 
 def _weights(run):

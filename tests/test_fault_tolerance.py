@@ -13,10 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from squeezespan import files as files_mod
 from squeezespan.engine import checkpoint as ckpt_mod
 from squeezespan.engine.checkpoint import atomic_write_bytes, checkpoint_path, list_checkpoints, load_checkpoint
-from squeezespan.engine.trainer import pretrain
 from squeezespan.errors import SnsError
+from squeezespan.pretrain import pretrain
 
 ROOT = Path(__file__).parent.parent
 STEPS = 4
@@ -28,7 +29,7 @@ def _quiet(*a, **k):
 
 def _cfg():
     from squeezespan.config import resolve_config
-    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS
+    from squeezespan.pretrain import PRETRAIN_DEFAULTS
 
     over = dict(
         method="vicreg",
@@ -172,7 +173,7 @@ def test_atomic_write_failure_leaves_old_file_untouched(tmp_path, monkeypatch):
 
 
 class _DiskFullAfter:
-    """open() for the checkpoint module whose writes fail half-way (ENOSPC) once ``n`` files were written.
+    """open() for squeezespan.files (atomic writes) whose writes fail half-way (ENOSPC) once ``n`` files were written.
 
     The first file is config.yaml (also written atomically), then one checkpoint per step.
     """
@@ -200,7 +201,7 @@ class _DiskFullAfter:
 def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, straight, monkeypatch, capsys):
     from squeezespan.cli import main
 
-    monkeypatch.setattr(ckpt_mod, "open", _DiskFullAfter(3), raising=False)
+    monkeypatch.setattr(files_mod, "open", _DiskFullAfter(3), raising=False)  # every atomic write goes through it
     argv = [
         "pretrain",
         "--method",

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from squeezespan.engine.trainer import pretrain
 from squeezespan.errors import SnsError
+from squeezespan.pretrain import pretrain
 
 TEACHER = "tiny_teacher:make"
 

@@ -9,12 +9,13 @@ __version__ = "0.1.0"
 
 from .config import resolve_config
 from .data import Augment, AugmentConfig, ImageDataset, batches, dataset_info, load_dataset, normalize
-from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
+from .engine import RealStream, RunDir, fit
 from .errors import SnsError
 from .eval import evaluate, extract_features, knn_eval, linear_probe, linear_probe_augmented
 from .export import export_backbone, load_backbone, read_meta, torchvision_resnet
-from .methods import METHODS, Objective, StepInputs
+from .methods import METHODS, Objective, SqueezeAndSpan, StepInputs, Supervised
 from .models import Projector, SqueezeModule, build_student
+from .pretrain import PRETRAIN_DEFAULTS, Run, build_run, pretrain
 from .teachers import Discriminator, Generator, Teacher, build_stylegan2
 from .teachers.load import load_teacher
 
@@ -44,8 +45,15 @@ __all__ = [
     "METHODS",
     "Objective",
     "StepInputs",
+    "SqueezeAndSpan",
+    "Supervised",
+    "fit",
+    "RunDir",
+    "RealStream",
     "pretrain",
     "PRETRAIN_DEFAULTS",
+    "build_run",
+    "Run",
     "evaluate",
     "extract_features",
     "knn_eval",

@@ -16,10 +16,10 @@ from .data import dataset_info, describe_dataset, load_dataset
 from .demo import DEMO_DEFAULTS, run_demo
 from .engine import prepare_run_dir
 from .engine.distributed import launched_rank
-from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
 from .gan import GAN_DEFAULTS, train_gan
+from .pretrain import PRETRAIN_DEFAULTS, pretrain
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from .config import resolve_config
 from .engine.rundir import save_config
-from .engine.trainer import PRETRAIN_DEFAULTS, pretrain
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
 from .gan import GAN_DEFAULTS, train_gan
+from .pretrain import PRETRAIN_DEFAULTS, pretrain
 from .report.demo import write_demo_report
 
 DEMO_DEFAULTS: dict[str, Any] = {

@@ -1,17 +1,52 @@
-"""The one training engine: run directories, checkpoints, logging and the training loop shared by every method."""
+"""The one training engine: devices and precision, distributed runs, the run directory (checkpoints, resume,
+RNG states, signals), logging, and the training loop ``fit`` shared by every method.
+
+The engine knows no method's loss, no teacher and no evaluation: an objective is any module mapping
+``StepInputs`` to ``(loss, logs)``, and monitors come in as callbacks.
+"""
 
 from .checkpoint import load_checkpoint, load_latest, save_checkpoint
+from .distributed import World, setup
+from .fit import Callback, FitResult, Start, begin, fit, lr_at
 from .logging import MetricsLogger, read_metrics
-from .rundir import autocast, prepare_run_dir, resolve_device, save_config
+from .run import RunDir, StopSignal
+from .rundir import (
+    autocast,
+    bf16_native,
+    cpu_name,
+    decide_bf16,
+    prepare_run_dir,
+    resolve_bf16,
+    resolve_device,
+    save_config,
+)
+from .step import RealStream, StepInputs, step_inputs
 
 __all__ = [
+    "Callback",
+    "FitResult",
     "MetricsLogger",
+    "RealStream",
+    "RunDir",
+    "Start",
+    "StepInputs",
+    "StopSignal",
+    "World",
     "autocast",
+    "begin",
+    "bf16_native",
+    "cpu_name",
+    "decide_bf16",
+    "fit",
     "load_checkpoint",
     "load_latest",
+    "lr_at",
     "prepare_run_dir",
     "read_metrics",
+    "resolve_bf16",
     "resolve_device",
     "save_checkpoint",
     "save_config",
+    "setup",
+    "step_inputs",
 ]

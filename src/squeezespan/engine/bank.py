@@ -9,8 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 
 from ..errors import SnsError
+from ..files import atomic_write_bytes
+from ..models.heads import pool_tap
 
 BANK_FILE = "bank.safetensors"
 FORMAT = "squeezespan-bank/1"
@@ -124,8 +128,6 @@ def build_bank(teacher, n: int, seed: int, spec: dict[str, str] | None = None) -
     Same handling as the live path: fp32 forward pass outside autocast. Global RNGs are left untouched,
     so a run that builds its bank draws exactly what a run that loads it draws.
     """
-    from ..models.heads import pool_tap
-
     g = latent_generator(seed)
     images, taps = [], None
     with torch.random.fork_rng(devices=[]):
@@ -140,17 +142,11 @@ def build_bank(teacher, n: int, seed: int, spec: dict[str, str] | None = None) -
 
 
 def save_bank(path: Path, bank: TeacherBank) -> None:
-    from safetensors.torch import save
-
-    from ..files import atomic_write_bytes
-
     atomic_write_bytes(path, save(bank.tensors(), metadata=bank.spec))
 
 
 def load_bank(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
     """Tensors and metadata of a saved bank; None if the file is missing or unreadable (it is then rebuilt)."""
-    from safetensors import safe_open
-
     if not path.is_file():
         return None
     try:

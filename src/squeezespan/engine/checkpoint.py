@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,10 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Every RNG a run draws from (torch CPU/CUDA and Python's), so a resumed run continues the same stream."""
-    import random
+    """Every RNG a run draws from (torch CPU/CUDA and Python's), so a resumed run continues the same stream.
 
+    The run object (engine.run.RunDir) saves per-rank states with ``rank_rng_state`` instead.
+    """
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -92,8 +94,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    import random
-
     torch.set_rng_state(state["torch"])
     if state.get("python") is not None:
         version, internal, gauss = state["python"]

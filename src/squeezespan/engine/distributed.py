@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +11,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..errors import SnsError
+from .rundir import resolve_device
 
 
 @dataclass
@@ -93,8 +96,6 @@ def setup(device_spec: str | None) -> World:
 
     GPU runs use NCCL on cuda:LOCAL_RANK, CPU runs use gloo.
     """
-    from .rundir import resolve_device
-
     size = _env_int("WORLD_SIZE", 1)
     if size <= 1:
         return World(device=resolve_device(device_spec))
@@ -252,10 +253,6 @@ def wrap_ddp(model: nn.Module, world: World) -> nn.Module:
     """
     if world.size == 1:
         return model
-    import inspect
-
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
     ids = [world.device.index] if world.device.type == "cuda" else None
     # newer torch renamed the flag; both keep the init-time sync (the buffers start equal anyway)
     if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters:

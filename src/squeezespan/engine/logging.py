@@ -31,7 +31,7 @@ class MetricsLogger:
             self.path.unlink()
         self._f = open(self.path, "a")
         if tensorboard:
-            try:
+            try:  # optional: tensorboard may be missing, and importing it is slow, so only here
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"), purge_step=resume_step)

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from ..errors import SnsError
+from ..files import atomic_write_bytes
 
 
 def prepare_run_dir(out: str | os.PathLike, resume: bool = False, force: bool = False) -> Path:
@@ -33,8 +34,7 @@ def prepare_run_dir(out: str | os.PathLike, resume: bool = False, force: bool = 
 
 
 def save_config(run_dir: str | os.PathLike, cfg: dict[str, Any], name: str = "config.yaml") -> Path:
-    from ..files import atomic_write_bytes
-
+    """Write ``cfg`` atomically as YAML into ``run_dir/name`` (keys in the config's order)."""
     p = Path(run_dir) / name
     atomic_write_bytes(p, yaml.safe_dump(cfg, sort_keys=False).encode())
     return p

@@ -9,18 +9,23 @@ from .base import Objective, StepInputs
 from .encode import LatentEncoding, check_config
 from .simsiam import SimSiam
 from .sns import SqueezeAndSpan
+from .supervised import Supervised
 from .vicreg import VICReg
+
+_SQUEEZE = dict(proj_layers=5, squeeze_depth=3, w_var=25.0, w_cov=1.0, bn_pass="separate")
 
 # name -> (objective class, the method's own defaults for config keys left at null)
 METHODS: dict[str, tuple[type, dict[str, Any]]] = {
-    "sns": (SqueezeAndSpan, dict(syn_ratio=0.5, proj_layers=5, squeeze_depth=3, w_var=25.0, w_cov=1.0)),
-    "squeeze": (SqueezeAndSpan, dict(syn_ratio=1.0, proj_layers=5, squeeze_depth=3, w_var=25.0, w_cov=1.0)),
+    "sns": (SqueezeAndSpan, dict(_SQUEEZE, syn_ratio=0.5)),
+    "squeeze": (SqueezeAndSpan, dict(_SQUEEZE, syn_ratio=1.0)),
     # vanilla distillation: MSE to the raw pooled teacher features (Table 1/5 "vanilla", rows a/b)
-    "kd": (SqueezeAndSpan, dict(syn_ratio=1.0, proj_layers=5, squeeze_depth=0, w_var=0.0, w_cov=0.0)),
+    "kd": (SqueezeAndSpan, dict(_SQUEEZE, syn_ratio=1.0, squeeze_depth=0, w_var=0.0, w_cov=0.0)),
     "vicreg": (VICReg, dict(syn_ratio=0.0, proj_layers=5, w_var=25.0, w_cov=1.0)),
     "simsiam": (SimSiam, dict(syn_ratio=0.0, proj_layers=2)),
     # latent encoding (Table 1): predict w from x_syn + reconstruction through G; syn_ratio 0.5 = syn+real
     "encode": (LatentEncoding, dict(syn_ratio=1.0, proj_layers=2, w_latent=1.0, w_rec=1.0, lpips_weights=None)),
+    # the supervised reference: a linear head, cross-entropy on the labels of the real images
+    "supervised": (Supervised, dict(syn_ratio=0.0)),
 }
 
 # config keys each objective takes (resolved: null -> the method's default above)
@@ -42,6 +47,7 @@ _KEYS = {
     VICReg: ("syn_ratio", "proj_layers", "proj_hidden", "proj_dim", "w_mse", "w_var", "w_cov"),
     SimSiam: ("syn_ratio", "proj_layers", "proj_dim"),
     LatentEncoding: ("syn_ratio", "proj_layers", "proj_hidden", "w_latent", "w_rec", "lpips_weights"),
+    Supervised: ("syn_ratio",),
 }
 
 
@@ -66,19 +72,44 @@ def method_settings(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_objective(cfg: dict[str, Any], student_dim: int, tap_channels: list[int] | None = None) -> Objective:
-    cls, _ = METHODS[cfg["method"]] if cfg["method"] in METHODS else (None, None)
+def resolve_method(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` as its method runs it: the method's defaults in place of nulls, and ``tap_w`` on for a method that
+    predicts the teacher's w (what config.yaml records, so a resumed or repeated run reads what ran).
+
+    Args:
+        cfg: a run config (not modified).
+
+    Returns:
+        A new config dict.
+    """
+    if cfg["method"] in METHODS and METHODS[cfg["method"]][0].needs_w and not cfg.get("tap_w"):
+        cfg = {**cfg, "tap_w": True}  # e.g. encode predicts w: tap it without asking the user
+    return {**cfg, **method_settings(cfg)}
+
+
+def build_objective(
+    cfg: dict[str, Any], student_dim: int, tap_channels: list[int] | None = None, num_classes: int = 0
+) -> Objective:
+    """The objective of ``cfg['method']`` with its resolved settings.
+
+    Args:
+        cfg: the run config.
+        student_dim: the student's feature size.
+        tap_channels: channels of the teacher's taps, in tap order (the w tap last when tapped).
+        num_classes: classes of the training labels (method supervised).
+
+    Returns:
+        The Objective module (on the CPU; the caller moves it).
+    """
     kw = method_settings(cfg)
+    cls, _ = METHODS[cfg["method"]]
     if cls is SqueezeAndSpan:
         return cls(student_dim, list(tap_channels or []), **kw)
     if cls is LatentEncoding:
         return cls(student_dim, (tap_channels or [0])[-1], **kw)  # the w tap comes last
+    if cls is Supervised:
+        return cls(student_dim, num_classes, **kw)
     return cls(student_dim, **kw)
-
-
-def uses_teacher(cfg: dict[str, Any]) -> bool:
-    """True when the method draws teacher images (any syn_ratio > 0)."""
-    return method_settings(cfg)["syn_ratio"] > 0
 
 
 __all__ = [
@@ -89,7 +120,8 @@ __all__ = [
     "VICReg",
     "SimSiam",
     "LatentEncoding",
+    "Supervised",
     "build_objective",
     "method_settings",
-    "uses_teacher",
+    "resolve_method",
 ]

@@ -7,10 +7,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import SnsError
 from ..models import Projector
+from ..teachers.teacher import load_weights
 from .base import Objective, StepInputs
 
 
@@ -151,15 +153,13 @@ def load_lpips(path: str) -> nn.Module:
     ``torch.save(lpips.LPIPS(net="alex").state_dict(), "lpips_alex.pt")``; net alex/vgg/squeeze is read
     from the file itself.
     """
-    try:
+    try:  # optional dependency, imported only when a run asks for LPIPS
         import lpips
     except ImportError:
         raise SnsError(
             f"lpips_weights={path}: the `lpips` package is not installed (pip install lpips), "
             "or drop lpips_weights to use the L1 reconstruction loss"
         ) from None
-    from ..teachers.teacher import load_weights
-
     state = _read_state(path)
     if "lin5.model.1.weight" in state:
         net = "squeeze"
@@ -175,8 +175,6 @@ def load_lpips(path: str) -> nn.Module:
 def _read_state(path: str) -> dict[str, torch.Tensor]:
     try:
         if str(path).endswith(".safetensors"):
-            from safetensors.torch import load_file
-
             return load_file(str(path))
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from ..errors import SnsError
@@ -37,8 +38,6 @@ class SimSiam(Objective):
         )
 
     def forward(self, inputs: StepInputs):
-        import torch
-
         x = torch.cat([t for t in (inputs.real, inputs.syn) if t is not None])
         z1 = self.projector(inputs.encode(inputs.augment(x)))
         z2 = self.projector(inputs.encode(inputs.augment(x)))

@@ -11,14 +11,13 @@ from .base import Objective, StepInputs
 
 
 class SqueezeAndSpan(Objective):
-    """L = rho * L_syn + (1 - rho) * L_real  (PAPER.md).
+    """L = rho * L_syn + (1 - rho) * L_real  (docs/method.md, "The objective").
 
     L_syn: the student sees A(x_syn) and must predict T_phi(taps of G); L_real: VICReg on two views of a
     real image. rho = syn_ratio (0.5 SnS, 1.0 Squeeze only). squeeze_depth 0 with w_var = w_cov = 0 is
-    vanilla distillation to the raw pooled features (Table 5 rows a/b, Table 1 "vanilla").
+    vanilla distillation to the raw pooled features (Table 5 rows a/b, Table 1 "vanilla"). Both terms follow
+    the conventions of ``losses`` (docs/method.md, "Loss conventions").
     """
-
-    needs_taps = True
 
     def __init__(
         self,
