@@ -34,7 +34,7 @@ SMALL = {
         "ckpt_every=0",
     ],
     "eval": ["resolution=16", "linear_epochs=2"],
-    "train-gan": ["kimg=0.05", "batch=8", "fd_ref_kimg=null", "sample_kimg=0", "snapshot_kimg=0"],
+    "train-gan": ["kimg=0.05", "batch_size=8", "fd_ref_kimg=null", "sample_kimg=0", "ckpt_every=0"],
 }
 OLD_RUN = {
     "keep.txt": b"an earlier run's notes\n",
