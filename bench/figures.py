@@ -1,6 +1,6 @@
 """Figures of the Fashion-MNIST bench: UMAP of SnS and VICReg test features by class, kNN accuracy during training.
 
-Usage: python bench/figures.py [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
+Usage: python -m bench.figures [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
                                [--results DIR] [--tracks full,scarce] [--umap-images 5000]
 (= `sns bench figures ...`). Reads the cached runs of `sns bench fashion` (their run directories must still
 exist for the UMAP, which needs the exported backbones) and writes PNGs into <results>/figures/.
@@ -8,24 +8,20 @@ exist for the UMAP, which needs the exported backbones) and writes PNGs into <re
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from squeezespan.errors import SnsError
+from bench import common
+from bench.fashion import cells, plan
+from squeezespan import SnsError, extract_features, load_backbone, load_dataset
+from squeezespan.cliutil import ArgumentParser
+from squeezespan.methods import method_settings
+from squeezespan.report.plots import plt, save_figure
 
-HERE = Path(__file__).resolve().parent
 UMAP_ROWS = ("sns", "vicreg-real", "squeeze-bank")  # SnS and VICReg (Figure 2), and the bench's best row
-
-
-def _fashion():
-    """bench/fashion.py as a module (one row/track vocabulary for both scripts; the copy `sns bench` loads)."""
-    from squeezespan.bench import load_script
-
-    return load_script("fashion", HERE)
 
 
 def chosen_runs(table: dict[str, Any], track: str) -> dict[str, dict]:
@@ -64,7 +60,7 @@ def knn_curve(run: dict, passes_per_step: int) -> tuple[list[tuple[float, float]
     banks, so they are drawn apart."""
     monitor = run.get("knn_monitor")
     if monitor is None:
-        monitor = _fashion().monitor_curve(run["run_dir"]) if run.get("run_dir") else []
+        monitor = cells.monitor_curve(run["run_dir"]) if run.get("run_dir") else []
     pts = [(step * passes_per_step, top1) for step, top1 in monitor]
     final = (run["steps"] * passes_per_step, float(run["knn_top1"])) if run.get("steps") else None
     return pts, final
@@ -75,8 +71,6 @@ FINAL_DODGE = 0.012  # sideways step between rows' final markers, as a share of 
 
 
 def plot_knn_curves(curves: dict[str, tuple], path: Path, title: str) -> Path:
-    from squeezespan.report.plots import plt, save_figure
-
     fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120)
     colors = plt.get_cmap("tab20").colors
     for i, (name, (pts, final)) in enumerate(sorted(curves.items())):
@@ -118,24 +112,21 @@ def rho_points(table: dict[str, Any], track: str, mode: str) -> dict[str, list[t
     All points at one lr when every row ran at it (the lr with the most runs among those; mean and std over its
     seeds from the table's runs): a rho curve should vary rho only. Otherwise each row at the lr the table chose
     for it (its lr sweep was widened), and the plot labels the lrs."""
-    from squeezespan.methods import method_settings
-
-    fashion = _fashion()
     rows = {r["row"]: r for r in table["rows"].get(track, [])}
-    names = [n for n in fashion.RHO_ROWS if isinstance((rows.get(n) or {}).get("linear_top1"), dict)]
+    names = [n for n in plan.RHO_ROWS if isinstance((rows.get(n) or {}).get("linear_top1"), dict)]
     runs = [r for r in table.get("runs", []) if r.get("track") == track and r.get("row") in names]
     lrs_of = [{r["lr"] for r in runs if r["row"] == n} for n in names]
-    common = set.intersection(*lrs_of) if lrs_of else set()
-    lr = max(common, key=lambda x: (sum(r["lr"] == x for r in runs), -x)) if common else None
+    shared = set.intersection(*lrs_of) if lrs_of else set()
+    lr = max(shared, key=lambda x: (sum(r["lr"] == x for r in runs), -x)) if shared else None
     out: dict[str, list] = {"linear_top1": [], "knn_top1": []}
     for name in names:
-        cfg = fashion.resolve_run_config(fashion.ROW_BY_NAME[name], track, 0.1, 0, mode, "T")
+        cfg = plan.resolve_run_config(plan.ROW_BY_NAME[name], track, 0.1, 0, mode, "T")
         rho = method_settings(cfg)["syn_ratio"]
         for metric in out:
             if lr is None:
                 m, at = rows[name][metric], rows[name].get("lr")
             else:
-                m, at = fashion._stats([float(r[metric]) for r in runs if r["row"] == name and r["lr"] == lr]), lr
+                m, at = common.stats([float(r[metric]) for r in runs if r["row"] == name and r["lr"] == lr]), lr
             out[metric].append((rho, m["mean"], m.get("std") or 0.0, name, at))
     for metric in out:
         out[metric].sort()
@@ -149,8 +140,6 @@ def rho_sweeps(table: dict[str, Any], tracks, mode: str) -> dict[str, dict[str, 
 
 
 def plot_rho(per_track: dict[str, dict[str, list]], path: Path, title: str) -> Path:
-    from squeezespan.report.plots import plt, save_figure
-
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), dpi=120, sharex=True)
     for ax, (metric, label) in zip(axes, (("linear_top1", "linear probe"), ("knn_top1", "kNN"))):
         for track, pts in per_track.items():
@@ -192,8 +181,6 @@ def umap_embed(features: torch.Tensor, seed: int = 0):
 
 
 def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Path, title: str) -> Path:
-    from squeezespan.report.plots import plt, save_figure
-
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), dpi=120, squeeze=False)
     for ax, (name, xy, labels) in zip(axes[0], panels):
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab10", s=2, vmin=-0.5, vmax=9.5)
@@ -207,19 +194,17 @@ def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Pat
 
 
 def make_figures(
-    quick: bool | str = False,
+    mode: str = "full",
     results: str | Path | None = None,
     tracks=("full", "scarce"),
     umap_images: int = 5000,
     log=print,
 ) -> list[Path]:
-    """``quick``: the bench mode whose results to draw (quick | sitting | long | full; a bool is the old --quick)."""
-    fashion = _fashion()
-    mode = fashion.mode_name(quick)
-    results = Path(results) if results else fashion.RESULTS / f"fashion{fashion._suffix(mode)}"
+    """Figures of the bench mode ``mode``'s results (quick | sitting | long | full, or one of the -fp32)."""
+    results = Path(results) if results else common.RESULTS / f"fashion{plan.suffix(mode)}"
     table_path = results.with_suffix(".json")
     if not table_path.exists():
-        base, fp32 = fashion.split_mode(mode)
+        base, fp32 = plan.split_mode(mode)
         flags = f"--mode {base}" + (" --precision fp32" if fp32 else "")
         raise SnsError(f"{table_path} does not exist; run `sns bench fashion {flags}` first")
     table = json.loads(table_path.read_text())
@@ -240,9 +225,7 @@ def make_figures(
             if not cfg or cfg.get("method") == "supervised":
                 per = cfg["batch_size"] if cfg else 1
             else:
-                from squeezespan.methods import method_settings
-
-                per = fashion.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
+                per = plan.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
             curves[name] = knn_curve(run, per)
         written.append(
             plot_knn_curves(
@@ -262,10 +245,6 @@ def make_figures(
                 log(f"{track}: no exported backbone for {name} on this machine; UMAP panel skipped")
                 continue
             backbone_path = Path(run["run_dir"]) / "backbone.safetensors"
-            from squeezespan.data import load_dataset
-            from squeezespan.eval import extract_features
-            from squeezespan.export import load_backbone
-
             if test is None:
                 test = load_dataset("fashion-mnist", split="test", resolution=32)
                 idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
@@ -297,19 +276,13 @@ def make_figures(
     return written
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
-
-
-def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -> int:
-    ap = _Parser(prog=prog, description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m bench.figures") -> int:
+    ap = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="figures of the --quick (smoke) results")
-    fashion = _fashion()
-    ap.add_argument("--mode", choices=fashion.BASE_MODES, help="figures of this bench mode's results")
+    ap.add_argument("--mode", choices=plan.BASE_MODES, help="figures of this bench mode's results")
     ap.add_argument(
         "--precision",
-        choices=fashion.PRECISIONS,
+        choices=plan.PRECISIONS,
         help="figures of the bf16 (default) or fp32 table of that mode (auto: as `sns bench fashion`)",
     )
     ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long][-fp32])")
@@ -317,13 +290,12 @@ def main(argv: list[str] | None = None, prog: str = "python bench/figures.py") -
     ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
     args = ap.parse_args(argv)
     tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
-    make_figures(
-        fashion.with_precision(args.mode or args.quick, args.precision), args.results, tracks, args.umap_images
-    )
+    if args.quick and args.mode not in (None, "quick"):
+        raise SnsError(f"--quick and --mode {args.mode} contradict each other; give one")
+    mode = plan.with_precision("quick" if args.quick else (args.mode or "full"), args.precision)
+    make_figures(mode, args.results, tracks, args.umap_images)
     return 0
 
 
 if __name__ == "__main__":
-    from squeezespan.bench import run_script
-
-    run_script(main)
+    common.run_main(main)

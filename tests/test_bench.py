@@ -1,4 +1,5 @@
-"""Tests of the benchmark runner (bench/fashion.py via squeezespan.bench): cache skip/force, tables, quick configs."""
+"""Tests of the Fashion-MNIST bench (the bench.fashion package, = `sns bench fashion`) and its figures: plans,
+cache skip/force, tables, quick configs; and of `sns bench` finding the bench package."""
 
 from __future__ import annotations
 
@@ -8,115 +9,115 @@ from pathlib import Path
 import pytest
 import torch
 
-from squeezespan import bench
+from squeezespan import bench as sns_bench
 from squeezespan.errors import SnsError
 from squeezespan.methods import method_settings
 
-fashion = bench.load_script("fashion")
+sns_bench.load("figures")  # puts the source checkout on sys.path: bench imports as a package
+from bench import common  # noqa: E402
+from bench import figures as figures_module  # noqa: E402
+from bench.fashion import cells, cli, plan, render, train  # noqa: E402
 
 
 def test_unknown_bench_and_row_are_one_line_errors():
     with pytest.raises(SnsError, match="benches: fashion, throughput, figures"):
-        bench.load_script("nope")
+        sns_bench.load("nope")
     with pytest.raises(SnsError, match="matches no row"):
-        fashion.select_rows("sns,nosuchrow")
-    assert [r.name for r in fashion.select_rows("vicreg-*")] == ["vicreg-real", "vicreg-syn", "vicreg-mixed"]
-    assert fashion.select_rows(None)[0].name == "sns"  # core rows first
+        plan.select_rows("sns,nosuchrow")
+    assert [r.name for r in plan.select_rows("vicreg-*")] == ["vicreg-real", "vicreg-syn", "vicreg-mixed"]
+    assert plan.select_rows(None)[0].name == "sns"  # core rows first
 
 
 def test_quick_configs_share_one_budget_of_student_passes():
-    q = fashion.mode_settings(True)
+    q = plan.mode_settings("quick")
     for name in ("sns", "vicreg-real", "simsiam-mixed", "squeeze", "kd-noaug", "supervised"):
-        row = fashion.ROW_BY_NAME[name]
-        cfg = fashion.resolve_run_config(row, "scarce", 0.1, 1, quick=True, teacher="T")
+        row = plan.ROW_BY_NAME[name]
+        cfg = plan.resolve_run_config(row, "scarce", 0.1, 1, "quick", teacher="T")
         assert cfg["real_subset"] == 2000 and cfg["width"] == 0.25 and cfg["batch_size"] == 64
         assert cfg["lr"] == 0.1 and cfg["seed"] == 1 and cfg["final_eval"] is False
-    sns = fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "full", 0.1, 0, True, "T")
-    vic = fashion.resolve_run_config(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, True, "T")
-    sq = fashion.resolve_run_config(fashion.ROW_BY_NAME["squeeze"], "full", 0.1, 0, True, "T")
+    sns = plan.resolve_run_config(plan.ROW_BY_NAME["sns"], "full", 0.1, 0, "quick", "T")
+    vic = plan.resolve_run_config(plan.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, "quick", "T")
+    sq = plan.resolve_run_config(plan.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "quick", "T")
     # 2048 passes: vicreg 64 images x 2 views; sns 32 syn + 32 real x 2; squeeze 64 syn x 1
     assert (vic["steps"], sns["steps"], sq["steps"]) == (16, 21, 32) and q["budget_passes"] == 2048
     assert sns["teacher"] == "T" and vic["teacher"] is None and sns["real_subset"] == 0
-    assert (
-        fashion.resolve_run_config(fashion.ROW_BY_NAME["kd-noaug"], "full", 0.1, 0, True, "T")["augment_syn"] is False
-    )
-    perbatch = fashion.resolve_run_config(fashion.ROW_BY_NAME["sns-perbatch"], "full", 0.1, 0, True, "T")
+    assert plan.resolve_run_config(plan.ROW_BY_NAME["kd-noaug"], "full", 0.1, 0, "quick", "T")["augment_syn"] is False
+    perbatch = plan.resolve_run_config(plan.ROW_BY_NAME["sns-perbatch"], "full", 0.1, 0, "quick", "T")
     assert perbatch["augment"]["per_sample"] is False and sns["augment"]["per_sample"] is True
     assert {k: v for k, v in perbatch.items() if k != "augment"} == {k: v for k, v in sns.items() if k != "augment"}
-    full = fashion.resolve_run_config(fashion.ROW_BY_NAME["vicreg-real"], "full", 0.03, 0, False)
+    full = plan.resolve_run_config(plan.ROW_BY_NAME["vicreg-real"], "full", 0.03, 0, "full")
     assert full["steps"] == 2344 and full["width"] == 0.5  # 10 epochs of 60k images in two views, B=256
     with pytest.raises(SnsError, match="expected full or scarce"):
-        fashion.resolve_run_config(fashion.ROW_BY_NAME["sns"], "half", 0.1, 0, True)
+        plan.resolve_run_config(plan.ROW_BY_NAME["sns"], "half", 0.1, 0, "quick")
 
 
 def test_bank_row_is_squeeze_from_a_60k_bank_at_squeeze_budget_and_a_small_bank_when_quick():
-    row = fashion.ROW_BY_NAME["squeeze-bank"]
-    live = fashion.resolve_run_config(fashion.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "full", "T")
-    bank = fashion.resolve_run_config(row, "full", 0.1, 0, "full", "T")
+    row = plan.ROW_BY_NAME["squeeze-bank"]
+    live = plan.resolve_run_config(plan.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "full", "T")
+    bank = plan.resolve_run_config(row, "full", 0.1, 0, "full", "T")
     assert bank["teacher_bank"] == 60000 and live["teacher_bank"] == 0
     assert {k: v for k, v in bank.items() if k != "teacher_bank"} == {
         k: v for k, v in live.items() if k != "teacher_bank"
     }
-    quick = fashion.resolve_run_config(row, "full", 0.1, 0, True, "T")
+    quick = plan.resolve_run_config(row, "full", 0.1, 0, "quick", "T")
     assert quick["teacher_bank"] == 1024 >= quick["batch_size"]  # smoke-sized: sampling 60k took 5-6 min here
-    assert ("squeeze", "squeeze-bank", "sns", "sns-bank") in dict(fashion.TABLES).values()
-    sns = fashion.resolve_run_config(fashion.ROW_BY_NAME["sns-bank"], "full", 0.1, 0, "full", "T")
+    assert ("squeeze", "squeeze-bank", "sns", "sns-bank") in dict(render.TABLES).values()
+    sns = plan.resolve_run_config(plan.ROW_BY_NAME["sns-bank"], "full", 0.1, 0, "full", "T")
     assert sns["teacher_bank"] == 60000 and sns["method"] == "sns" and sns["steps"] == 3125
 
 
 def test_rho_sweep_rows_run_sns_between_vicreg_and_squeeze_at_one_budget():
     rhos, passes = [], []
-    for name in fashion.RHO_ROWS:
-        cfg = fashion.resolve_run_config(fashion.ROW_BY_NAME[name], "scarce", 0.1, 0, "sitting", "T")
+    for name in plan.RHO_ROWS:
+        cfg = plan.resolve_run_config(plan.ROW_BY_NAME[name], "scarce", 0.1, 0, "sitting", "T")
         rho = method_settings(cfg)["syn_ratio"]
         rhos.append(rho)
-        passes.append(cfg["steps"] * fashion.passes_per_step(cfg["method"], rho, cfg["batch_size"]))
+        passes.append(cfg["steps"] * plan.passes_per_step(cfg["method"], rho, cfg["batch_size"]))
         assert cfg["method"] == {"vicreg-real": "vicreg", "squeeze": "squeeze"}.get(name, "sns")
     assert rhos == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert max(passes) - min(passes) <= 384  # one step's worth of the 120k-pass budget at most
-    assert fashion.RHO_ROWS in dict(fashion.TABLES).values()  # the sweep is one of the rendered tables
+    assert plan.RHO_ROWS in dict(render.TABLES).values()  # the sweep is one of the rendered tables
 
 
 def test_each_mode_has_its_own_budget_fingerprint_and_heading():
-    row, cfgs, fps = fashion.ROW_BY_NAME["sns"], {}, {}
-    for mode in fashion.MODES:
-        cfgs[mode] = fashion.resolve_run_config(row, "full", 0.1, 0, mode, "T")
-        fps[mode] = fashion.cell_fingerprint(row, "full", mode, cfgs[mode], "sha")
-    assert len(set(fps.values())) == len(fashion.MODES)  # no mode reuses another's cached cells
+    row, cfgs, fps = plan.ROW_BY_NAME["sns"], {}, {}
+    for mode in plan.MODES:
+        cfgs[mode] = plan.resolve_run_config(row, "full", 0.1, 0, mode, "T")
+        fps[mode] = cells.cell_fingerprint(row, "full", mode, cfgs[mode], "sha")
+    assert len(set(fps.values())) == len(plan.MODES)  # no mode reuses another's cached cells
     # sns passes 384 images per step of 256 (128 syn x 1 + 128 real x 2): 120k / 384 and 360k / 384 steps
     assert (cfgs["sitting"]["steps"], cfgs["long"]["steps"]) == (312, 938)
     assert cfgs["long"]["knn_every"] == 150 and cfgs["sitting"]["knn_every"] == 500  # the preset's
-    for mode, (heading, _) in fashion.MODE_TEXT.items():
-        md = fashion.render_markdown({"mode": mode, "rows": {}, "settings": {}})
+    for mode, (heading, _) in render.MODE_TEXT.items():
+        md = render.render_markdown({"mode": mode, "rows": {}, "settings": {}})
         assert md.startswith(f"# Fashion-MNIST bench: {heading}") and "SMOKE" not in md
 
 
 def test_plan_sweeps_seed0_first_then_seeds_at_best_lr(monkeypatch):
-    monkeypatch.setitem(fashion.FULL, "lrs", (0.03, 0.1, 0.3))
-    row = fashion.ROW_BY_NAME["sns"]
-    assert fashion.plan_runs(row, False, {}) == [(0.03, 0), (0.1, 0), (0.3, 0)]
+    monkeypatch.setitem(plan.FULL, "lrs", (0.03, 0.1, 0.3))
+    row = plan.ROW_BY_NAME["sns"]
+    assert plan.plan_runs(row, "full", {}) == [(0.03, 0), (0.1, 0), (0.3, 0)]
     cached = {(0.03, 0): {"val_knn_top1": 70.0}, (0.1, 0): {"val_knn_top1": 75.0}}
-    assert fashion.plan_runs(row, False, cached) == [(0.3, 0)]  # seeds wait for the full sweep
+    assert plan.plan_runs(row, "full", cached) == [(0.3, 0)]  # seeds wait for the full sweep
     cached[(0.3, 0)] = {"val_knn_top1": 74.0}
-    assert fashion.plan_runs(row, False, cached) == [(0.1, 1), (0.1, 2)]
+    assert plan.plan_runs(row, "full", cached) == [(0.1, 1), (0.1, 2)]
     cached[(0.1, 1)] = {"val_knn_top1": 1.0}
-    assert fashion.plan_runs(row, False, cached) == [(0.1, 2)]
-    assert fashion.plan_runs(fashion.ROW_BY_NAME["kd-aug"], False, cached) == []  # one seed only
-    assert fashion.plan_runs(fashion.ROW_BY_NAME["raw-pixels"], False, {}) == [(0.0, 0)]
-    assert fashion.plan_runs(fashion.ROW_BY_NAME["sns-sharedbn"], False, {}) == [(0.03, 0), (0.1, 0), (0.3, 0)]
-    assert fashion.best_lr((0.03, 0.1), {(0.03, 0): {"val_knn_top1": 5.0}, (0.1, 0): {"val_knn_top1": 5.0}}) == 0.03
+    assert plan.plan_runs(row, "full", cached) == [(0.1, 2)]
+    assert plan.plan_runs(plan.ROW_BY_NAME["kd-aug"], "full", cached) == []  # one seed only
+    assert plan.plan_runs(plan.ROW_BY_NAME["raw-pixels"], "full", {}) == [(0.0, 0)]
+    assert plan.plan_runs(plan.ROW_BY_NAME["sns-sharedbn"], "full", {}) == [(0.03, 0), (0.1, 0), (0.3, 0)]
+    assert plan.best_lr((0.03, 0.1), {(0.03, 0): {"val_knn_top1": 5.0}, (0.1, 0): {"val_knn_top1": 5.0}}) == 0.03
 
 
 def test_cache_is_skipped_when_valid_and_redone_with_force_or_new_config(tmp_path):
     p = tmp_path / "runs" / "full__sns__lr0.1__s0.json"
-    assert fashion.needs_run(p, "abc", force=False)  # nothing cached
-    fashion.write_json(p, {"fingerprint": "abc", "knn_top1": 1.0})
-    assert not fashion.needs_run(p, "abc", force=False)
-    assert fashion.needs_run(p, "abc", force=True)
-    assert fashion.needs_run(p, "other", force=False)  # config changed: stale
+    assert cells.load_cached(p, "abc") is None  # nothing cached
+    common.write_json(p, {"fingerprint": "abc", "knn_top1": 1.0})
+    assert cells.load_cached(p, "abc") == {"fingerprint": "abc", "knn_top1": 1.0}
+    assert cells.load_cached(p, "other") is None  # config changed: stale
     p.write_text("{torn")
-    assert fashion.needs_run(p, "abc", force=False)
-    assert fashion.fingerprint({"a": 1, "b": [2]}) == fashion.fingerprint({"b": [2], "a": 1})
+    assert cells.load_cached(p, "abc") is None
+    assert cells.fingerprint({"a": 1, "b": [2]}) == cells.fingerprint({"b": [2], "a": 1})
 
 
 def _fake_run_one(calls):
@@ -135,17 +136,17 @@ def _fake_run_one(calls):
 
 def test_run_bench_runs_each_cell_once_then_skips_and_force_redoes(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
-    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    monkeypatch.setattr(train, "run_one", _fake_run_one(calls))
+    monkeypatch.setattr(train, "eval_data", lambda quick: train.EvalData(None, None, None, {}))
     kw = dict(
-        quick=True,
+        mode="quick",
         rows="vicreg-real,raw-pixels",
         tracks=("full",),
         work=tmp_path / "w",
         results_dir=tmp_path / "res" / "fashion-quick",
         log=lambda *a: None,
     )
-    table = fashion.run_bench(**kw)
+    table = cli.run_bench(**kw)
     assert calls == [
         ("vicreg-real", "full", 0.1, 0, False),
         ("vicreg-real", "full", 0.1, 1, False),
@@ -157,41 +158,41 @@ def test_run_bench_runs_each_cell_once_then_skips_and_force_redoes(tmp_path, mon
     md = (tmp_path / "res" / "fashion-quick.md").read_text()
     assert "SMOKE RUN" in md and "| vicreg-real | 60.50 ± 0.71 | 50.50 ± 0.71 |" in md
     calls.clear()
-    fashion.run_bench(**kw)
+    cli.run_bench(**kw)
     assert calls == []  # everything cached
-    fashion.run_bench(**dict(kw, force=True, rows="raw-pixels"))
+    cli.run_bench(**dict(kw, force=True, rows="raw-pixels"))
     assert calls == [("raw-pixels", "full", 0.0, 0, True)]  # redone once, not looped
     saved = json.loads((tmp_path / "res" / "fashion-quick" / "runs" / "full__raw-pixels__lr0__s0.json").read_text())
     assert saved["smoke"] is True and saved["fingerprint"]
 
 
 def test_a_resumed_cell_reports_the_wall_time_of_all_its_segments(tmp_path, monkeypatch):
-    import squeezespan.engine.trainer as trainer
-    import squeezespan.export as export
-
     # the trainer reports 1000 s of training of which this segment was 1 s (an earlier segment was stopped)
-    monkeypatch.setattr(
-        trainer, "pretrain", lambda *a, **k: {"steps": 4, "train_time_s": 1000.0, "segment_time_s": 1.0}
-    )
-    monkeypatch.setattr(export, "load_backbone", lambda path: None)
-    monkeypatch.setattr(fashion, "evaluate_backbone", lambda m, ev, normalize: {"knn_top1": 1.0})
-    out = fashion.run_one(
-        fashion.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, {}, None, tmp_path, False, False, lambda *a: None
+    monkeypatch.setattr(train, "pretrain", lambda *a, **k: {"steps": 4, "train_time_s": 1000.0, "segment_time_s": 1.0})
+    monkeypatch.setattr(train, "load_backbone", lambda path: None)
+    monkeypatch.setattr(train, "evaluate_backbone", lambda m, ev, normalize: {"knn_top1": 1.0})
+    out = train.run_one(
+        plan.ROW_BY_NAME["vicreg-real"], "full", 0.1, 0, {}, None, tmp_path, False, False, lambda *a: None
     )
     assert out["train_time_s"] == 1000.0
     assert 999.0 <= out["wall_s"] < 1030.0  # 999 s of earlier training + this invocation
 
 
 def test_table_names_the_teachers_of_cells_from_earlier_sittings(tmp_path, monkeypatch):
-    monkeypatch.setattr(fashion, "run_one", _fake_run_one([]))
-    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    monkeypatch.setattr(train, "run_one", _fake_run_one([]))
+    monkeypatch.setattr(train, "eval_data", lambda quick: train.EvalData(None, None, None, {}))
     kw = dict(
-        quick=True, rows="raw-pixels", tracks=("full",), work=tmp_path, results_dir=tmp_path / "r", log=lambda *a: None
+        mode="quick",
+        rows="raw-pixels",
+        tracks=("full",),
+        work=tmp_path,
+        results_dir=tmp_path / "r",
+        log=lambda *a: None,
     )
-    fashion.run_bench(**kw)
+    cli.run_bench(**kw)
     cell = tmp_path / "r" / "runs" / "full__raw-pixels__lr0__s0.json"
     cell.write_text(json.dumps(dict(json.loads(cell.read_text()), teacher={"spec": "T", "fd_ref": 3.0})))
-    table = fashion.run_bench(**kw)  # this sitting resolves no teacher: the table still names the cell's
+    table = cli.run_bench(**kw)  # this sitting resolves no teacher: the table still names the cell's
     assert table["teachers"] == {"full": {"spec": "T", "fd_ref": 3.0}}
     assert 'Teachers: full: {"spec": "T", "fd_ref": 3.0}' in (tmp_path / "r.md").read_text()
     assert table["teacher_rows"] == {}  # one teacher: no note
@@ -205,38 +206,38 @@ def test_table_says_when_cells_of_a_track_used_different_teachers():
         {"track": "scarce", "row": "sns", "teacher": {"spec": "S", "G_ema_sha256": "ss"}},
         {"track": "full", "row": "vicreg-real", "teacher": None},
     ]
-    named, mixed = fashion.teachers_of(runs, {})
+    named, mixed = cells.teachers_of(runs, {})
     assert named == {"full": runs[2]["teacher"], "scarce": runs[3]["teacher"]}
     assert list(mixed) == ["full"] and [(e["teacher"]["spec"], e["rows"]) for e in mixed["full"]] == [
         ("A", ["sns"]),
         ("B", ["squeeze"]),
     ]
-    md = fashion.render_markdown({"rows": {}, "teachers": named, "teacher_rows": mixed})
+    md = render.render_markdown({"rows": {}, "teachers": named, "teacher_rows": mixed})
     assert (
         "the full track's cells used 2 different teachers: A (G_ema aa, FD-ref 3.0) for sns; "
         "B (G_ema bb, FD-ref 9.0) for squeeze." in md
     )
     # this sitting's teacher is named only if a cell used it: one no cell used says nothing about the table
-    assert fashion.teachers_of(runs, {"full": {"spec": "C", "G_ema_sha256": "cc"}})[0]["full"] == runs[2]["teacher"]
+    assert cells.teachers_of(runs, {"full": {"spec": "C", "G_ema_sha256": "cc"}})[0]["full"] == runs[2]["teacher"]
     now_b = {"spec": "B", "G_ema_sha256": "bb", "fd_ref": 9.5}
-    assert fashion.teachers_of(runs, {"full": now_b})[0]["full"] == now_b
-    assert fashion.teachers_of([], {"full": {"spec": "C"}})[0]["full"] == {"spec": "C"}  # no cell yet: name it
+    assert cells.teachers_of(runs, {"full": now_b})[0]["full"] == now_b
+    assert cells.teachers_of([], {"full": {"spec": "C"}})[0]["full"] == {"spec": "C"}  # no cell yet: name it
 
 
 def test_teacher_spec_is_recorded_relative_to_the_repository(tmp_path):
-    inside = fashion.RESULTS / "teachers" / "fashion-full"
-    assert fashion.teacher_identity(str(inside))["spec"] == "bench/results/teachers/fashion-full"
-    assert fashion.teacher_identity(str(tmp_path))["spec"] == str(tmp_path)
+    inside = common.RESULTS / "teachers" / "fashion-full"
+    assert cells.teacher_identity(str(inside))["spec"] == "bench/results/teachers/fashion-full"
+    assert cells.teacher_identity(str(tmp_path))["spec"] == str(tmp_path)
     old_cell = [{"track": "full", "row": "sns", "teacher": {"spec": str(inside), "G_ema_sha256": "aa"}}]
-    assert fashion.teachers_of(old_cell, {})[0]["full"]["spec"] == "bench/results/teachers/fashion-full"
+    assert cells.teachers_of(old_cell, {})[0]["full"]["spec"] == "bench/results/teachers/fashion-full"
 
 
 def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
-    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    table = fashion.run_bench(
-        quick=True,
+    monkeypatch.setattr(train, "run_one", _fake_run_one(calls))
+    monkeypatch.setattr(train, "eval_data", lambda quick: train.EvalData(None, None, None, {}))
+    table = cli.run_bench(
+        mode="quick",
         rows="raw-pixels",
         tracks=("full",),
         budget_minutes=0,
@@ -248,19 +249,19 @@ def test_budget_minutes_stops_before_starting_a_run(tmp_path, monkeypatch):
 
 
 def test_aggregate_and_markdown_by_hand():
-    row = fashion.ROW_BY_NAME["sns"]
+    row = plan.ROW_BY_NAME["sns"]
     runs = [
         {"lr": 0.03, "seed": 0, "val_knn_top1": 80.0, "knn_top1": 81.0, "linear_top1": 85.0, "wall_s": 60.0},
         {"lr": 0.1, "seed": 0, "val_knn_top1": 82.0, "knn_top1": 83.0, "linear_top1": 86.0, "wall_s": 120.0},
         {"lr": 0.1, "seed": 1, "val_knn_top1": 10.0, "knn_top1": 85.0, "linear_top1": 88.0, "wall_s": 180.0},
     ]
-    agg = fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=3)
+    agg = cells.aggregate(row, runs, (0.03, 0.1), max_seeds=3)
     assert agg["lr"] == 0.1 and agg["seeds"] == [0, 1] and agg["status"].startswith("partial")
     assert agg["knn_top1"]["mean"] == 84.0 and round(agg["knn_top1"]["std"], 4) == round(2**0.5, 4)
-    assert fashion.aggregate(row, runs, (0.03, 0.1), max_seeds=2)["status"] == "done"
-    assert fashion.aggregate(fashion.ROW_BY_NAME["sns-sharedbn"], [], (0.1,))["status"] == "not run"
+    assert cells.aggregate(row, runs, (0.03, 0.1), max_seeds=2)["status"] == "done"
+    assert cells.aggregate(plan.ROW_BY_NAME["sns-sharedbn"], [], (0.1,))["status"] == "not run"
     table = {"smoke": False, "rows": {"full": [agg]}, "machine": {}, "settings": {}}
-    md = fashion.render_markdown(table)
+    md = render.render_markdown(table)
     assert "SMOKE" not in md
     assert "| sns | 87.00 ± 1.41 | 84.00 ± 1.41 | 2.0-3.0 | 0.1 | 2 |" in md
     assert "| squeeze | - | - | - |" in md  # rows not run still appear
@@ -280,25 +281,23 @@ def test_sns_bench_subcommand_forwards_flags_and_errors_in_one_line(capsys):
 
 
 def test_cache_survives_a_new_key_at_its_default_but_not_a_changed_value(tmp_path, monkeypatch):
-    row = fashion.ROW_BY_NAME["vicreg-real"]
-    cfg = fashion.resolve_run_config(row, "full", 0.1, 0, True)
-    path = fashion.result_path(tmp_path, "full", row.name, 0.1, 0)
-    fashion.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, key_from_before=None)})
-    cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
+    row = plan.ROW_BY_NAME["vicreg-real"]
+    cfg = plan.resolve_run_config(row, "full", 0.1, 0, "quick")
+    path = cells.result_path(tmp_path, "full", row.name, 0.1, 0)
+    common.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, key_from_before=None)})
+    cached, _ = cells.cached_cells(row, "full", "quick", None, tmp_path)
     assert cached[(0.1, 0)] is not None and cached[(0.1, 1)] is None
-    fashion.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, width=1.0)})
-    cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
+    common.write_json(path, {"fingerprint": "older-rule", "config": dict(cfg, width=1.0)})
+    cached, _ = cells.cached_cells(row, "full", "quick", None, tmp_path)
     assert cached[(0.1, 0)] is None  # a real config change: run again
     # the engine gains a key whose default keeps the old behaviour: results written before it stay valid
-    from squeezespan.engine import trainer
-
-    fashion.write_json(path, {"fingerprint": "older-rule", "config": cfg})
-    monkeypatch.setitem(trainer.PRETRAIN_DEFAULTS, "new_switch", 0)
-    cached, _ = fashion._cached_cells(row, "full", True, None, tmp_path, False, set())
+    common.write_json(path, {"fingerprint": "older-rule", "config": cfg})
+    monkeypatch.setitem(cells.PRETRAIN_DEFAULTS, "new_switch", 0)
+    cached, _ = cells.cached_cells(row, "full", "quick", None, tmp_path)
     assert cached[(0.1, 0)] is not None
     # ... but a run that sets it to another value is a different cell
-    other = fashion.cell_fingerprint(row, "full", True, dict(cfg, new_switch=5), None)
-    assert other != fashion.cell_fingerprint(row, "full", True, dict(cfg, new_switch=0), None)
+    other = cells.cell_fingerprint(row, "full", "quick", dict(cfg, new_switch=5), None)
+    assert other != cells.cell_fingerprint(row, "full", "quick", dict(cfg, new_switch=0), None)
 
 
 def _fake_fashion(n: int, split: str):
@@ -311,29 +310,27 @@ def _fake_fashion(n: int, split: str):
 
 
 def test_eval_data_subsets_and_scarce_dataset_run_on_a_real_dataset_object(monkeypatch):
-    import squeezespan.data as data
-
     monkeypatch.setattr(
-        data,
+        train,
         "load_dataset",
         lambda name, split="train", resolution=None, **kw: _fake_fashion(5000 if split == "train" else 1500, split),
     )
-    ev = fashion.eval_data("quick")
-    q = fashion.mode_settings(True)
+    ev = train.eval_data("quick")
+    q = plan.mode_settings("quick")
     assert (len(ev.train), len(ev.test), len(ev.val_idx)) == (q["eval_train"], q["eval_test"], q["val_images"])
     assert ev.train.images.shape[1:] == (1, 32, 32) and int(ev.val_idx.max()) < len(ev.train)
-    scarce = fashion.scarce_dataset(_fake_fashion(5000, "train"))
-    assert len(scarce) == fashion.SCARCE_IMAGES and scarce.images.dtype == torch.uint8
+    scarce = train.scarce_dataset(_fake_fashion(5000, "train"))
+    assert len(scarce) == plan.SCARCE_IMAGES and scarce.images.dtype == torch.uint8
     from squeezespan.eval import RawPixels
 
-    res = fashion.evaluate_backbone(RawPixels(1, 32), ev, normalize=True)
+    res = train.evaluate_backbone(RawPixels(1, 32), ev, normalize=True)
     assert 0.0 <= res["linear_top1"] <= 100.0 and res["feature_dim"] == 32 * 32
 
 
 def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path):
     import numpy as np
 
-    figures = bench.load_script("figures")
+    figures = figures_module
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "knn_top1": 61.5}\nnot json\n')
@@ -376,7 +373,7 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
 
 
 def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
-    figures = bench.load_script("figures")
+    figures = figures_module
 
     def row(name, lin, std=0.5, lr=0.1):
         return {
@@ -449,13 +446,13 @@ def test_targets_section_compares_sns_with_both_real_baselines():
             "scarce": [row("sns", 85.0), row("vicreg-real", 83.0), {"row": "simsiam-real"}],
         }
     }
-    md = "\n".join(fashion.render_targets(table))
+    md = "\n".join(render.render_targets(table))
     assert "| full | +1.5 | +2.00 | +1.40 | no |" in md  # +1.4 over SimSiam misses the +1.5 target
     assert "| scarce | +3 | +2.00 | - | - |" in md  # a baseline not run: no verdict
     table["rows"]["full"][2] = row("simsiam-real", 84.5)
-    assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(fashion.render_targets(table))
+    assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(render.render_targets(table))
     table["rows"]["full"][0]["status"] = "partial: sweep 1/3, seeds 1"  # --mode full, built across sittings
-    assert "| full | +1.5 | +2.00 | +1.50 | yes (partial rows) |" in "\n".join(fashion.render_targets(table))
+    assert "| full | +1.5 | +2.00 | +1.50 | yes (partial rows) |" in "\n".join(render.render_targets(table))
 
 
 def test_summary_puts_the_tracks_side_by_side_with_the_target_verdicts():
@@ -484,7 +481,7 @@ def test_summary_puts_the_tracks_side_by_side_with_the_target_verdicts():
             ],
         }
     }
-    lines = fashion.render_summary(table)
+    lines = render.render_summary(table)
     assert lines[0] == (
         "| row | full track (60k real): linear / kNN | lr | seeds | scarce track (2k real): linear / kNN | lr | seeds |"
     )
@@ -499,146 +496,94 @@ def test_summary_puts_the_tracks_side_by_side_with_the_target_verdicts():
     )  # no verdict, so nothing to mark partial
 
 
-def test_sync_readme_rewrites_only_the_block_between_its_markers(tmp_path):
-    table = {
-        "rows": {
-            "full": [
-                {
-                    "row": "raw-pixels",
-                    "lr": None,
-                    "linear_top1": {"mean": 84.45, "std": 0, "n": 1},
-                    "knn_top1": {"mean": 82.1, "std": 0, "n": 1},
-                }
-            ]
-        }
-    }
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n{fashion.README_BEGIN}\n| stale | table |\n{fashion.README_END}\nafter\n")
-    assert fashion.sync_readme(readme, table)
-    text = readme.read_text()
-    assert text.startswith("# title\n\nbefore\n" + fashion.README_BEGIN + "\n| row |")
-    assert "| raw-pixels | 84.45 / 82.10 | - | 1 |" in text and "stale" not in text
-    assert text.endswith(fashion.README_END + "\nafter\n")
-    assert fashion.sync_readme(readme, table) and readme.read_text() == text  # idempotent
-    readme.write_text("no markers\n")
-    assert not fashion.sync_readme(readme, table) and readme.read_text() == "no markers\n"
-    assert not fashion.sync_readme(tmp_path / "missing.md", table)
-
-
-def test_a_full_mode_bench_into_the_default_results_rewrites_the_readme_table(tmp_path, monkeypatch):
-    monkeypatch.setattr(fashion, "run_one", _fake_run_one([]))
-    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    monkeypatch.setattr(fashion, "RESULTS", tmp_path / "bench" / "results")
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{fashion.README_BEGIN}\n{fashion.README_END}\n")
-    kw = dict(rows="raw-pixels", tracks=("full",), work=tmp_path / "w", log=lambda *a: None)
-    fashion.run_bench(mode="quick", **kw)  # another mode: the README is about --mode full
-    assert readme.read_text() == f"{fashion.README_BEGIN}\n{fashion.README_END}\n"
-    fashion.run_bench(mode="full", **kw)
-    assert "| raw-pixels | 60.00 / 50.00 | - | 1 |" in readme.read_text()
-
-
 def test_precision_fp32_is_a_separate_table_trained_and_evaluated_in_fp32(tmp_path, monkeypatch):
-    import squeezespan.engine.rundir as rundir
-
-    assert fashion.with_precision("sitting", None) == fashion.with_precision("sitting", "bf16") == "sitting"
-    assert fashion.with_precision("full", "fp32") == "full-fp32"
+    assert plan.with_precision("sitting", None) == plan.with_precision("sitting", "bf16") == "sitting"
+    assert plan.with_precision("full", "fp32") == "full-fp32"
     for native, expected in ((False, "long-fp32"), (True, "long")):
-        monkeypatch.setattr(rundir, "bf16_native", lambda device, native=native: native)
-        assert fashion.with_precision("long", "auto") == expected
-    assert fashion.with_precision("quick", "auto") == "quick"
+        monkeypatch.setattr(plan, "bf16_native", lambda device, native=native: native)
+        assert plan.with_precision("long", "auto") == expected
+    assert plan.with_precision("quick", "auto") == "quick"
     with pytest.raises(SnsError, match="--precision fp32 does not apply to --mode quick"):
-        fashion.with_precision("quick", "fp32")
+        plan.with_precision("quick", "fp32")
     with pytest.raises(SnsError, match="--precision 'fp16': expected one of bf16, fp32, auto"):
-        fashion.with_precision("full", "fp16")
+        plan.with_precision("full", "fp16")
     # the same run but for its precision: trained (bf16 key) and evaluated (features) in fp32
-    row = fashion.ROW_BY_NAME["sns"]
-    bf, fp = (fashion.resolve_run_config(row, "full", 0.1, 0, m, "T") for m in ("sitting", "sitting-fp32"))
+    row = plan.ROW_BY_NAME["sns"]
+    bf, fp = (plan.resolve_run_config(row, "full", 0.1, 0, m, "T") for m in ("sitting", "sitting-fp32"))
     assert (bf["bf16"], fp["bf16"]) == (True, False) and dict(bf, bf16=False) == fp
-    assert fashion.mode_settings("sitting")["eval_bf16"] and not fashion.mode_settings("sitting-fp32")["eval_bf16"]
-    assert fashion.resolve_run_config(row, "full", 0.1, 0, "quick", "T")["bf16"] == "auto"  # smoke: fast anywhere
-    assert "--precision fp32" in fashion.render_markdown({"mode": "full-fp32", "rows": {}, "settings": {}})
-    # its own results and work folders; the README keeps showing the bf16 table
+    assert plan.mode_settings("sitting")["eval_bf16"] and not plan.mode_settings("sitting-fp32")["eval_bf16"]
+    assert plan.resolve_run_config(row, "full", 0.1, 0, "quick", "T")["bf16"] == "auto"  # smoke: fast anywhere
+    assert "--precision fp32" in render.render_markdown({"mode": "full-fp32", "rows": {}, "settings": {}})
+    # its own results and work folders; the bf16 table stays as it was
     calls = []
     monkeypatch.setattr(
-        fashion,
+        train,
         "run_one",
         lambda row, track, lr, seed, cfg, ev, work, *a: (
             calls.append(work) or {"knn_top1": 50.0, "linear_top1": 60.0, "val_knn_top1": 40.0, "wall_s": 2.0}
         ),
     )
-    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
-    monkeypatch.setattr(fashion, "RESULTS", tmp_path / "bench" / "results")
+    monkeypatch.setattr(train, "eval_data", lambda quick: train.EvalData(None, None, None, {}))
+    results = tmp_path / "bench" / "results"
+    monkeypatch.setattr(common, "RESULTS", results)
     monkeypatch.chdir(tmp_path)
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{fashion.README_BEGIN}\n{fashion.README_END}\n")
-    table = fashion.run_bench(mode="full", precision="fp32", rows="raw-pixels", tracks=("full",), log=lambda *a: None)
+    table = cli.run_bench(mode="full", precision="fp32", rows="raw-pixels", tracks=("full",), log=lambda *a: None)
     assert calls == [Path("runs") / "bench-fashion-full-fp32"] and table["mode"] == "full-fp32"
-    assert (fashion.RESULTS / "fashion-full-fp32" / "runs" / "full__raw-pixels__lr0__s0.json").exists()
-    md = (fashion.RESULTS / "fashion-full-fp32.md").read_text()
+    assert (results / "fashion-full-fp32" / "runs" / "full__raw-pixels__lr0__s0.json").exists()
+    md = (results / "fashion-full-fp32.md").read_text()
     assert md.startswith("# Fashion-MNIST bench: the issue's protocol (--mode full) in fp32")
-    assert readme.read_text() == f"{fashion.README_BEGIN}\n{fashion.README_END}\n"
-    assert not (fashion.RESULTS / "fashion.json").exists()
-
-
-def test_the_readme_results_table_is_the_committed_results():
-    from pathlib import Path
-
-    root = Path(fashion.__file__).resolve().parent.parent
-    table = json.loads((root / "bench" / "results" / "fashion.json").read_text())
-    text = (root / "README.md").read_text()
-    block = text[text.index(fashion.README_BEGIN) + len(fashion.README_BEGIN) : text.index(fashion.README_END)]
-    assert block.strip("\n").splitlines() == fashion.render_summary(table), (
-        "README's results table is stale: re-render it with `sns bench fashion --mode full --budget-minutes 0`"
-    )
+    assert not (results / "fashion.json").exists()
 
 
 def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(fashion, "run_one", _fake_run_one(calls))
-    monkeypatch.setattr(fashion, "eval_data", lambda quick: fashion.EvalData(None, None, None, {}))
+    monkeypatch.setattr(train, "run_one", _fake_run_one(calls))
+    monkeypatch.setattr(train, "eval_data", lambda quick: train.EvalData(None, None, None, {}))
     kw = dict(
-        quick=True,
+        mode="quick",
         rows="vicreg-real",
         tracks=("full",),
         work=tmp_path / "w",
         results_dir=tmp_path / "res" / "fashion-quick",
         log=lambda *a: None,
     )
-    fashion.run_bench(**kw)
+    cli.run_bench(**kw)
     assert [c[2:4] for c in calls] == [(0.1, 0), (0.1, 1)]
     calls.clear()
-    table = fashion.run_bench(**dict(kw, lrs=(0.1, 0.3)))
+    table = cli.run_bench(**dict(kw, lrs=(0.1, 0.3)))
     assert [c[2:4] for c in calls][0] == (0.3, 0)  # only the new lr at seed 0; lr 0.1 stays cached
     row = {r["row"]: r for r in table["rows"]["full"]}["vicreg-real"]
     assert set(row["sweep"]) == {"0.1", "0.3"}
-    md = fashion.render_markdown(table)  # the sweep is shown: held-out kNN picks lr 0.3 (40.3 > 40.1), in bold
+    md = render.render_markdown(table)  # the sweep is shown: held-out kNN picks lr 0.3 (40.3 > 40.1), in bold
     assert "| row | lr 0.1 | lr 0.3 | chosen |" in md
     assert "| vicreg-real | 40.10 / 60.00 | **40.30 / 60.00** | 0.3 |" in md
-    assert fashion.render_sweeps([dict(row, sweep={"0.1": 40.1})]) == []  # one lr: nothing to show
+    assert render.render_sweeps([dict(row, sweep={"0.1": 40.1})]) == []  # one lr: nothing to show
     with pytest.raises(SnsError, match="--lrs 'x': expected a comma list"):
-        fashion.main(["--quick", "--lrs", "x"])
+        cli.main(["--quick", "--lrs", "x"])
 
 
-def test_collect_keeps_the_monitor_curve_of_results_written_without_it(tmp_path):
+def test_monitor_curve_skips_torn_lines_and_collect_reads_every_cell(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "metrics.jsonl").write_text('{"step": 150, "knn_top1": 71.25}\n{"step": 200, "loss": 1.0}\n{"ste')
-    assert fashion.monitor_curve(run_dir) == [[150, 71.25]] and fashion.monitor_curve(tmp_path / "none") == []
+    assert cells.monitor_curve(run_dir) == [[150, 71.25]] and cells.monitor_curve(tmp_path / "none") == []
     res = {
         "row": "sns",
         "track": "full",
         "lr": 0.1,
         "seed": 0,
-        "run_dir": str(run_dir),
         "steps": 300,
         "knn_top1": 75.0,
         "linear_top1": 80.0,
         "val_knn_top1": 74.0,
         "wall_s": 60.0,
+        "knn_monitor": [[150, 71.25]],
+        "config": {"method": "sns"},
     }
-    path = fashion.result_path(tmp_path / "res", "full", "sns", 0.1, 0)
-    fashion.write_json(path, res)
-    table = fashion.collect(tmp_path / "res", "long")
-    assert json.loads(path.read_text())["knn_monitor"] == [[150, 71.25]]  # written back: survives the run dir
-    assert table["runs"][0]["knn_monitor"] == [[150, 71.25]] and table["mode"] == "long"
+    common.write_json(cells.result_path(tmp_path / "res", "full", "sns", 0.1, 0), res)
+    (tmp_path / "res" / "runs" / "full__sns__lr0.1__s1.json").write_text("{torn")  # a cell cut off by a kill
+    table = cells.collect(tmp_path / "res", "long")
+    assert table["mode"] == "long" and len(table["runs"]) == 1 and "config" not in table["runs"][0]
+    assert table["runs"][0]["knn_monitor"] == [[150, 71.25]]
+    sns = {r["row"]: r for r in table["rows"]["full"]}["sns"]
+    assert sns["status"] == "done" and sns["linear_top1"]["mean"] == 80.0  # long: one lr, one seed

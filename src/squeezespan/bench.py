@@ -1,8 +1,13 @@
-"""`sns bench`: finds the repository's bench/ scripts (fashion, throughput, figures, teachers) and runs their main()."""
+"""`sns bench`: runs a benchmark of the repository's experiments package (bench/) from a source checkout.
+
+The benches are not part of the installed library (they import it, never the other way round): they need the
+checkout they live in. The checkout is $SNS_BENCH_DIR/.. when set, else the one this package runs from (an
+editable install), else the current directory; its folder is put on sys.path so that `bench` imports as a package.
+"""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -11,64 +16,42 @@ from types import ModuleType
 from .errors import SnsError
 
 SCRIPTS = ("fashion", "throughput", "figures", "teachers")
-FILES = {"teachers": "teacher_quality"}  # bench names whose script is named otherwise
+MODULES = {
+    "fashion": "bench.fashion.cli",
+    "throughput": "bench.throughput.cli",
+    "figures": "bench.figures",
+    "teachers": "bench.teacher_quality.cli",
+}
+SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout's root when installed with pip -e
 
 
-def bench_dir() -> Path:
-    """The bench/ folder: $SNS_BENCH_DIR, else the source checkout this package runs from, else ./bench."""
+def checkout() -> Path:
+    """The source checkout holding the experiments package bench/ (see the module docstring)."""
     env = os.environ.get("SNS_BENCH_DIR")
-    candidates = [Path(env)] if env else []
-    candidates += [Path(__file__).resolve().parents[2] / "bench", Path.cwd() / "bench"]
-    for c in candidates:
-        if (c / "fashion.py").is_file():
-            return c
+    candidates = [Path(env).resolve().parent] if env else []
+    candidates += [SOURCE_ROOT, Path.cwd()]
+    for root in candidates:
+        if (root / "bench" / "__init__.py").is_file():
+            return root
     raise SnsError(
-        "sns bench needs the repository's bench/ folder (a source checkout installed with pip -e, "
-        "or run from the repository root, or set SNS_BENCH_DIR=/path/to/bench)"
+        "sns bench needs a source checkout of squeezespan (its bench/ folder is not installed): run it from the "
+        "repository root, install the checkout with pip install -e, or set SNS_BENCH_DIR=/path/to/repo/bench"
     )
 
 
-def run_script(main) -> None:
-    """A bench script's ``__main__``: exit with main(argv)'s code, a bad input as one `error:` line (exit 2)."""
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except SnsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def load_script(name: str, directory: Path | None = None) -> ModuleType:
-    """Import bench/<name>.py as module ``squeezespan_bench_<name>`` (cached in sys.modules); ``directory``:
-    the bench folder to load from (default bench_dir(); scripts pass their own folder)."""
-    if name not in SCRIPTS:
+def load(name: str) -> ModuleType:
+    """The module of bench ``name`` (one of SCRIPTS), imported from the checkout's bench package."""
+    if name not in MODULES:
         raise SnsError(f"sns bench {name!r} is unknown; benches: {', '.join(SCRIPTS)}")
-    mod_name = f"squeezespan_bench_{name}"
-    if mod_name in sys.modules:
-        return sys.modules[mod_name]
-    path = Path(directory or bench_dir()) / f"{FILES.get(name, name)}.py"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[mod_name]
-        raise
-    return module
+    root = checkout()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    loaded = sys.modules.get("bench")
+    if loaded is not None and Path(loaded.__file__ or "").resolve().parent != root / "bench":
+        raise SnsError(f"another module named 'bench' ({loaded.__file__}) is imported; sns bench needs {root / 'bench'}")
+    return importlib.import_module(MODULES[name])
 
 
 def run(name: str, argv: list[str] | None = None) -> int:
-    """`sns bench NAME ARGS...`: the script's own argument parser and main (its --help lists the flags)."""
-    return int(load_script(name).main(list(argv or []), prog=f"sns bench {name}") or 0)
-
-
-def fashion(argv: list[str] | None = None) -> int:
-    return run("fashion", argv)
-
-
-def throughput(argv: list[str] | None = None) -> int:
-    return run("throughput", argv)
-
-
-def figures(argv: list[str] | None = None) -> int:
-    return run("figures", argv)
+    """`sns bench NAME ARGS...`: the bench's own argument parser and main (its --help lists the flags)."""
+    return int(load(name).main(list(argv or []), prog=f"sns bench {name}") or 0)

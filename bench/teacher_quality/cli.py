@@ -1,0 +1,56 @@
+"""`sns bench teachers` (= `python -m bench.teacher_quality`): the command line."""
+
+from __future__ import annotations
+
+from squeezespan import SnsError
+from squeezespan.cliutil import ArgumentParser
+
+from . import __doc__ as DOC
+from .cells import BUDGET_PASSES, METHOD_ROWS, run_teacher_quality
+from .teachers import DEFAULT_TEACHERS, RANDOM
+
+
+def build_parser(prog: str = "python -m bench.teacher_quality") -> ArgumentParser:
+    ap = ArgumentParser(prog=prog, description=DOC.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="smoke version: tiny budget, width 0.25, eval subsets")
+    ap.add_argument(
+        "--teachers",
+        help=f"comma list of teacher directories (or folder names under "
+        f"bench/results/teachers/) and '{RANDOM}' (untrained generator, kimg 0); default: "
+        f"{','.join(DEFAULT_TEACHERS)}",
+    )
+    ap.add_argument("--rows", default="squeeze", help=f"comma list of {', '.join(METHOD_ROWS)} (default squeeze)")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
+    ap.add_argument(
+        "--budget-passes",
+        type=int,
+        help=f"student image passes per run (default {BUDGET_PASSES}; --quick: the fashion bench's quick budget)",
+    )
+    ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
+    ap.add_argument("--work", help="where run directories go (default runs/bench-teacher-quality[-quick])")
+    ap.add_argument("--results", help="results folder (default bench/results/teacher_quality[-quick])")
+    ap.add_argument("--figure", help="PNG path (default bench/results/figures/teacher_quality[-quick].png)")
+    ap.add_argument("--progress", action="store_true", help="progress bars during training")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 keeps torch's default)")
+    return ap
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench.teacher_quality") -> int:
+    args = build_parser(prog).parse_args(argv)
+    teachers = [t.strip() for t in args.teachers.split(",") if t.strip()] if args.teachers else None
+    if args.teachers is not None and not teachers:
+        raise SnsError("--teachers is empty; give a comma list of teacher directories or 'random'")
+    run_teacher_quality(
+        quick=args.quick,
+        teachers=teachers,
+        rows=args.rows,
+        seeds=args.seeds,
+        budget_passes=args.budget_passes,
+        force=args.force,
+        work=args.work,
+        results_dir=args.results,
+        figure=args.figure,
+        progress=args.progress,
+        threads=args.threads or None,
+    )
+    return 0

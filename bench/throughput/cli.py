@@ -1,0 +1,194 @@
+"""`sns bench throughput` (= `python -m bench.throughput`): the command line, the measurement and its table."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.common import RESULTS, machine
+from squeezespan import SnsError
+from squeezespan.cliutil import ArgumentParser
+from squeezespan.engine import bf16_native
+
+from . import __doc__ as DOC
+from .bank import bank_compare, render_bank
+from .steps import VARIANTS, Case, matmul_peak, student_flops, uptime
+
+METHODS = ("sns", "squeeze", "kd", "vicreg", "simsiam")
+COMPILE_METHODS = ("sns", "vicreg")  # compiling on a CPU takes minutes per model: two representative methods
+
+
+def find_teacher() -> str | None:
+    """A fashion teacher: the committed one, else one the fashion bench trained, else one in /work/runs."""
+    candidates = [
+        RESULTS / "teachers" / "fashion-full",
+        Path("runs/bench-fashion/teachers/fashion-full"),
+        Path("runs/bench-fashion-quick/teachers/fashion-full-quick"),
+        Path("/work/runs/bench-fashion-teacher-full-quick"),
+    ]
+    for c in candidates:
+        if (c / "teacher.json").exists() or (c / "teacher" / "teacher.json").exists():
+            return str(c)
+    return None
+
+
+def render_markdown(res: dict[str, Any]) -> str:
+    lines = [
+        "# Training-step throughput (fashion-cpu student)",
+        "",
+        f"Machine: {res['machine']['platform']}, {res['machine'].get('cpu', 'CPU not recorded')}, "
+        f"{res['machine']['cpus']} CPUs, torch {res['machine']['torch']}, bf16 hardware: "
+        f"{ {True: 'yes', False: 'no (bf16 is emulated)'}.get(res['machine'].get('bf16_native'), 'not recorded') }, "
+        f"{res['threads']} thread(s). Load before: `{res['uptime_before']}`; after: `{res['uptime_after']}`. "
+        "Other jobs shared the CPU: compare rows with each other (they were timed interleaved), not with "
+        "another machine.",
+        "",
+        f"Student: ResNet-18 CIFAR variant x{res['student']['width']:g}, 32 px, 1 channel: "
+        f"{res['flops']['forward'] / 1e6:.1f} MFLOP forward, {res['flops']['train'] / 1e6:.1f} MFLOP forward+backward "
+        f"per image; {res['flops']['params'] / 1e6:.2f} M parameters. Matmul peak ({res['peak']['n']}^3): "
+        f"fp32 {res['peak']['fp32']} GFLOP/s, bf16 {res['peak']['bf16']} GFLOP/s. "
+        "FLOP-bound limit = peak / (forward+backward FLOPs per image pass).",
+        "",
+        "| method | variant | batch (syn) | step (s) | images/s | student passes/s | teacher share | "
+        "FLOP-bound passes/s | fraction |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in res["cases"]:
+        lines.append(
+            f"| {r['method']} | {r['variant']} | {r['batch']} ({r['syn']}) | {r['step_s_median']:.3f} | "
+            f"{r['images_per_s']:.0f} | {r['student_passes_per_s']:.0f} | {100 * r['teacher_share']:.1f}% | "
+            f"{r['flop_bound_passes_per_s']:.0f} | {100 * r['fraction_of_flop_bound']:.1f}% |"
+        )
+    lines += render_bank(res.get("feature_bank"))
+    if res.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def measure_bank(args, teacher: str) -> dict[str, Any]:
+    before = uptime()
+    # banks: enough for the timed steps; the 512-channel teacher costs ~0.3 s per image on one core
+    res = bank_compare(
+        args.batch,
+        args.bank_steps,
+        args.warmup,
+        teacher,
+        {"fashion-full": 1024, "stylegan2-512 (random)": 256},
+        Path(args.bank_cache),
+    )
+    res.update(
+        uptime_before=before,
+        uptime_after=uptime(),
+        created=time.strftime("%Y-%m-%d %H:%M:%S"),
+        threads=torch.get_num_threads(),
+    )
+    return res
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m bench.throughput") -> int:
+    ap = ArgumentParser(prog=prog, description=DOC.splitlines()[0])
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=4, help="timed steps per case (interleaved rounds)")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases")
+    ap.add_argument("--teacher", help="teacher spec (default: a committed or bench-trained fashion teacher)")
+    ap.add_argument("--out", default=str(RESULTS / "throughput.json"))
+    ap.add_argument("--no-bank", action="store_true", help="skip the live-teacher vs teacher_bank comparison")
+    ap.add_argument(
+        "--bank-only",
+        action="store_true",
+        help="only the teacher_bank comparison; updates the feature_bank entry of an existing --out",
+    )
+    ap.add_argument("--bank-steps", type=int, default=3, help="timed steps per bank/live case")
+    ap.add_argument(
+        "--bank-cache",
+        default="runs/bench-throughput-bank",
+        help="where the 512-channel random teacher is written once",
+    )
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise SnsError(f"--methods {','.join(bad)}: unknown; choose from {', '.join(METHODS)}")
+    teacher = args.teacher or find_teacher()
+    if teacher is None and any(m in ("sns", "squeeze", "kd") for m in methods):
+        raise SnsError(
+            "no fashion teacher found; pass --teacher (a `sns train-gan` run dir) or run "
+            "`sns bench fashion --rows sns` once to train one"
+        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bank_only:
+        if teacher is None:
+            raise SnsError("--bank-only needs a fashion teacher; pass --teacher")
+        out = Path(args.out)
+        res = json.loads(out.read_text()) if out.exists() else {"benchmark": "throughput", "cases": [], "notes": []}
+        res["feature_bank"] = measure_bank(args, teacher)
+        if not res.get("cases"):  # nothing else measured: write only the bank part
+            out.with_suffix(".md").write_text("\n".join(render_bank(res["feature_bank"])) + "\n")
+        else:
+            out.with_suffix(".md").write_text(render_markdown(res))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(res, indent=2) + "\n")
+        print("\n".join(render_bank(res["feature_bank"])))
+        return 0
+    notes = [
+        "The compile rows compile the student's forward, as the engine's `compile=true` does.",
+        "Teacher images are generated in fp32 in every variant (the engine samples outside autocast).",
+    ]
+    if not bf16_native("cpu"):
+        notes.append(
+            "This CPU has no bf16 hardware (no AVX-512 BF16 / AMX): torch emulates bf16, so the bf16 rows "
+            "show the emulation's cost (what `bf16: auto` avoids). Their 'fraction' divides by an emulated "
+            "matmul peak and says nothing about the hardware's limit."
+        )
+    before = uptime()
+    peak = dict(matmul_peak(), n=1024)
+    cases = []
+    for m in methods:
+        for v in VARIANTS:
+            if v[3] and (args.no_compile or m not in COMPILE_METHODS):
+                continue
+            print(f"building {m} {v[0]}", flush=True)
+            cases.append(Case(m, v, args.batch, teacher))
+    flops = student_flops(cases[0].cfg)
+    for c in cases:  # warmup (and compilation) before any timing
+        for _ in range(max(1, args.warmup) + (2 if c.compiled else 0)):
+            c.one_step(record=False)
+    for r in range(args.steps):
+        for c in cases:
+            c.one_step(record=True)
+        print(f"round {r + 1}/{args.steps} done", flush=True)
+    results = [c.result(flops, peak) for c in cases]
+    after = uptime()
+    here = machine()
+    res = {
+        "benchmark": "throughput",
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "threads": torch.get_num_threads(),
+        "uptime_before": before,
+        "uptime_after": after,
+        "loadavg_after": list(os.getloadavg()),
+        "machine": {k: here[k] for k in ("platform", "cpus", "torch", "cpu", "bf16_native")},
+        "teacher": teacher,
+        "student": {k: cases[0].cfg[k] for k in ("arch", "variant", "width", "resolution")},
+        "peak": peak,
+        "flops": flops,
+        "cases": results,
+        "notes": notes,
+    }
+    if not args.no_bank and teacher is not None:
+        res["feature_bank"] = measure_bank(args, teacher)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render_markdown(res))
+    print(render_markdown(res))
+    return 0
