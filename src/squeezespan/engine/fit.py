@@ -174,7 +174,6 @@ def fit(
         convert_batchnorm(student, world.device)
         convert_batchnorm(objective, world.device)
     model = wrap_ddp(Trainable(student, objective), world)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
     model.train()
     bar = tqdm(
         total=total,
@@ -202,14 +201,9 @@ def fit(
                 lr = lr_at(step, total, base_lr, warmup_steps)
                 for g in optimizer.param_groups:
                     g["lr"] = lr
-                with autocast(world.device, bf16):
-                    loss, logs = model(inputs(step))
-                stop_elsewhere = _check_step(loss, stop, step, run)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                optimizer.step()
+                loss, logs, stop_elsewhere = _train_step(
+                    model, optimizer, inputs(step), step, stop, run, bf16, grad_clip
+                )
                 images += batch_size
                 done = step + 1
                 if done % log_every == 0 or done == total:
@@ -231,6 +225,32 @@ def fit(
         bar.close()
     world.barrier()
     return _result(done, False, None, t0, start, images)
+
+
+def _train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: StepInputs,
+    step: int,
+    stop: StopSignal,
+    run: RunDir,
+    bf16: bool,
+    grad_clip: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool | None]:
+    """Loss under autocast, the all-rank check, backward, clipping, the optimizer step.
+
+    Returns:
+        The loss, the objective's logs, and whether another rank got a signal (None in one process).
+    """
+    with autocast(run.world.device, bf16):
+        loss, logs = model(inputs)
+    stop_elsewhere = _check_step(loss, stop, step, run)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    optimizer.step()
+    return loss, logs, stop_elsewhere
 
 
 def _check_step(loss: torch.Tensor, stop: StopSignal, step: int, run: RunDir) -> bool | None:

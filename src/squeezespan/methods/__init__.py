@@ -9,7 +9,7 @@ from .base import Objective, StepInputs
 from .encode import LatentEncoding, check_config
 from .simsiam import SimSiam
 from .sns import SqueezeAndSpan
-from .supervised import Supervised
+from .supervised import Supervised, check_syn_ratio
 from .vicreg import VICReg
 
 _SQUEEZE = dict(proj_layers=5, squeeze_depth=3, w_var=25.0, w_cov=1.0, bn_pass="separate")
@@ -69,6 +69,8 @@ def method_settings(cfg: dict[str, Any]) -> dict[str, Any]:
             raise SnsError(f"config key {k}={out[k]!r} must be an integer >= {1 if k == 'proj_layers' else 0}")
     if cls is LatentEncoding:
         check_config(cfg)
+    if cls is Supervised:
+        check_syn_ratio(rho)
     return out
 
 

@@ -9,6 +9,12 @@ from ..errors import SnsError
 from .base import Objective, StepInputs
 
 
+def check_syn_ratio(syn_ratio: float) -> None:
+    """Supervised training uses no teacher images: only syn_ratio 0 is accepted."""
+    if syn_ratio:
+        raise SnsError(f"syn_ratio={syn_ratio}: method supervised trains on labelled real images only; use 0")
+
+
 class Supervised(Objective):
     """logits = head(student(A(x_real))); L = cross_entropy(logits, y) over the step's real images.
 
@@ -21,8 +27,7 @@ class Supervised(Objective):
 
     def __init__(self, student_dim: int, num_classes: int, syn_ratio: float = 0.0, **_):
         super().__init__()
-        if syn_ratio:
-            raise SnsError(f"syn_ratio={syn_ratio}: method supervised trains on labelled real images only; use 0")
+        check_syn_ratio(syn_ratio)
         if num_classes < 2:
             raise SnsError(f"method supervised needs a labelled dataset with 2+ classes, got {num_classes}")
         self.head = nn.Linear(student_dim, num_classes)
