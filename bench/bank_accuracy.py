@@ -1,6 +1,6 @@
 """Live teacher vs teacher_bank, side by side: same preset, seeds and budget; kNN + linear probe of each student.
 
-Usage: python bench/bank_accuracy.py [--teacher DIR] [--preset digits] [--methods squeeze,sns] [--banks 2048]
+Usage: python -m bench.bank_accuracy [--teacher DIR] [--preset digits] [--methods squeeze,sns] [--banks 2048]
                                      [--seeds 0] [--steps 0] [--out bench/results/bank.json] [--runs runs/bench-bank]
 
 Each (method, seed) is trained with the live teacher (fresh latents every step) and with each bank size
@@ -11,7 +11,6 @@ average before/after each run is recorded because other jobs share the CPU (it c
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -21,9 +20,13 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import RESULTS, run_main
+from squeezespan import PRETRAIN_DEFAULTS, evaluate, load_backbone, load_dataset, pretrain, resolve_config
+from squeezespan.cliutil import ArgumentParser
+from squeezespan.config import load_preset
+
 # `sns train-gan --preset gan-digits` (22.9 kimg, FD-ref 9.4), committed so a clean clone measures the same teacher
-DEFAULT_TEACHER = str(Path(__file__).resolve().parent / "results" / "teachers" / "digits")
+DEFAULT_TEACHER = str(RESULTS / "teachers" / "digits")
 
 
 def teacher_sha(spec: str) -> str:
@@ -33,12 +36,6 @@ def teacher_sha(spec: str) -> str:
 
 
 def run_one(preset: str, method: str, teacher: str, bank: int, seed: int, steps: int, run_dir: Path) -> dict[str, Any]:
-    from squeezespan.config import resolve_config
-    from squeezespan.data import load_dataset
-    from squeezespan.engine.trainer import PRETRAIN_DEFAULTS, pretrain
-    from squeezespan.eval import evaluate
-    from squeezespan.export import load_backbone
-
     done = run_dir / "bank_bench.json"
     if done.exists():
         return json.loads(done.read_text())
@@ -119,7 +116,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m bench.bank_accuracy", description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default=DEFAULT_TEACHER)
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--methods", default="squeeze,sns")
@@ -131,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = ap.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from squeezespan.config import load_preset
-
     preset = load_preset(args.preset, "pretrain")
     banks = [0] + [int(b) for b in args.banks.split(",") if b.strip()]
     out = Path(args.out)
@@ -166,6 +161,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from squeezespan.bench import run_script
-
-    run_script(main)
+    run_main(main)

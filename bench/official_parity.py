@@ -235,7 +235,7 @@ def phase_official(src: str, work: Path, names: list[str], n: int, seed: int) ->
 def phase_ours(work: Path, names: list[str], n: int, seed: int) -> dict:
     import torch
 
-    from squeezespan.teachers.pickle_import import load_stylegan2_pickle
+    from squeezespan import load_stylegan2_pickle
 
     results = {}
     for name in names:

@@ -1,4 +1,4 @@
-"""Tests of the teacher-quality bench (bench/teacher_quality.py = `sns bench teachers`): cells, cache, table, figure."""
+"""Tests of the teacher-quality bench (bench.teacher_quality = `sns bench teachers`): cells, cache, table, figure."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import json
 
 import pytest
 
-from squeezespan import bench
+from squeezespan import bench as sns_bench
 from squeezespan.errors import SnsError
 
-tq = bench.load_script("teachers")
-fashion = tq._fashion()
+sns_bench.load("teachers")  # puts the source checkout on sys.path: bench imports as a package
+from bench.fashion import train  # noqa: E402
+from bench.teacher_quality import cells, teachers  # noqa: E402
 
 SNAPSHOTS = ["fashion-full-kimg20", "fashion-full"]  # committed: kimg 20 (FD-ref 25.39) and kimg 60 (3.36)
 
@@ -33,8 +34,8 @@ def _fake(calls):
 @pytest.fixture
 def fake_runs(monkeypatch):
     calls = []
-    monkeypatch.setattr(fashion, "run_one", _fake(calls))
-    monkeypatch.setattr(fashion, "eval_data", lambda mode: fashion.EvalData(None, None, None, {"mode": mode}))
+    monkeypatch.setattr(train, "run_one", _fake(calls))
+    monkeypatch.setattr(train, "eval_data", lambda mode: train.EvalData(None, None, None, {"mode": mode}))
     return calls
 
 
@@ -53,17 +54,17 @@ def _kw(tmp_path, **extra):
 
 
 def test_each_cell_runs_once_is_then_cached_and_force_redoes_it(tmp_path, fake_runs):
-    table = tq.run_teacher_quality(**_kw(tmp_path))
+    table = cells.run_teacher_quality(**_kw(tmp_path))
     assert fake_runs == [("squeeze", "fashion-full-kimg20", 0, False), ("squeeze", "fashion-full", 0, False)]
     assert table["complete"] and [t["kimg"] for t in table["teachers"]] == [20.0, 60.0]
     assert [round(t["fd_ref"], 2) for t in table["teachers"]] == [25.39, 3.36]
     fake_runs.clear()
-    tq.run_teacher_quality(**_kw(tmp_path))
+    cells.run_teacher_quality(**_kw(tmp_path))
     assert fake_runs == []  # every cell cached
-    tq.run_teacher_quality(**_kw(tmp_path, teachers=SNAPSHOTS[:1], force=True))
+    cells.run_teacher_quality(**_kw(tmp_path, teachers=SNAPSHOTS[:1], force=True))
     assert fake_runs == [("squeeze", "fashion-full-kimg20", 0, True)]
     fake_runs.clear()
-    tq.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
+    cells.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
     # squeeze seed 0 stays cached; sns and seed 1 are new cells
     assert fake_runs == [
         ("squeeze", "fashion-full-kimg20", 1, False),
@@ -78,7 +79,7 @@ def test_each_cell_runs_once_is_then_cached_and_force_redoes_it(tmp_path, fake_r
 
 
 def test_table_markdown_and_figure_carry_kimg_and_fd_ref(tmp_path, fake_runs):
-    tq.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
+    cells.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
     table = json.loads((tmp_path / "res" / "tq.json").read_text())
     sq = table["teachers"][1]["rows"]["squeeze"]
     assert sq["knn_top1"]["mean"] == 60.5 and sq["seeds"] == [0, 1] and sq["linear_top1"]["n"] == 2
@@ -91,25 +92,27 @@ def test_table_markdown_and_figure_carry_kimg_and_fd_ref(tmp_path, fake_runs):
 
 
 def test_run_config_rebudgets_the_fashion_preset_for_each_teacher():
-    sq = tq.run_config("squeeze", "T", 0, quick=False, budget=30_000)
-    sns = tq.run_config("sns", "T", 1, quick=False, budget=30_000)
+    sq = cells.run_config("squeeze", "T", 0, quick=False, budget=30_000)
+    sns = cells.run_config("sns", "T", 1, quick=False, budget=30_000)
     # squeeze: 256 synthetic images x 1 pass per step; sns: 128 synthetic + 128 real x 2 views
     assert (sq["steps"], sns["steps"]) == (117, 78) and sq["teacher"] == "T" and sns["seed"] == 1
     assert sq["lr"] == 0.1 and sq["width"] == 0.5 and sq["warmup_steps"] == 23 and sq["final_eval"] is False
-    fp = tq.cell_fingerprint("squeeze", sq, "sha-a", False, 30_000)
-    assert fp != tq.cell_fingerprint("squeeze", sq, "sha-b", False, 30_000)  # another teacher's weights
-    assert fp != tq.cell_fingerprint("squeeze", tq.run_config("squeeze", "T", 0, False, 60_000), "sha-a", False, 60_000)
+    fp = cells.cell_fingerprint("squeeze", sq, "sha-a", False, 30_000)
+    assert fp != cells.cell_fingerprint("squeeze", sq, "sha-b", False, 30_000)  # another teacher's weights
+    assert fp != cells.cell_fingerprint(
+        "squeeze", cells.run_config("squeeze", "T", 0, False, 60_000), "sha-a", False, 60_000
+    )
 
 
 def test_unknown_teacher_or_row_is_a_one_line_error_naming_it(tmp_path, fake_runs):
     with pytest.raises(SnsError) as e:
-        tq.run_teacher_quality(**_kw(tmp_path, teachers=["fashion-full", "/no/such/teacher"]))
+        cells.run_teacher_quality(**_kw(tmp_path, teachers=["fashion-full", "/no/such/teacher"]))
     assert "/no/such/teacher" in str(e.value) and "\n" not in str(e.value)
     assert fake_runs == []  # checked before any cell runs
     with pytest.raises(SnsError, match="--rows vicreg-real"):
-        tq.run_teacher_quality(**_kw(tmp_path, rows="vicreg-real"))
+        cells.run_teacher_quality(**_kw(tmp_path, rows="vicreg-real"))
     with pytest.raises(SnsError, match="needs a trained teacher"):
-        tq.resolve_teachers(["random"], tmp_path)
+        teachers.resolve_teachers(["random"], tmp_path)
 
 
 def test_random_teacher_is_kimg0_of_the_same_architecture_and_loads(tmp_path, monkeypatch):
@@ -119,11 +122,11 @@ def test_random_teacher_is_kimg0_of_the_same_architecture_and_loads(tmp_path, mo
         measured.append(G.z_dim)
         return 321.0, None
 
-    monkeypatch.setattr(tq, "measure_fd_ref", fake_fd)
-    first = tq.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
+    monkeypatch.setattr(teachers, "measure_fd_ref", fake_fd)
+    first = teachers.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
     assert [t.kimg for t in first] == [0.0, 20.0] and first[0].fd_ref == 321.0
     assert first[0].sha != first[1].sha and measured == [128]
-    again = tq.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
+    again = teachers.resolve_teachers(["random", "fashion-full-kimg20"], tmp_path)
     assert measured == [128] and again[0].sha == first[0].sha  # reused, and the same seeded init
     from squeezespan.teachers.load import load_teacher
 

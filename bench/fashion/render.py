@@ -73,10 +73,16 @@ TRACK_TITLES = {
 
 def wall_cell(stat: dict | None) -> str:
     """Minutes; over seeds a range, not mean ± std: a row's seeds may run in different sittings on machines of
-    different speed (1.9x apart here), where a spread says nothing about the method."""
-    if not stat or stat["n"] < 2:
+    different speed (1.9x apart here), where a spread says nothing about the method. Tables collected before
+    walls were ranges (fashion-sitting.json) hold no min/max: mean ± std, as they were written."""
+    if not stat or stat["n"] < 2 or "min" not in stat:
         return mean_std(stat, 1 / 60, 1)
     return f"{stat['min'] / 60:.1f}-{stat['max'] / 60:.1f}"
+
+
+def wall_ranges(table: dict[str, Any]) -> bool:
+    """Whether the table's walls over seeds are ranges (every table but those collected before they were)."""
+    return all("min" in r["wall_s"] for rows in table["rows"].values() for r in rows if r.get("wall_s"))
 
 
 def render_markdown(table: dict[str, Any]) -> str:
@@ -94,7 +100,7 @@ def render_markdown(table: dict[str, Any]) -> str:
             f"Budget per run: {s.get('budget_passes')} student image passes; {lr_text}; "
             f"up to {s.get('seeds')} seeds for core rows. Linear probe: fast protocol (L-BFGS on frozen "
             "features); kNN: k=200, t=0.1; both on the test set. "
-            "Wall time: training + evaluation (over seeds: min-max)."
+            f"Wall time: training + evaluation (over seeds: {'min-max' if wall_ranges(table) else 'mean ± std'})."
         )
         lines.append("")
     if table.get("rows"):

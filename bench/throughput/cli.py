@@ -38,6 +38,10 @@ def find_teacher() -> str | None:
 
 
 def render_markdown(res: dict[str, Any]) -> str:
+    """The Markdown of a result: the cases' table and the feature-bank section (only the latter when a --bank-only
+    run had no cases to add it to)."""
+    if not res.get("cases"):
+        return "\n".join(render_bank(res.get("feature_bank"))) + "\n"
     lines = [
         "# Training-step throughput (fashion-cpu student)",
         "",
@@ -131,10 +135,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.throughput"
         out = Path(args.out)
         res = json.loads(out.read_text()) if out.exists() else {"benchmark": "throughput", "cases": [], "notes": []}
         res["feature_bank"] = measure_bank(args, teacher)
-        if not res.get("cases"):  # nothing else measured: write only the bank part
-            out.with_suffix(".md").write_text("\n".join(render_bank(res["feature_bank"])) + "\n")
-        else:
-            out.with_suffix(".md").write_text(render_markdown(res))
+        out.with_suffix(".md").write_text(render_markdown(res))
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(res, indent=2) + "\n")
         print("\n".join(render_bank(res["feature_bank"])))

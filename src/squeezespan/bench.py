@@ -48,7 +48,9 @@ def load(name: str) -> ModuleType:
         sys.path.insert(0, str(root))
     loaded = sys.modules.get("bench")
     if loaded is not None and Path(loaded.__file__ or "").resolve().parent != root / "bench":
-        raise SnsError(f"another module named 'bench' ({loaded.__file__}) is imported; sns bench needs {root / 'bench'}")
+        raise SnsError(
+            f"another module named 'bench' ({loaded.__file__}) is imported; sns bench needs {root / 'bench'}"
+        )
     return importlib.import_module(MODULES[name])
 
 
