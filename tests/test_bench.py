@@ -280,6 +280,37 @@ def test_sns_bench_subcommand_forwards_flags_and_errors_in_one_line(capsys):
     assert "squeeze-novarcov" in capsys.readouterr().out
 
 
+def test_sns_bench_finds_the_checkout_and_says_in_one_line_when_there_is_none(tmp_path, monkeypatch, capsys):
+    from squeezespan.cli import main
+
+    repo = common.REPO
+    assert sns_bench.checkout() == repo  # this test runs from a source checkout
+    # an installed package (its folder holds no bench/), run from a folder that is no checkout either
+    monkeypatch.delenv("SNS_BENCH_DIR", raising=False)
+    monkeypatch.setattr(sns_bench, "SOURCE_ROOT", tmp_path / "site-packages")
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "fashion", "--list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: sns bench needs a source checkout") and "\n" not in err
+    monkeypatch.setenv("SNS_BENCH_DIR", str(repo / "bench"))  # pointed at one: found
+    assert sns_bench.checkout() == repo
+    monkeypatch.delenv("SNS_BENCH_DIR")
+    monkeypatch.chdir(repo)  # or run from the repository root
+    assert sns_bench.checkout() == repo
+    with pytest.raises(SnsError, match="benches: fashion, throughput, figures, teachers"):
+        sns_bench.load("nope")
+
+
+def test_python_m_bench_fashion_runs_from_the_repository_root():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.fashion", "--list"], cwd=common.REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and "squeeze-novarcov" in done.stdout, done.stderr
+
+
 def test_cache_survives_a_new_key_at_its_default_but_not_a_changed_value(tmp_path, monkeypatch):
     row = plan.ROW_BY_NAME["vicreg-real"]
     cfg = plan.resolve_run_config(row, "full", 0.1, 0, "quick")
