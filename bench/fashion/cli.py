@@ -1,5 +1,17 @@
-"""`sns bench fashion` (= `python -m bench.fashion`): the command line, and the loop that runs every planned cell
-without a valid cached result, then writes the table's JSON and Markdown."""
+"""Fashion-MNIST benchmark: every method, same student and budget, one cached resumable run per table cell.
+
+Usage: python -m bench.fashion [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
+                               [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
+                               [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
+
+A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
+<work>/<track>/<row>/lr<lr>-s<seed> (resumable) whose result is cached as a JSON file in
+bench/results/fashion[-quick|-sitting|-long][-fp32]/runs/; a cached result is reused unless --force or its config
+changed. --precision fp32 (or auto on a CPU without bf16 hardware) keeps fp32 cells apart in the -fp32 folders.
+Learning rate: seed 0 at every lr of the sweep, the best by kNN on a held-out part of the train set
+(never the test set), then the remaining seeds at that lr. Tables:
+bench/results/fashion[-quick|-sitting|-long][-fp32].{json,md}.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +25,6 @@ from bench import common
 from squeezespan import SnsError
 from squeezespan.cliutil import ArgumentParser
 
-from . import __doc__ as DOC
 from . import cells, plan, render, train
 
 
@@ -123,7 +134,7 @@ def run_cells(mode, selected, tracks, force, work, teachers, budget_minutes, res
 
 
 def build_parser(prog: str = "python -m bench.fashion") -> ArgumentParser:
-    ap = ArgumentParser(prog=prog, description=DOC.splitlines()[0])
+    ap = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument(
         "--quick",
         action="store_true",

@@ -1,4 +1,24 @@
-"""`sns bench throughput` (= `python -m bench.throughput`): the command line, the measurement and its table."""
+"""Training-step throughput of every method on the fashion-cpu student.
+
+Precision, memory format, compile, teacher share.
+
+Usage: python -m bench.throughput [--methods sns,squeeze,kd,vicreg,simsiam] [--batch 256] [--steps 4] [--warmup 1]
+                                  [--threads 1] [--no-compile] [--teacher SPEC] [--out bench/results/throughput.json]
+                                  [--bank-only | --no-bank] [--bank-steps 3]
+(= `sns bench throughput ...`)
+
+Every case (method x variant) is built first, then timed one step at a time in interleaved rounds, so load from
+other jobs on the machine hits all cases alike; medians are reported. A step is what the engine does: real
+batch + teacher sampling (`step_inputs`), the objective's forward under autocast, backward, SGD step.
+Also measured: the matmul peak (GFLOP/s) and the student's FLOPs per image pass, which give the FLOP-bound
+limit of image passes per second and the fraction of it each case reaches.
+
+Feature bank (teacher_bank=N): sns and squeeze steps with the live teacher against the same steps drawing
+from a bank (engine/bank.py), for the Fashion-MNIST teacher and a paper-size 512-channel StyleGAN2 at 32 px
+(random weights: speed only), plus the one-time cost of sampling the bank and the effect of storing bank
+images as uint8 on one step's loss and gradient. --bank-only measures just that and updates the JSON's
+"feature_bank" entry of an earlier full run.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +35,6 @@ from squeezespan import SnsError
 from squeezespan.cliutil import ArgumentParser
 from squeezespan.engine import bf16_native
 
-from . import __doc__ as DOC
 from .bank import bank_compare, render_bank
 from .steps import VARIANTS, Case, matmul_peak, student_flops, uptime
 
@@ -95,7 +114,7 @@ def measure_bank(args, teacher: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m bench.throughput") -> int:
-    ap = ArgumentParser(prog=prog, description=DOC.splitlines()[0])
+    ap = ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per case (interleaved rounds)")
