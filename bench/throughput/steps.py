@@ -12,9 +12,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from squeezespan import PRETRAIN_DEFAULTS, build_student, resolve_config
-from squeezespan.engine import RealStream, autocast, step_inputs
-from squeezespan.pretrain import build_run
+from squeezespan import PRETRAIN_DEFAULTS, RealStream, build_run, build_student, resolve_config
+from squeezespan.engine import autocast, step_inputs
 
 # (label, bf16, channels_last, compile)
 VARIANTS = (
