@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from squeezespan.data.diffaug import DiffAugment, augment_cutout, augment_translation, parse_policy
@@ -261,3 +268,87 @@ def test_max_minutes_stops_cleanly_and_resume_continues(tmp_path):
     assert (tmp_path / "t" / "teacher" / "G_ema.safetensors").exists()
     s = run(tmp_path, "t", resume=True, kimg=0.012)
     assert not s["stopped_by_time"] and s["steps"] == 3 and s["resumed_from_step"] == 1
+
+
+def test_old_key_names_are_one_line_errors_for_python_callers(tmp_path):
+    with pytest.raises(SnsError, match=r"config key 'batch' was renamed to 'batch_size'$"):
+        run(tmp_path, "old", batch=4)
+    with pytest.raises(SnsError, match=r"config key 'snapshot_kimg' was renamed to 'ckpt_every' \(now counted"):
+        run(tmp_path, "old", snapshot_kimg=1.0)
+    assert not (tmp_path / "old").exists()  # checked before the run directory is touched
+
+
+def test_config_yaml_records_what_ran(tmp_path):
+    run(tmp_path, "r", kimg=0.004, device="auto", channels=None, bf16="auto")
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert cfg["channels"] == 1 and cfg["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
+    assert isinstance(cfg["bf16"], bool)  # auto decided for this device
+    assert cfg["batch_size"] == 4 and cfg["ckpt_every"] == 0 and "batch" not in cfg
+    meta = json.loads((tmp_path / "r" / "teacher" / "teacher.json").read_text())
+    assert meta["config"] == cfg
+
+
+def test_checkpoint_every_counts_iterations(tmp_path):
+    run(tmp_path, "c", kimg=0.02, ckpt_every=2, keep_ckpts=10, export_snapshots=True)
+    names = [p.name for p in sorted((tmp_path / "c" / "checkpoints").iterdir())]
+    assert names == [f"ckpt-{s:08d}.pt" for s in (2, 4, 5)]  # every 2 iterations, and the last (5)
+    assert (tmp_path / "c" / "snapshots" / "kimg-000000" / "teacher.json").exists()
+
+
+# ------------------------------------------------------------------------------------------- SIGINT / SIGTERM
+
+GAN_CLI = ["resolution=8", "z_dim=8", "w_dim=8", "mapping_layers=1", "channel_base=64", "channel_max=16"]
+GAN_CLI += ["batch_size=4", "mbstd_group_size=2", "r1_interval=2", "r1_gamma=1.0", "fd_ref_kimg=null"]
+GAN_CLI += ["sample_kimg=null", "ckpt_every=0", "keep_ckpts=2", "log_every=1", "ada_target=0.6", "ada_interval=1"]
+GAN_CLI += ["augment_p=0.5", "threads=1", "kimg=0.4"]  # 100 iterations: the signal lands long before the end
+
+
+def _train_gan(out, *extra) -> list:
+    cmd = [sys.executable, "-m", "squeezespan", "train-gan", "--data", "digits", "--device", "cpu", "--no-progress"]
+    return cmd + ["--out", str(out), *GAN_CLI, *extra]
+
+
+def _signalled_run(out: Path, sig: int, env: dict) -> dict:
+    """Start a train-gan run, send ``sig`` once it is iterating; it must checkpoint, say so and exit 0."""
+    proc = subprocess.Popen(_train_gan(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not ((out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 3):
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be signalled"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = json.loads(stdout[stdout.index("{") :])
+    assert summary["interrupted"] is True and 3 <= summary["steps"] < 100
+    assert [p.name for p in list_checkpoints(out / "checkpoints")][-1] == f"ckpt-{summary['steps']:08d}.pt"
+    assert f"{signal.Signals(sig).name}: checkpoint saved at step {summary['steps']}" in stderr + stdout
+    assert not (out / "teacher").exists() and not (out / "summary.json").exists()  # nothing half-finished exported
+    return summary
+
+
+def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path):
+    _signalled_run(tmp_path / "stopped", signal.SIGINT, dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_sigterm_checkpoints_and_resume_continues_bit_identically(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # bit-identical needs the same intra-op thread count
+    # the uninterrupted run, alongside (each process is mostly start-up)
+    straight = subprocess.Popen(
+        _train_gan(tmp_path / "straight"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        out = tmp_path / "stopped"
+        stopped = _signalled_run(out, signal.SIGTERM, env)
+        done = subprocess.run(_train_gan(out, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout[done.stdout.index("{") :])["resumed_from_step"] == stopped["steps"]
+        assert straight.wait(timeout=300) == 0, straight.stderr.read()[-2000:]
+    finally:
+        straight.kill()
+        straight.communicate()
+    a, b = final_checkpoint(tmp_path / "straight"), final_checkpoint(out)
+    for key in ("G", "D", "G_ema", "opt_G", "opt_D", "data_order", "augment_p", "state"):
+        assert_same_tree(a[key], b[key], key)
