@@ -1,6 +1,6 @@
 """Time squeezespan.data.augment per-sample vs per-batch parameters on 256 images.
 
-Writes bench/results/augment_speed.json. Usage: python -m bench.augment_speed [--batch 256] [--resolution 32]
+Writes bench/results/augment_speed.json. Usage: python bench/augment_speed.py [--batch 256] [--resolution 32]
 [--threads 2 [1 ...]] [--runs 25] [--warmup 3] [--out PATH]
 """
 

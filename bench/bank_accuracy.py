@@ -1,6 +1,6 @@
 """Live teacher vs teacher_bank, side by side: same preset, seeds and budget; kNN + linear probe of each student.
 
-Usage: python -m bench.bank_accuracy [--teacher DIR] [--preset digits] [--methods squeeze,sns] [--banks 2048]
+Usage: python bench/bank_accuracy.py [--teacher DIR] [--preset digits] [--methods squeeze,sns] [--banks 2048]
                                      [--seeds 0] [--steps 0] [--out bench/results/bank.json] [--runs runs/bench-bank]
 
 Each (method, seed) is trained with the live teacher (fresh latents every step) and with each bank size
@@ -14,17 +14,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.common import RESULTS, run_main
-from squeezespan import PRETRAIN_DEFAULTS, evaluate, load_backbone, load_dataset, pretrain, resolve_config
+from squeezespan import PRETRAIN_DEFAULTS, SnsError, evaluate, load_backbone, load_dataset, pretrain, resolve_config
 from squeezespan.cliutil import ArgumentParser
 from squeezespan.config import load_preset
 
+RESULTS = Path(__file__).resolve().parent / "results"
 # `sns train-gan --preset gan-digits` (22.9 kimg, FD-ref 9.4), committed so a clean clone measures the same teacher
 DEFAULT_TEACHER = str(RESULTS / "teachers" / "digits")
 
@@ -116,7 +117,7 @@ def render(res: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = ArgumentParser(prog="python -m bench.bank_accuracy", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python bench/bank_accuracy.py", description=__doc__.splitlines()[0])
     ap.add_argument("--teacher", default=DEFAULT_TEACHER)
     ap.add_argument("--preset", default="digits")
     ap.add_argument("--methods", default="squeeze,sns")
@@ -161,4 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    try:  # run by path (a script beside the bench package): a bad input is one `error:` line
+        sys.exit(main())
+    except SnsError as e:
+        sys.exit(f"error: {e}")
