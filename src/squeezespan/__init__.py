@@ -13,11 +13,13 @@ from .engine import RealStream, RunDir, fit
 from .errors import SnsError
 from .eval import evaluate, extract_features, knn_eval, linear_probe, linear_probe_augmented
 from .export import export_backbone, load_backbone, read_meta, torchvision_resnet
+from .gan import train_gan
 from .methods import METHODS, Objective, SqueezeAndSpan, StepInputs, Supervised
 from .models import Projector, SqueezeModule, build_student
 from .pretrain import PRETRAIN_DEFAULTS, Run, build_run, pretrain
 from .teachers import Discriminator, Generator, Teacher, build_stylegan2
 from .teachers.load import load_teacher
+from .teachers.pickle_import import load_stylegan2_pickle
 
 __all__ = [
     "__version__",
@@ -42,6 +44,8 @@ __all__ = [
     "Discriminator",
     "build_stylegan2",
     "load_teacher",
+    "load_stylegan2_pickle",
+    "train_gan",
     "METHODS",
     "Objective",
     "StepInputs",
@@ -60,16 +64,3 @@ __all__ = [
     "linear_probe",
     "linear_probe_augmented",
 ]
-
-
-def __getattr__(name: str):
-    # these pull in optional pieces written alongside (GAN training, pickle import): import on use
-    if name == "load_stylegan2_pickle":
-        from .teachers.pickle_import import load_stylegan2_pickle
-
-        return load_stylegan2_pickle
-    if name == "train_gan":
-        from .gan import train_gan
-
-        return train_gan
-    raise AttributeError(name)
