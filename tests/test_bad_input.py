@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from squeezespan.cli import main
+from squeezespan.config import resolve_config
+from squeezespan.data.folder import decode_image
+from squeezespan.engine.checkpoint import save_checkpoint
+from squeezespan.export import export_backbone
+from squeezespan.models import build_student
+from squeezespan.pretrain import PRETRAIN_DEFAULTS
 
 TESTS_DIR = Path(__file__).resolve().parent
 # tiny settings, so that a case that stops failing trains for seconds, not hours
@@ -87,9 +94,6 @@ def _pngs(d: Path, n: int = 3) -> None:
 
 
 def _export(path: Path, width: float = 0.125) -> Path:
-    from squeezespan.export import export_backbone
-    from squeezespan.models import build_student
-
     student = build_student("resnet18", "cifar", width, in_channels=1)
     st, _ = export_backbone(student, path, {"mean": [0.5], "std": [0.25], "resolution": 16})
     return st
@@ -97,10 +101,6 @@ def _export(path: Path, width: float = 0.125) -> Path:
 
 def _run_with_truncated_checkpoint(d: Path) -> None:
     """A run directory as a killed `sns pretrain` could leave it: its config and a checkpoint cut short."""
-    from squeezespan.config import resolve_config
-    from squeezespan.engine.checkpoint import save_checkpoint
-    from squeezespan.pretrain import PRETRAIN_DEFAULTS
-
     cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=SMALL["pretrain"] + ["method=vicreg", "device=cpu"])
     (d / "checkpoints").mkdir(parents=True)
     (d / "config.yaml").write_text(json.dumps(cfg))  # JSON is YAML
@@ -324,8 +324,6 @@ def case_backbone_of_another_architecture(t):
 
 
 def case_backbone_foreign_safetensors(t):
-    from safetensors.torch import save_file
-
     save_file(torch.nn.Linear(4, 2).state_dict(), str(t / "G_ema.safetensors"))
     return ["eval", "--data", "digits", "--backbone", str(t / "G_ema.safetensors"), "resolution=16"], [
         "G_ema",
@@ -609,8 +607,6 @@ def _palette_image(grey: int) -> Image.Image:
 )
 def test_image_modes_that_convert(tmp_path, mode, make):
     """Every integer image mode decodes to the 8-bit picture it shows; 16 bits scale down instead of clipping."""
-    from squeezespan.data.folder import decode_image
-
     img = make()
     assert img.mode == mode
     path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
