@@ -2,9 +2,10 @@
 
 import pytest
 
-from squeezespan.config import parse_override, resolve_config
+from squeezespan.config import list_presets, parse_override, resolve_config
 from squeezespan.errors import SnsError
 from squeezespan.gan import GAN_DEFAULTS
+from squeezespan.pretrain import PRETRAIN_DEFAULTS
 
 DEFAULTS = {"lr": 0.03, "steps": 0, "name": "x", "flag": False, "opt": None, "augment": {"blur_p": 0.5}}
 
@@ -59,9 +60,6 @@ def test_unknown_preset():
 
 def test_every_shipped_preset_resolves():
     """A preset with a typo'd key would only fail when a user picks it: resolve them all here."""
-    from squeezespan.config import list_presets
-    from squeezespan.pretrain import PRETRAIN_DEFAULTS
-
     defaults = {"pretrain": PRETRAIN_DEFAULTS, "gan": GAN_DEFAULTS}
     names = list_presets("pretrain")
     assert {"digits", "fashion-cpu", "cifar10", "cifar100"} <= set(names)
@@ -72,8 +70,6 @@ def test_every_shipped_preset_resolves():
 
 
 def test_bf16_takes_true_false_or_auto():
-    from squeezespan.pretrain import PRETRAIN_DEFAULTS
-
     for value, want in (("true", True), ("false", False), ("auto", "auto"), ("AUTO", "AUTO")):
         assert resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=[f"bf16={value}"])["bf16"] == want
     with pytest.raises(SnsError, match="'bf16' must be bool, got 'fast'"):
