@@ -169,3 +169,14 @@ def test_fit_trains_any_objective_checkpoints_and_resumes(tmp_path):
     _, resumed = run(tmp_path / "b", resume=True)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_knn_monitor_runs_every_n_steps_without_changing_the_training(tmp_path, tiny_pretrain_cfg):
+    cfg = tiny_pretrain_cfg(method="supervised", steps=4, knn_bank=200)
+    pretrain(cfg, tmp_path / "plain", progress=False, log=_quiet)
+    pretrain(dict(cfg, knn_every=2, final_eval=True), tmp_path / "monitored", progress=False, log=_quiet)
+    knn = [m for m in read_metrics(tmp_path / "monitored") if "knn_top1" in m]
+    assert [m["step"] for m in knn] == [2, 4]  # the monitor at step 2, the final evaluation at 4
+    assert all(0 <= m["knn_top1"] <= 100 for m in knn)
+    # the monitor draws no random numbers and hands the student back in train mode: the same weights
+    assert _same_weights(tmp_path / "plain", tmp_path / "monitored")
