@@ -229,8 +229,8 @@ def test_disc_backbone_specs_and_errors(tmp_path):
 def test_sns_eval_scores_a_teacher_discriminator_single_and_multi(tmp_path):
     from squeezespan.config import resolve_config
     from squeezespan.eval.run import EVAL_DEFAULTS, run_eval
-    from squeezespan.teachers.directory import build_networks, network_kwargs, save_teacher_dir
     from squeezespan.gan import GAN_DEFAULTS
+    from squeezespan.teachers.directory import build_networks, network_kwargs, save_teacher_dir
 
     gan_cfg = dict(GAN_DEFAULTS, resolution=16, channel_base=256, channel_max=16, z_dim=16, w_dim=16, mapping_layers=1)
     G_kwargs, D_kwargs = network_kwargs(gan_cfg, img_channels=1)
