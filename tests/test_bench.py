@@ -623,3 +623,23 @@ def test_monitor_curve_skips_torn_lines_and_collect_reads_every_cell(tmp_path):
     assert table["runs"][0]["knn_monitor"] == [[150, 71.25]]
     sns = {r["row"]: r for r in table["rows"]["full"]}["sns"]
     assert sns["status"] == "done" and sns["linear_top1"]["mean"] == 80.0  # long: one lr, one seed
+
+
+def test_teachers_are_the_committed_ones_or_trained_with_the_gan_preset_in_its_vocabulary(tmp_path, monkeypatch):
+    from squeezespan.gan.train import check_config
+
+    committed = common.RESULTS / "teachers" / "fashion-full"
+    assert train.ensure_teacher("full", "sitting", tmp_path, None, print) == str(committed)
+    assert train.ensure_teacher("full", "quick", tmp_path, "GIVEN", print) == "GIVEN"
+    seen = []
+
+    def fake_train_gan(cfg, run_dir, resume=False, progress=True, dataset=None, log=print):
+        seen.append((check_config(cfg), len(dataset)))  # every override is a train-gan key with a valid value
+        return {"kimg": cfg["kimg"]}
+
+    monkeypatch.setattr(train, "train_gan", fake_train_gan)
+    monkeypatch.setattr(train, "load_dataset", lambda name, split="train", resolution=None: _fake_fashion(3000, split))
+    run_dir = train.ensure_teacher("scarce", "quick", tmp_path, None, lambda *a: None)
+    assert run_dir == str(tmp_path / "teachers" / "fashion-scarce-quick")
+    cfg, images = seen[0]
+    assert images == plan.SCARCE_IMAGES and cfg["device"] == "cpu" and cfg["kimg"] == 2 and cfg["ada_target"] == 0.6

@@ -15,13 +15,13 @@ from types import ModuleType
 
 from .errors import SnsError
 
-SCRIPTS = ("fashion", "throughput", "figures", "teachers")
-MODULES = {
+MODULES = {  # `sns bench NAME` -> the module whose main(argv, prog) it runs
     "fashion": "bench.fashion.cli",
     "throughput": "bench.throughput.cli",
     "figures": "bench.figures",
     "teachers": "bench.teacher_quality.cli",
 }
+SCRIPTS = tuple(MODULES)
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout's root when installed with pip -e
 
 
