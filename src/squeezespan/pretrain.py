@@ -256,9 +256,7 @@ def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
     Returns:
         The Run. The student and objective are initialised from ``torch.manual_seed(cfg['seed'])``, student first.
     """
-    if cfg["method"] not in METHODS:
-        raise SnsError(f"--method {cfg['method']!r} is unknown; methods: {', '.join(METHODS)}")
-    cfg = resolve_method(cfg)
+    cfg = resolve_method(cfg)  # refuses an unknown method or bad method settings
     settings = method_settings(cfg)
     _validate(cfg)
     train = _load_train(cfg)
