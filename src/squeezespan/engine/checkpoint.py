@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import random
 import re
 from pathlib import Path
 from typing import Any
@@ -80,26 +79,6 @@ def prune_checkpoints(ckpt_dir: str | os.PathLike, keep: int) -> None:
             p.unlink()
         except OSError:
             pass
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG a run draws from (torch CPU/CUDA and Python's), so a resumed run continues the same stream.
-
-    The run object (engine.run.RunDir) saves per-rank states with ``rank_rng_state`` instead.
-    """
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state.get("python") is not None:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def remove_stale_temporaries(ckpt_dir: str | os.PathLike) -> None:
