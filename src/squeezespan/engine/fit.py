@@ -157,13 +157,11 @@ def fit(
         total: steps of the whole run.
         base_lr: the peak learning rate of the schedule.
         batch_size: images per step over all ranks (for img/s).
-        warmup_steps, grad_clip: the schedule's warmup; gradient-norm clipping (0 = off).
-        bf16: autocast the objective (and the student inside it) to bfloat16.
+        warmup_steps, grad_clip, bf16: the schedule's warmup; gradient-norm clipping (0 = off); bf16 autocast.
         log_every, ckpt_every: steps between metric lines; between checkpoints (0 = only at the end).
         stop_after: checkpoint and return after this many steps as if interrupted (time-sliced runs, tests).
         callbacks: called on rank 0 after every step, see ``Callback``.
-        progress, desc: a tqdm bar on rank 0, labelled ``desc``.
-        log: rank 0's messages.
+        progress, desc, log: a tqdm bar on rank 0, labelled ``desc``; rank 0's messages.
 
     Returns:
         A FitResult. A non-finite loss (on any rank) or non-finite weights raise SnsError, keeping the last
@@ -175,14 +173,8 @@ def fit(
         convert_batchnorm(objective, world.device)
     model = wrap_ddp(Trainable(student, objective), world)
     model.train()
-    bar = tqdm(
-        total=total,
-        initial=start.step,
-        disable=not (progress and world.is_main),
-        desc=desc,
-        unit="step",
-        dynamic_ncols=True,
-    )
+    show = progress and world.is_main
+    bar = tqdm(total=total, initial=start.step, disable=not show, desc=desc, unit="step", dynamic_ncols=True)
     t0, images, done = time.perf_counter(), 0, start.step
 
     def payload() -> dict[str, Any]:
@@ -207,10 +199,7 @@ def fit(
                 images += batch_size
                 done = step + 1
                 if done % log_every == 0 or done == total:
-                    rate = images / max(1e-9, time.perf_counter() - t0)
-                    scalars = _mean_over_ranks({"loss": loss.detach(), **logs}, world)
-                    logger.log(done, {"loss": scalars.pop("loss"), "lr": lr, "img_per_s": rate, **scalars})
-                    bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
+                    _log_step(logger, bar, world, done, loss, logs, lr, images / max(1e-9, time.perf_counter() - t0))
                 _run_callbacks(callbacks, done, total, world, logger, model)
                 bar.update(1)
                 stopping = stop_elsewhere if stop_elsewhere is not None else stop.requested is not None
@@ -268,6 +257,13 @@ def _check_step(loss: torch.Tensor, stop: StopSignal, step: int, run: RunDir) ->
             f"stopped, last good checkpoint kept in {run.ckpt_dir} (try a lower lr or warmup_steps)"
         )
     return bool(flags[1] > 0) if world.size > 1 else None
+
+
+def _log_step(logger, bar, world: World, done: int, loss, logs: dict[str, Any], lr: float, rate: float) -> None:
+    """One metrics line: the loss and the objective's logs averaged over ranks, lr and images per second."""
+    scalars = _mean_over_ranks({"loss": loss.detach(), **logs}, world)
+    logger.log(done, {"loss": scalars.pop("loss"), "lr": lr, "img_per_s": rate, **scalars})
+    bar.set_postfix(loss=f"{loss.item():.3f}", img_s=f"{rate:.0f}")
 
 
 def _run_callbacks(callbacks: Sequence[Callback], done: int, total: int, world: World, logger, model) -> None:
