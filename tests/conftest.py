@@ -16,7 +16,7 @@ torch.set_num_threads(1)
 def tiny_pretrain_cfg():
     """A pretraining config small enough for a few CPU steps per second (digits at 16 px, 1/8-width ResNet-18)."""
     from squeezespan.config import resolve_config
-    from squeezespan.pretrain import PRETRAIN_DEFAULTS
+    from squeezespan.pretraining import PRETRAIN_DEFAULTS
 
     def make(**over):
         base = dict(

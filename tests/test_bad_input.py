@@ -24,7 +24,7 @@ from squeezespan.data.folder import decode_image
 from squeezespan.engine.checkpoint import save_checkpoint
 from squeezespan.export import export_backbone
 from squeezespan.models import build_student
-from squeezespan.pretrain import PRETRAIN_DEFAULTS
+from squeezespan.pretraining import PRETRAIN_DEFAULTS
 
 TESTS_DIR = Path(__file__).resolve().parent
 # tiny settings, so that a case that stops failing trains for seconds, not hours

@@ -11,7 +11,7 @@ from squeezespan.engine import bank as bank_mod
 from squeezespan.engine.bank import BANK_FILE, build_bank, latent_generator, quantize
 from squeezespan.errors import SnsError
 from squeezespan.models import SqueezeModule
-from squeezespan.pretrain import pretrain
+from squeezespan.pretraining import pretrain
 from squeezespan.teachers.teacher import Teacher
 
 TEACHER = "tiny_teacher:make"

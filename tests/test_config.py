@@ -5,7 +5,7 @@ import pytest
 from squeezespan.config import list_presets, parse_override, resolve_config
 from squeezespan.errors import SnsError
 from squeezespan.gan import GAN_DEFAULTS
-from squeezespan.pretrain import PRETRAIN_DEFAULTS
+from squeezespan.pretraining import PRETRAIN_DEFAULTS
 
 DEFAULTS = {"lr": 0.03, "steps": 0, "name": "x", "flag": False, "opt": None, "augment": {"blur_p": 0.5}}
 

@@ -74,7 +74,7 @@ def _initial_state(run_dir: Path) -> dict:
     """The student and objective of ``run_dir`` as built before its first step (its config.yaml, same seed)."""
     import yaml
 
-    from squeezespan.pretrain import build_run
+    from squeezespan.pretraining import build_run
 
     run = build_run(yaml.safe_load((run_dir / "config.yaml").read_text()), torch.device("cpu"))
     return dict(student=run.student.state_dict(), objective=run.objective.state_dict())
@@ -193,13 +193,13 @@ def _pieces_worker(rank: int, rendezvous: str, out: str) -> None:
 def _bf16_worker(rank: int, rendezvous: str, out: str) -> None:
     import torch.distributed as dist
 
-    from squeezespan.engine import rundir
+    from squeezespan.engine import device as engine_device
     from squeezespan.engine.distributed import World
 
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     try:
-        rundir.bf16_native = lambda device: rank == 1  # mixed hardware: only rank 1 computes bf16 natively
-        cfg = rundir.decide_bf16({"bf16": "auto", "seed": rank}, World(rank=rank, size=2), log=lambda *a: None)
+        engine_device.bf16_native = lambda device: rank == 1  # mixed hardware: only rank 1 computes bf16 natively
+        cfg = engine_device.decide_bf16({"bf16": "auto", "seed": rank}, World(rank=rank, size=2), log=lambda *a: None)
         torch.save(cfg, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
@@ -270,7 +270,7 @@ def test_gather_and_batchnorm_are_plain_in_one_process():
 
 
 def test_batch_must_split_evenly_over_processes():
-    from squeezespan.pretrain import _check_divisible
+    from squeezespan.pretraining import _check_divisible
 
     _check_divisible(16, 8, 8, 2)
     with pytest.raises(SnsError, match=r"synthetic images per step = 9 does not split evenly over WORLD_SIZE=2"):

@@ -13,7 +13,7 @@ from squeezespan.errors import SnsError
 from squeezespan.methods import StepInputs, build_objective
 from squeezespan.methods.encode import LatentEncoding, load_lpips, reconstruct
 from squeezespan.models import build_student
-from squeezespan.pretrain import pretrain
+from squeezespan.pretraining import pretrain
 from squeezespan.teachers import Teacher, build_stylegan2
 
 TEACHER = "tiny_teacher:make"

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from squeezespan.errors import SnsError
-from squeezespan.pretrain import pretrain
+from squeezespan.pretraining import pretrain
 
 
 def _weights(run):
@@ -125,23 +125,23 @@ def test_pretraining_on_unlabelled_split_with_labelled_knn_bank(tmp_path, tiny_p
 
 
 def test_bf16_auto_follows_the_hardware_and_emulated_bf16_is_flagged(monkeypatch):
-    from squeezespan.engine import rundir
+    from squeezespan.engine import device as engine_device
 
     for native in (True, False):
-        monkeypatch.setattr(rundir, "bf16_native", lambda device, native=native: native)
-        assert rundir.resolve_bf16("auto", "cpu") is native
-        assert rundir.resolve_bf16(False, "cpu") is False
-    monkeypatch.setattr(rundir, "_warned_emulated", set())
+        monkeypatch.setattr(engine_device, "bf16_native", lambda device, native=native: native)
+        assert engine_device.resolve_bf16("auto", "cpu") is native
+        assert engine_device.resolve_bf16(False, "cpu") is False
+    monkeypatch.setattr(engine_device, "_warned_emulated", set())
     logs = []
-    assert rundir.resolve_bf16(True, "cpu", logs.append) is True  # an explicit true is kept (bf16 numerics)...
-    assert rundir.resolve_bf16(True, "cpu", logs.append) is True
+    assert engine_device.resolve_bf16(True, "cpu", logs.append) is True  # an explicit true is kept (bf16 numerics)...
+    assert engine_device.resolve_bf16(True, "cpu", logs.append) is True
     assert len(logs) == 1 and "no bf16 hardware" in logs[0] and "bf16=auto" in logs[0]  # ...with one warning
     with pytest.raises(SnsError, match="bf16='yes': expected true, false or auto"):
-        rundir.resolve_bf16("yes", "cpu")
+        engine_device.resolve_bf16("yes", "cpu")
 
 
 def test_bf16_native_reads_this_cpu():
-    from squeezespan.engine.rundir import bf16_native
+    from squeezespan.engine.device import bf16_native
 
     if not Path("/proc/cpuinfo").exists():
         pytest.skip("no /proc/cpuinfo to compare with")
@@ -155,7 +155,7 @@ def test_bf16_native_reads_this_cpu():
 def test_a_run_records_the_precision_it_used(tmp_path, tiny_pretrain_cfg):
     import yaml
 
-    from squeezespan.engine.rundir import bf16_native
+    from squeezespan.engine.device import bf16_native
 
     pretrain(tiny_pretrain_cfg(method="vicreg", steps=1, bf16="auto"), tmp_path, progress=False, log=lambda *a: None)
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["bf16"] is bf16_native("cpu")

@@ -17,7 +17,7 @@ from squeezespan import files as files_mod
 from squeezespan.engine import checkpoint as ckpt_mod
 from squeezespan.engine.checkpoint import atomic_write_bytes, checkpoint_path, list_checkpoints, load_checkpoint
 from squeezespan.errors import SnsError
-from squeezespan.pretrain import pretrain
+from squeezespan.pretraining import pretrain
 
 ROOT = Path(__file__).parent.parent
 STEPS = 4
@@ -29,7 +29,7 @@ def _quiet(*a, **k):
 
 def _cfg():
     from squeezespan.config import resolve_config
-    from squeezespan.pretrain import PRETRAIN_DEFAULTS
+    from squeezespan.pretraining import PRETRAIN_DEFAULTS
 
     over = dict(
         method="vicreg",

@@ -19,7 +19,7 @@ LAYERS = [
     ("methods",),
     ("eval",),
     ("report",),  # below the training loops: GAN training writes its sample grids with report.grid
-    ("pretrain",),
+    ("pretraining",),
     ("gan",),
     ("demo",),
     ("bench",),  # squeezespan/bench.py: finds and runs the bench/ scripts for `sns bench`

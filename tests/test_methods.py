@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from squeezespan.errors import SnsError
-from squeezespan.pretrain import pretrain
+from squeezespan.pretraining import pretrain
 
 TEACHER = "tiny_teacher:make"
 

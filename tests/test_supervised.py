@@ -13,7 +13,7 @@ from squeezespan.data import load_dataset
 from squeezespan.engine import MetricsLogger, RealStream, RunDir, StepInputs, World, begin, fit, read_metrics
 from squeezespan.errors import SnsError
 from squeezespan.methods import Objective, Supervised
-from squeezespan.pretrain import pretrain, real_subset
+from squeezespan.pretraining import pretrain, real_subset
 
 
 def _quiet(*a, **k):

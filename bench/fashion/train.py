@@ -17,7 +17,7 @@ from squeezespan import SnsError, extract_features, knn_eval, linear_probe, load
 from squeezespan.config import resolve_config
 from squeezespan.eval import RawPixels, random_init_student
 from squeezespan.gan import GAN_DEFAULTS, train_gan
-from squeezespan.pretrain import real_subset
+from squeezespan.pretraining import real_subset
 
 from . import cells, plan
 

@@ -16,7 +16,7 @@ from .export import export_backbone, load_backbone, read_meta, torchvision_resne
 from .gan import train_gan
 from .methods import METHODS, Objective, SqueezeAndSpan, StepInputs, Supervised
 from .models import Projector, SqueezeModule, build_student
-from .pretrain import PRETRAIN_DEFAULTS, Run, build_run, pretrain
+from .pretraining import PRETRAIN_DEFAULTS, Run, build_run, pretrain
 from .teachers import Discriminator, Generator, Teacher, build_stylegan2
 from .teachers.load import load_teacher
 from .teachers.pickle_import import load_stylegan2_pickle

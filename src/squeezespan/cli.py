@@ -19,7 +19,7 @@ from .engine.distributed import launched_rank
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
 from .gan import GAN_DEFAULTS, train_gan
-from .pretrain import PRETRAIN_DEFAULTS, pretrain
+from .pretraining import PRETRAIN_DEFAULTS, pretrain
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
 

@@ -163,7 +163,7 @@ def resolve_config(
     return cfg
 
 
-# true/false settings that also take 'auto', decided for the run's device when it starts (engine.rundir.resolve_bf16)
+# true/false settings that also take 'auto', decided for the run's device when it starts (engine.device.resolve_bf16)
 AUTO_BOOL_KEYS = frozenset({"bf16"})
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from .config import resolve_config
-from .engine.rundir import save_config
+from .engine.run import save_config
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
 from .gan import GAN_DEFAULTS, train_gan
-from .pretrain import PRETRAIN_DEFAULTS, pretrain
+from .pretraining import PRETRAIN_DEFAULTS, pretrain
 from .report.demo import write_demo_report
 
 DEMO_DEFAULTS: dict[str, Any] = {

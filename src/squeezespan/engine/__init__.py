@@ -6,20 +6,11 @@ The engine knows no method's loss, no teacher and no evaluation: an objective is
 """
 
 from .checkpoint import load_checkpoint, load_latest, save_checkpoint
+from .device import autocast, bf16_native, cpu_name, decide_bf16, resolve_bf16, resolve_device
 from .distributed import World, setup
 from .fit import Callback, FitResult, Start, begin, fit, lr_at
 from .logging import MetricsLogger, read_metrics
-from .run import RunDir, StopSignal
-from .rundir import (
-    autocast,
-    bf16_native,
-    cpu_name,
-    decide_bf16,
-    prepare_run_dir,
-    resolve_bf16,
-    resolve_device,
-    save_config,
-)
+from .run import RunDir, StopSignal, prepare_run_dir, save_config
 from .step import RealStream, StepInputs, step_inputs
 
 __all__ = [

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..errors import SnsError
-from .rundir import resolve_device
+from .device import resolve_device
 
 
 @dataclass

@@ -28,10 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import SnsError
+from .device import autocast
 from .distributed import Trainable, World, convert_batchnorm, wrap_ddp
 from .logging import MetricsLogger
 from .run import RunDir, StopSignal
-from .rundir import autocast
 from .step import StepInputs
 
 __all__ = ["Callback", "FitResult", "Start", "begin", "fit", "lr_at"]

@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ..errors import SnsError
+from ..files import atomic_write_bytes
 from .checkpoint import (
     checkpoint_path,
     list_checkpoints,
@@ -41,9 +43,41 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .distributed import World
-from .rundir import save_config
 
-__all__ = ["RunDir", "StopSignal", "rank_rng_state", "set_rank_rng_state"]
+__all__ = [
+    "RunDir",
+    "StopSignal",
+    "prepare_run_dir",
+    "rank_rng_state",
+    "save_config",
+    "set_rank_rng_state",
+]
+
+
+def prepare_run_dir(out: str | os.PathLike, resume: bool = False, force: bool = False) -> Path:
+    """Create ``out``; a non-empty one is refused unless resuming (keep it) or forcing (reuse it)."""
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise SnsError(f"--out {path} exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not (resume or force):
+        raise SnsError(f"--out {path} is not empty; pass --resume to continue that run or --force to start over in it")
+    if resume and not (path.is_dir() and any(path.iterdir())):
+        raise SnsError(f"--resume given but --out {path} holds no run to resume")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise SnsError(f"--out {path} is not writable: {e.strerror}") from None
+    return path
+
+
+def save_config(run_dir: str | os.PathLike, cfg: dict[str, Any], name: str = "config.yaml") -> Path:
+    """Write ``cfg`` atomically as YAML into ``run_dir/name`` (keys in the config's order)."""
+    p = Path(run_dir) / name
+    atomic_write_bytes(p, yaml.safe_dump(cfg, sort_keys=False).encode())
+    return p
 
 
 def rank_rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..data.diffaug import augment_translation
-from ..engine.rundir import resolve_bf16
+from ..engine.device import resolve_bf16
 from ..errors import SnsError
 from ..files import atomic_write_bytes
 

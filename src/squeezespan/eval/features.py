@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from ..data import ImageDataset, batches
 from ..data import normalize as normalize_images
-from ..engine.rundir import autocast
+from ..engine.device import autocast
 from ..errors import SnsError
 
 

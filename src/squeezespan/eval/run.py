@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ..data import load_dataset
-from ..engine.rundir import resolve_bf16, resolve_device, save_config
+from ..engine.device import resolve_bf16, resolve_device
+from ..engine.run import save_config
 from ..errors import SnsError
 from ..export import load_backbone
 from . import PROTOCOLS, evaluate, format_table

@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 from ..config import check_renamed
 from ..data import batches, load_dataset
 from ..data.diffaug import DiffAugment, parse_policy
+from ..engine.device import autocast, decide_bf16
 from ..engine.distributed import World, average_gradients, setup
 from ..engine.logging import MetricsLogger
 from ..engine.run import RunDir, StopSignal
-from ..engine.rundir import autocast, decide_bf16
 from ..errors import SnsError
 from ..eval.fdref import frechet_distance, generator_stats, real_stats_cached, train_reference_net
 from ..files import write_json

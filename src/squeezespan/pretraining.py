@@ -1,9 +1,6 @@
 """Pretraining a student from a config: every knob with its default (PRETRAIN_DEFAULTS), validation, the run's
 data, teacher, student and objective (``build_run`` -> ``Run``), the kNN monitor, the exported backbone, and
 ``pretrain``, which puts them into the engine's one loop (``engine.fit``).
-
-Import names from this module (``from squeezespan.pretrain import build_run``): the package attribute
-``squeezespan.pretrain`` is the function ``pretrain``, which shadows the module of the same name.
 """
 
 from __future__ import annotations
@@ -23,11 +20,11 @@ from torch import nn
 from .data import Augment, AugmentConfig, load_dataset
 from .data.pixels import STD_FLOOR
 from .engine.bank import TeacherBank, check_bank_size, prepare_bank
+from .engine.device import decide_bf16
 from .engine.distributed import World, setup
 from .engine.fit import begin, fit
 from .engine.logging import MetricsLogger
 from .engine.run import RunDir
-from .engine.rundir import decide_bf16
 from .engine.step import RealStream, step_inputs
 from .errors import SnsError
 from .eval import extract_features, knn_eval
