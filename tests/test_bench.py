@@ -626,7 +626,7 @@ def test_monitor_curve_skips_torn_lines_and_collect_reads_every_cell(tmp_path):
 
 
 def test_teachers_are_the_committed_ones_or_trained_with_the_gan_preset_in_its_vocabulary(tmp_path, monkeypatch):
-    from squeezespan.gan.train import check_config
+    from squeezespan.gan.config import check_config
 
     committed = common.RESULTS / "teachers" / "fashion-full"
     assert train.ensure_teacher("full", "sitting", tmp_path, None, print) == str(committed)

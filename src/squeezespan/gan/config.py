@@ -1,0 +1,129 @@
+"""The knobs of `sns train-gan` (GAN_DEFAULTS) and their checks."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from ..config import check_renamed
+from ..data.diffaug import parse_policy
+from ..errors import SnsError
+
+# Every knob of `sns train-gan`, with its default; presets (configs/gan-*.yaml) and key=value override these.
+# Knobs it shares with pretrain have pretrain's names and units (batch_size, log_every, ckpt_every in steps,
+# keep_ckpts, bf16, seed, device); config.RENAMED_KEYS turns the old names into one-line errors.
+GAN_DEFAULTS: dict[str, Any] = {
+    # data
+    "data": "digits",  # dataset name for squeezespan.data.load_dataset
+    "data_root": None,  # folder holding the files (None: the data package's default search)
+    "split": "train",
+    "resolution": 32,  # square image size (power of two)
+    "channels": None,  # 1 or 3; None keeps the dataset's own (config.yaml records the one that ran)
+    "mirror": False,  # random x-flips of real images (dataset augmentation; not for digits)
+    # networks (StyleGAN2; channels per resolution = min(channel_base // res, channel_max))
+    "z_dim": 128,
+    "w_dim": 128,
+    "mapping_layers": 2,
+    "mapping_lr_mult": 0.01,  # learning-rate multiplier of the mapping network (StyleGAN2: 0.01)
+    "channel_base": 2048,
+    "channel_max": 128,
+    "g_architecture": "skip",
+    "d_architecture": "resnet",
+    "mbstd_group_size": 4,
+    "conv_clamp": None,
+    # optimisation (StyleGAN2-ADA)
+    "batch_size": 32,  # global batch: real (and fake) images per iteration over all processes
+    "kimg": 100.0,  # total length: thousands of real images shown to D
+    "lr": 0.0025,  # both G and D
+    "betas": [0.0, 0.99],
+    "eps": 1e-8,
+    "r1_gamma": 0.01,
+    "r1_interval": 16,  # lazy R1 every N D steps (0 or None: no R1)
+    "ema_kimg": 10.0,  # G_ema half-life in kimg
+    "ema_rampup": 0.05,  # cap the half-life at ema_rampup * kimg so far (None: no rampup)
+    # differentiable augmentation, applied to real and fake images before D
+    "diffaug": "color,translation,cutout",  # comma list of color, translation, cutout; "none" disables
+    "augment_p": 1.0,  # per-sample probability of each op (initial value when ADA adapts it)
+    "ada_target": None,  # e.g. 0.6: adapt p so that E[sign(D(real))] stays at this target (ADA)
+    "ada_interval": 4,  # iterations between p updates
+    "ada_kimg": 100.0,  # kimg for p to move by 1
+    "bf16": False,  # bf16 autocast for G/D forward passes (R1 stays fp32); auto: where native
+    "seed": 0,
+    "device": "auto",  # cpu, cuda, cuda:N or auto (config.yaml records the device that ran)
+    "threads": None,  # CPU threads for this run (None: torch's setting); 1 is fastest on a busy CPU
+    "max_minutes": None,  # stop cleanly (final samples, FD-ref, checkpoint, teacher) after this wall time
+    # bookkeeping
+    "log_every": 20,  # metrics line every N iterations
+    "ckpt_every": 313,  # iterations between checkpoints (~10 kimg at batch_size 32); 0: only at the end
+    "keep_ckpts": 2,
+    "export_snapshots": False,  # also export a teacher at every checkpoint, into snapshots/kimg-XXXXXX/
+    "sample_kimg": 5.0,  # fixed-z sample grid of G_ema every N kimg into samples/
+    "grid_size": 64,  # images in the sample grid
+    "fd_ref_kimg": 10.0,  # FD-ref of G_ema every N kimg (0: only at the end; None: never)
+    "fd_ref_num": 2000,  # generated images per FD-ref evaluation
+    "fd_ref_real": 10000,  # real images (fixed subset) for the reference statistics
+    "fd_ref_cache": None,  # folder for the cached reference net (None: ~/.cache/squeezespan/fdref)
+    "teacher_pick": "best_fd",  # teacher/ holds the snapshot with the best FD-ref ("best_fd") or the last one ("last")
+}
+
+# Keys that fix the networks' shapes: a resumed run must agree with its checkpoint on these.
+ARCH_KEYS = (
+    "resolution",
+    "channels",
+    "z_dim",
+    "w_dim",
+    "mapping_layers",
+    "mapping_lr_mult",
+    "channel_base",
+    "channel_max",
+    "g_architecture",
+    "d_architecture",
+    "mbstd_group_size",
+    "conv_clamp",
+)
+
+# The run's counters, saved as the checkpoint's "state".
+COUNTERS = ("cur_nimg", "step", "ada_sum", "ada_count", "best_fd", "best_kimg", "last_fd")
+
+
+# --------------------------------------------------------------------------------------------------- config
+
+
+def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` over GAN_DEFAULTS, checked: renamed, unknown and out-of-range keys are one-line SnsErrors."""
+    check_renamed("gan", cfg, "train-gan config")
+    unknown = sorted(set(cfg) - set(GAN_DEFAULTS))
+    if unknown:
+        raise SnsError(f"train-gan config: unknown key(s) {unknown}; valid keys: {', '.join(GAN_DEFAULTS)}")
+    cfg = {**copy.deepcopy(GAN_DEFAULTS), **cfg}
+    if isinstance(cfg["device"], torch.device):
+        cfg["device"] = str(cfg["device"])
+    res = cfg["resolution"]
+    if not isinstance(res, int) or res < 8 or res & (res - 1):
+        raise SnsError(f"train-gan resolution={res!r}: expected a power of two >= 8 (e.g. 32)")
+    B, group = int(cfg["batch_size"]), int(cfg["mbstd_group_size"])
+    if B < 1 or B % min(group, B):
+        raise SnsError(f"train-gan batch_size={B}: must be >= 1 and a multiple of mbstd_group_size={group}")
+    if float(cfg["kimg"]) <= 0:
+        raise SnsError(f"train-gan kimg={cfg['kimg']}: expected a positive number of thousands of images")
+    if cfg["teacher_pick"] not in ("best_fd", "last"):
+        raise SnsError(f"train-gan teacher_pick={cfg['teacher_pick']!r}: expected 'best_fd' or 'last'")
+    if not (
+        isinstance(cfg["betas"], (list, tuple))
+        and len(cfg["betas"]) == 2
+        and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in cfg["betas"])
+    ):
+        raise SnsError(f"train-gan betas={cfg['betas']!r}: expected two numbers in [0, 1), e.g. [0.0, 0.99]")
+    for key in ("lr", "eps"):
+        if not float(cfg[key]) > 0:
+            raise SnsError(f"train-gan {key}={cfg[key]}: expected a positive number")
+    for key in ("ema_kimg", "r1_gamma", "ema_rampup"):
+        if cfg[key] is not None and float(cfg[key]) < 0:
+            raise SnsError(f"train-gan {key}={cfg[key]}: expected a number >= 0")
+    for key, low in (("log_every", 1), ("ckpt_every", 0), ("keep_ckpts", 1)):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < low:
+            raise SnsError(f"train-gan {key}={cfg[key]!r}: expected a whole number >= {low}")
+    parse_policy(cfg["diffaug"])
+    return cfg
