@@ -26,6 +26,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
 
+# Benchmarks (bench/, on the library's public API); their pages are in docs/results/.
+bench-throughput: $(STAMP)
+	$(SNS) bench throughput
+
+bench-fashion: $(STAMP)
+	test -d /usr/share/datasets/fashion-mnist || $(MAKE) fashion-mnist
+	$(SNS) bench fashion --quick
+
 fashion-mnist:
 	apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist
 

@@ -643,3 +643,15 @@ def test_teachers_are_the_committed_ones_or_trained_with_the_gan_preset_in_its_v
     assert run_dir == str(tmp_path / "teachers" / "fashion-scarce-quick")
     cfg, images = seen[0]
     assert images == plan.SCARCE_IMAGES and cfg["device"] == "cpu" and cfg["kimg"] == 2 and cfg["ada_target"] == 0.6
+
+
+def test_an_interrupted_teacher_is_never_committed(tmp_path, monkeypatch):
+    from bench.fashion import train
+
+    monkeypatch.setattr(train, "train_gan", lambda *a, **k: {"interrupted": True, "step": 3})
+    monkeypatch.setattr(train, "load_dataset", lambda name, split="train", resolution=None: _fake_fashion(3000, split))
+    committed = tmp_path / "results" / "teachers" / "fashion-full"
+    monkeypatch.setattr(train.common, "RESULTS", tmp_path / "results")
+    with pytest.raises(SnsError, match="was interrupted; run the same command again"):
+        train.ensure_teacher("full", "sitting", tmp_path / "work", None, lambda *a: None)
+    assert not committed.exists()

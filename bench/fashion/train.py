@@ -69,6 +69,8 @@ def ensure_teacher(track: str, mode: str, work: Path, given: str | None, log: Ca
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = train_gan(cfg, run_dir, resume=resume, progress=False, dataset=dataset, log=log)
+    if summary.get("interrupted"):  # a signal: checkpointed, nothing exported; never commit a half-trained teacher
+        raise SnsError(f"the {track} teacher in {run_dir} was interrupted; run the same command again to continue it")
     if quick:
         return str(run_dir)
     if summary.get("stopped_by_time"):
