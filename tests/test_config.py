@@ -104,3 +104,9 @@ def test_renamed_snapshot_kimg_says_its_new_unit():
     # renames are per kind: pretrain never had 'batch', so it stays an unknown key there
     with pytest.raises(SnsError, match="unknown key 'batch'"):
         resolve_config(DEFAULTS, "pretrain", overrides=["batch=8"])
+
+
+def test_train_gan_split_is_named_as_in_pretrain():
+    assert "train_split" in GAN_DEFAULTS and "train_split" in PRETRAIN_DEFAULTS and "split" not in GAN_DEFAULTS
+    with pytest.raises(SnsError, match="config key 'split' was renamed to 'train_split'"):
+        resolve_config(GAN_DEFAULTS, "gan", overrides=["split=train"])

@@ -62,7 +62,11 @@ def measure_fd_ref(G: torch.nn.Module, base: dict[str, Any], log: Callable = pri
     cfg = base["config"]
     kw = {"channels": int(cfg["channels"])} if cfg.get("channels") else {}
     ds = load_dataset(
-        cfg["data"], root=cfg.get("data_root"), split=cfg["split"], resolution=int(cfg["resolution"]), **kw
+        cfg["data"],
+        root=cfg.get("data_root"),
+        split=cfg.get("train_split", cfg.get("split", "train")),
+        resolution=int(cfg["resolution"]),
+        **kw,
     )
     with torch.random.fork_rng(devices=[]):
         ref_net = train_reference_net(ds, cache_dir=cfg.get("fd_ref_cache"), log=log)

@@ -21,6 +21,7 @@ RENAMED_KEYS: dict[str, dict[str, str]] = {
         "log_steps": "log_every",
         "snapshot_kimg": "ckpt_every",
         "keep_checkpoints": "keep_ckpts",
+        "split": "train_split",
     },
 }
 # what else changed with a rename, appended to its error

@@ -18,7 +18,7 @@ GAN_DEFAULTS: dict[str, Any] = {
     # data
     "data": "digits",  # dataset name for squeezespan.data.load_dataset
     "data_root": None,  # folder holding the files (None: the data package's default search)
-    "split": "train",
+    "train_split": "train",  # the split the GAN trains on (pretrain names it the same)
     "resolution": 32,  # square image size (power of two)
     "channels": None,  # 1 or 3; None keeps the dataset's own (config.yaml records the one that ran)
     "mirror": False,  # random x-flips of real images (dataset augmentation; not for digits)

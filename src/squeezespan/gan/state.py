@@ -54,7 +54,7 @@ def load_images(cfg: dict[str, Any], dataset=None) -> tuple[Any, torch.Tensor]:
     if dataset is None:
         kw = {"channels": int(cfg["channels"])} if cfg["channels"] else {}
         res = int(cfg["resolution"])
-        dataset = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["split"], resolution=res, **kw)
+        dataset = load_dataset(cfg["data"], root=cfg["data_root"], split=cfg["train_split"], resolution=res, **kw)
     name = getattr(dataset, "name", "?")
     images = getattr(dataset, "images", None)
     if images is None:

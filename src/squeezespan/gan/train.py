@@ -308,7 +308,7 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dataset, log, world
     cfg["channels"] = int(images.shape[1])  # ... and the channels of the images it trains on
     meta = dict(
         dataset=str(getattr(ds, "name", cfg["data"])),
-        split=cfg["split"],
+        split=cfg["train_split"],
         resolution=int(cfg["resolution"]),
         img_channels=int(images.shape[1]),
         mean=list(getattr(ds, "mean", ())),
