@@ -93,13 +93,16 @@ def test_supervised_refuses_unlabelled_images_and_a_teacher_share(tmp_path, tiny
 
 
 def test_config_yaml_records_the_method_defaults_and_a_resume_from_it_is_exact(tmp_path, tiny_pretrain_cfg):
-    cfg = tiny_pretrain_cfg(method="vicreg", steps=4)
+    cfg = tiny_pretrain_cfg(method="vicreg", steps=4, device="auto")
     assert cfg["syn_ratio"] is None and cfg["proj_layers"] is None  # "the method decides"
     straight, sliced = tmp_path / "straight", tmp_path / "sliced"
     pretrain(cfg, straight, progress=False, log=_quiet)
     pretrain(cfg, sliced, progress=False, log=_quiet, stop_after=2)
     written = yaml.safe_load((sliced / "config.yaml").read_text())
     assert (written["syn_ratio"], written["proj_layers"], written["w_var"], written["w_cov"]) == (0.0, 5, 25.0, 1.0)
+    # the splits and the device that ran are named, not left to defaults ("auto" / null)
+    assert (written["train_split"], written["monitor_split"], written["test_split"]) == ("train", "train", "test")
+    assert written["device"] == "cpu" and isinstance(written["bf16"], bool)
     pretrain(written, sliced, resume=True, progress=False, log=_quiet)  # what a bare `sns pretrain --resume` does
     assert _same_weights(straight, sliced)
     assert yaml.safe_load((sliced / "config.yaml").read_text()) == written

@@ -243,6 +243,16 @@ def _load_teacher(cfg: dict[str, Any], train, device: torch.device):
     return teacher  # a teacher at another resolution is fine: the encoder resizes its images for the student
 
 
+def _resolve_splits(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The dataset splits a run uses, named: null train/monitor splits are "train", a null test split "test"."""
+    return dict(
+        cfg,
+        train_split=cfg["train_split"] or "train",
+        monitor_split=cfg["monitor_split"] or "train",
+        test_split=cfg["test_split"] or "test",
+    )
+
+
 def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
     """Data, teacher, student, objective and optimizer of a run (shared by ``pretrain``, tests and benchmarks).
 
@@ -254,6 +264,7 @@ def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
         The Run. The student and objective are initialised from ``torch.manual_seed(cfg['seed'])``, student first.
     """
     cfg = resolve_method(cfg)  # refuses an unknown method or bad method settings
+    cfg = _resolve_splits(cfg)
     settings = method_settings(cfg)
     _validate(cfg)
     train = _load_train(cfg)
@@ -416,7 +427,8 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
-    run = build_run(decide_bf16(cfg, world, log), world.device)
+    # what runs is what config.yaml records: this process's device (cuda:LOCAL_RANK under torchrun) and bf16
+    run = build_run(decide_bf16(dict(cfg, device=str(world.device)), world, log), world.device)
     cfg = run.cfg
     if world.size > 1:
         _check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
