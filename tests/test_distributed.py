@@ -270,11 +270,11 @@ def test_gather_and_batchnorm_are_plain_in_one_process():
 
 
 def test_batch_must_split_evenly_over_processes():
-    from squeezespan.pretraining import _check_divisible
+    from squeezespan.pretraining import check_divisible
 
-    _check_divisible(16, 8, 8, 2)
+    check_divisible(16, 8, 8, 2)
     with pytest.raises(SnsError, match=r"synthetic images per step = 9 does not split evenly over WORLD_SIZE=2"):
-        _check_divisible(18, 9, 9, 2)
+        check_divisible(18, 9, 9, 2)
 
 
 def test_world_size_without_torchrun_is_a_clear_error(monkeypatch):

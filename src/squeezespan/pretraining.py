@@ -149,7 +149,8 @@ def _check_split(cfg: dict[str, Any], n_syn: int) -> None:
         check_bank_size(cfg["teacher_bank"], n_syn)
 
 
-def _check_divisible(batch: int, n_syn: int, n_real: int, world_size: int) -> None:
+def check_divisible(batch: int, n_syn: int, n_real: int, world_size: int) -> None:
+    """Refuse a global batch whose synthetic and real parts do not split evenly over ``world_size`` ranks."""
     for what, n in (("batch_size", batch), ("synthetic images per step", n_syn), ("real images per step", n_real)):
         if n % world_size:
             raise SnsError(
@@ -431,7 +432,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     run = build_run(decide_bf16(dict(cfg, device=str(world.device)), world, log), world.device)
     cfg = run.cfg
     if world.size > 1:
-        _check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
+        check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
     run_files = RunDir(run_dir, world, keep=cfg["keep_ckpts"], log=log)
     run_files.prepare()
     start = begin(run_files, run.student, run.objective, run.optimizer, cfg["seed"], resume)
