@@ -143,7 +143,7 @@ def snapshot(out: Path) -> dict[str, Any]:
     ck = out / "checkpoints"
     ckpts = sorted(p.name for p in ck.glob("ckpt-*.pt")) if ck.is_dir() else []
     temps = sorted(p.name for p in ck.glob(".ckpt-*")) if ck.is_dir() else []
-    temps += sorted(p.name for p in out.glob("*.tmp")) if out.is_dir() else []
+    temps += sorted(p.name for p in out.glob(".*.tmp-*")) if out.is_dir() else []
     return {
         "files": bool(out.is_dir() and any(out.iterdir())),
         "config": (out / "config.yaml").exists(),
@@ -245,8 +245,8 @@ def trial(
         wait_for(proc, lambda: any(ck.glob(".ckpt-*")), 60)
     elif how == "export-write":
         # the export's temporary files exist only for milliseconds: poll fast, give up once the export is done
-        tmp, done = out / "backbone.safetensors.tmp", out / "backbone.json"
-        wait_for(proc, lambda: tmp.exists() or done.exists(), 900, 0.0002)
+        done = out / "backbone.json"
+        wait_for(proc, lambda: any(out.glob(".backbone.*.tmp-*")) or done.exists(), 900, 0.0002)
     killed_at = time.time() - t0
     snap = snapshot(out)
     was_running = kill(proc)

@@ -12,10 +12,11 @@ from typing import Any, Union
 import torch
 import torchvision
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from .errors import SnsError
+from .files import atomic_write_bytes, atomic_write_text
 from .models.resnet import ARCHS, ResNet, build_student
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -130,12 +131,10 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
         k: (v.detach().float() if v.is_floating_point() else v.detach()).to("cpu").contiguous().clone()
         for k, v in net.state_dict().items()
     }
-    # Write to temporary names then rename, so a crash never leaves a half-written export behind.
-    tmp_st, tmp_json = st_path.with_name(st_path.name + ".tmp"), json_path.with_name(json_path.name + ".tmp")
-    save_file(tensors, str(tmp_st), metadata={"format": "pt", EMBEDDED_KEY: text})
-    tmp_json.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp_st, st_path)
-    os.replace(tmp_json, json_path)
+    # Atomic writes, weights first: a crash never leaves a half-written export, and a JSON beside the weights
+    # means both are complete.
+    atomic_write_bytes(st_path, save(tensors, metadata={"format": "pt", EMBEDDED_KEY: text}))
+    atomic_write_text(json_path, text + "\n")
     return st_path, json_path
 
 

@@ -8,6 +8,7 @@ dataset/resolution. Values are comparable only under the same reference net and 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -374,7 +375,7 @@ def real_stats_cached(
     mu, sigma = ref_stats(dataset.images[idx], ref_net)
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(cache_path.name + ".tmp.npz")
-        np.savez(tmp, mu=mu, sigma=sigma)
-        os.replace(tmp, cache_path)
+        buf = io.BytesIO()
+        np.savez(buf, mu=mu, sigma=sigma)
+        atomic_write_bytes(cache_path, buf.getvalue())
     return mu, sigma
