@@ -6,7 +6,6 @@ Writes bench/results/augment_speed.json. Usage: python bench/augment_speed.py [-
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ import kornia
 import torch
 
 from squeezespan import Augment, AugmentConfig
+from squeezespan.cliutil import ArgumentParser
 
 
 def summary(times_ms: list) -> dict:
@@ -29,7 +29,7 @@ def summary(times_ms: list) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--resolution", type=int, default=32)
     ap.add_argument("--threads", type=int, nargs="+", default=[2], help="one or more torch thread counts")

@@ -15,7 +15,6 @@ Usage: python bench/fault_injection.py [--trials 8] [--targeted] [--nproc 1] [--
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -32,6 +31,7 @@ from typing import Any
 TEACHER_MODULE = '''"""A tiny random StyleGAN2 teacher for the fault-injection bench (quality is irrelevant here)."""
 import torch
 
+from squeezespan.cliutil import ArgumentParser
 from squeezespan.teachers import build_stylegan2
 
 
@@ -277,7 +277,7 @@ def trial(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=8, help="kills at uniformly random moments")
     ap.add_argument("--targeted", action="store_true", help="also kill mid-checkpoint-write (2x) and mid-export (1x)")
     ap.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun, gloo) ")
