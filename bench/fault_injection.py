@@ -28,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from squeezespan.cliutil import ArgumentParser
+
 TEACHER_MODULE = '''"""A tiny random StyleGAN2 teacher for the fault-injection bench (quality is irrelevant here)."""
 import torch
 
-from squeezespan.cliutil import ArgumentParser
 from squeezespan.teachers import build_stylegan2
 
 
