@@ -194,3 +194,48 @@ def test_bad_export_meta(tiny, tmp_path):
     with pytest.raises(SnsError, match="squeezespan student"):
         export_backbone(nn.Linear(2, 2), tmp_path / "a", META)
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+_EXPORT_SCRIPT = """
+import torch
+from squeezespan.export import export_backbone
+from squeezespan.models import build_student
+torch.manual_seed(0)
+student = build_student("resnet18", "cifar", width=0.125, in_channels=1)
+meta = {"mean": [0.5], "std": [0.25], "resolution": 32, "method": "sns", "dataset": "digits", "extra": {"b": 1, "a": 2}}
+export_backbone(student, OUT + "/backbone.safetensors", meta)
+"""
+
+
+def test_export_is_byte_reproducible_across_processes(tmp_path):
+    """safetensors writes its metadata from a hash map (another order per process and per call): the
+    exported files must still be the same bytes in a separate process and in this one."""
+    import subprocess
+    import sys
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", f"OUT = {str(a)!r}" + _EXPORT_SCRIPT], stderr=subprocess.PIPE)
+    exec(_EXPORT_SCRIPT, {"OUT": str(b)})  # meanwhile the same export in this process
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()
+    for name in ("backbone.safetensors", "backbone.json"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    assert load_backbone(a / "backbone.safetensors").meta["extra"] == {"b": 1, "a": 2}
+
+
+def test_safetensors_header_is_canonical():
+    from safetensors.torch import load
+
+    from squeezespan.files import safetensors_bytes
+
+    tensors = {"w": torch.arange(5.0), "B": torch.ones(2, 3, dtype=torch.int64)}
+    many = {f"k{i}": str(i) for i in range(20)}
+    outs = {safetensors_bytes(tensors, many) for _ in range(5)}
+    assert len(outs) == 1
+    raw = outs.pop()
+    (n,) = struct.unpack("<Q", raw[:8])
+    assert n % 8 == 0 and list(json.loads(raw[8 : 8 + n])) == ["__metadata__", "B", "w"]
+    back = load(raw)
+    assert torch.equal(back["w"], tensors["w"]) and torch.equal(back["B"], tensors["B"])

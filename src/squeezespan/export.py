@@ -12,11 +12,11 @@ from typing import Any, Union
 import torch
 import torchvision
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
 from .errors import SnsError
-from .files import atomic_write_bytes, atomic_write_text
+from .files import atomic_write_bytes, atomic_write_text, safetensors_bytes
 from .models.resnet import ARCHS, ResNet, build_student
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -133,7 +133,7 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
     }
     # Atomic writes, weights first: a crash never leaves a half-written export, and a JSON beside the weights
     # means both are complete.
-    atomic_write_bytes(st_path, save(tensors, metadata={"format": "pt", EMBEDDED_KEY: text}))
+    atomic_write_bytes(st_path, safetensors_bytes(tensors, metadata={"format": "pt", EMBEDDED_KEY: text}))
     atomic_write_text(json_path, text + "\n")
     return st_path, json_path
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save
 
 from ..errors import SnsError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, safetensors_bytes
 from ..models.heads import pool_tap
 
 BANK_FILE = "bank.safetensors"
@@ -142,7 +141,7 @@ def build_bank(teacher, n: int, seed: int, spec: dict[str, str] | None = None) -
 
 
 def save_bank(path: Path, bank: TeacherBank) -> None:
-    atomic_write_bytes(path, save(bank.tensors(), metadata=bank.spec))
+    atomic_write_bytes(path, safetensors_bytes(bank.tensors(), metadata=bank.spec))
 
 
 def load_bank(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:

@@ -19,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
 from ..data.diffaug import augment_translation
 from ..engine.device import resolve_bf16
 from ..errors import SnsError
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, safetensors_bytes
 
 REF_VERSION = 1
 
@@ -193,7 +193,7 @@ def save_reference_net(net: ReferenceNet, path: str | os.PathLike, meta: dict[st
     info = {"format": f"squeezespan-fdref/{REF_VERSION}", "init_kwargs": net.init_kwargs, **meta}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, save(state, metadata={"squeezespan": json.dumps(info)}))
+    atomic_write_bytes(path, safetensors_bytes(state, metadata={"squeezespan": json.dumps(info)}))
     return path
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import SnsError
-from ..files import atomic_write_bytes, write_json
+from ..files import atomic_write_bytes, safetensors_bytes, write_json
 from .stylegan2 import Discriminator, Generator
 
 TEACHER_FORMAT = "squeezespan-teacher/1"
@@ -67,7 +67,7 @@ def build_networks(G_kwargs: dict[str, Any], D_kwargs: dict[str, Any]) -> tuple[
 
 def _save_safetensors(module: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     state = {k: v.detach().cpu().contiguous().clone() for k, v in module.state_dict().items()}
-    atomic_write_bytes(path, save(state, metadata={"squeezespan": json.dumps(meta)}))
+    atomic_write_bytes(path, safetensors_bytes(state, metadata={"squeezespan": json.dumps(meta)}))
 
 
 def save_teacher_dir(
