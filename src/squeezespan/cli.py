@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import bench
+import yaml
+
+from . import __version__, bench
 from .cliutil import ArgumentParser
 from .config import list_presets, resolve_config
 from .data import dataset_info, describe_dataset, load_dataset
@@ -18,10 +20,17 @@ from .engine import prepare_run_dir
 from .engine.distributed import launched_rank
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
+from .export import export_backbone, load_backbone
 from .gan import GAN_DEFAULTS, train_gan
+from .hub import HUB_FILES, export_hub, resolve_export
+from .manifest import run_manifest
+from .methods import resolve_method
 from .pretraining import PRETRAIN_DEFAULTS, pretrain
+from .teachers.convert import convert_stylegan2_pickle
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
+# the defaults `sns config show --kind K` resolves over
+CONFIG_KINDS = {"pretrain": PRETRAIN_DEFAULTS, "gan": GAN_DEFAULTS, "eval": EVAL_DEFAULTS, "demo": DEMO_DEFAULTS}
 
 
 def _run_flags(p: argparse.ArgumentParser, example: str, out_required: bool = True) -> None:
@@ -36,11 +45,15 @@ def _run_flags(p: argparse.ArgumentParser, example: str, out_required: bool = Tr
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
     p.add_argument("--force", action="store_true", help="start over in a non-empty --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars and no progress messages (warnings stay)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"override any config key, e.g. {example}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="sns", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("data", help="dataset tools")
@@ -97,6 +110,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
 
     sub.add_parser("presets", help="list the presets in configs/")
+
+    p = sub.add_parser("config", help="config tools: `sns config show` prints a run's resolved config as YAML")
+    csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    q = csub.add_parser("show", help="print the resolved config (defaults < preset < --config < flags < key=value)")
+    q.add_argument(
+        "--kind", choices=list(CONFIG_KINDS), help="which run's config (default: the preset's kind, else pretrain)"
+    )
+    q.add_argument("--preset", help="named preset from configs/ (see `sns presets`)")
+    q.add_argument("--config", help="YAML file of config keys")
+    q.add_argument("--method", help="pretrain method (its defaults fill the keys left at null)")
+    q.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key, e.g. lr=0.05")
+
+    p = sub.add_parser(
+        "convert", help="official StyleGAN2-ADA pickle -> teacher directory (safetensors, no pickle needed later)"
+    )
+    p.add_argument(
+        "pickle", metavar="PATH.pkl", help="StyleGAN2-ADA network pickle (read safely: none of its code runs)"
+    )
+    p.add_argument("out", metavar="OUT", help="teacher directory to write (use it as --teacher OUT)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty OUT")
+
+    p = sub.add_parser(
+        "export", help="export a run's backbone: native (safetensors + json) or hub (timm layout + card)"
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="`sns pretrain` run directory (or an exported backbone)")
+    p.add_argument(
+        "--format",
+        choices=["native", "hub"],
+        default="hub",
+        help="native: backbone.safetensors/.json; "
+        "hub: model.safetensors, timm config.json, README.md model card (default)",
+    )
+    p.add_argument("--out", required=True, help="folder to write (a non-empty one is refused unless --force)")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     return parser
 
 
@@ -119,6 +166,22 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
     return cfg, run_dir
 
 
+def _progress(args) -> bool:
+    return not (args.no_progress or args.quiet)
+
+
+def _log(args):
+    """print, or under -q/--quiet only the warnings."""
+    if not args.quiet:
+        return print
+    return lambda msg="", *a, **kw: print(msg, *a, **kw) if str(msg).lstrip().startswith("warning") else None
+
+
+def _manifest(args, run_dir: Path, kind: str):
+    """manifest.json of this run (rank 0 only): environment, command line, start/end time, status."""
+    return run_manifest(run_dir, getattr(args, "argv", None), enabled=launched_rank() == 0, kind=kind)
+
+
 def cmd_data_info(args) -> int:
     kw = {"resolution": args.resolution} if args.resolution is not None else {}
     if args.json:
@@ -134,7 +197,8 @@ def cmd_data_info(args) -> int:
 def cmd_eval(args) -> int:
     extra = {"data": args.data, "data_root": args.root, "backbones": args.backbone, "protocol": args.protocol}
     cfg, run_dir = _prepare(args, EVAL_DEFAULTS, "eval", extra)
-    run_eval(cfg, run_dir, progress=not args.no_progress)
+    with _manifest(args, run_dir, "eval"):
+        run_eval(cfg, run_dir, progress=_progress(args), log=_log(args))
     return 0
 
 
@@ -147,7 +211,10 @@ def cmd_pretrain(args) -> int:
         "teacher_weights": args.teacher_weights,
     }
     cfg, run_dir = _prepare(args, PRETRAIN_DEFAULTS, "pretrain", extra)
-    summary = pretrain(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    with _manifest(args, run_dir, "pretrain") as ending:
+        summary = pretrain(cfg, run_dir, resume=args.resume, progress=_progress(args), log=_log(args))
+        if summary.get("interrupted"):
+            ending["status"] = "interrupted"
     if launched_rank() == 0:
         print(json.dumps(summary, indent=2))
     return 0
@@ -156,7 +223,10 @@ def cmd_pretrain(args) -> int:
 def cmd_train_gan(args) -> int:
     extra = {"data": args.data, "data_root": args.root}
     cfg, run_dir = _prepare(args, GAN_DEFAULTS, "gan", extra)
-    summary = train_gan(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    with _manifest(args, run_dir, "train-gan") as ending:
+        summary = train_gan(cfg, run_dir, resume=args.resume, progress=_progress(args), log=_log(args))
+        if isinstance(summary, dict) and summary.get("interrupted"):
+            ending["status"] = "interrupted"
     if launched_rank() == 0:
         print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -168,12 +238,49 @@ def cmd_demo(args) -> int:
         if Path(args.out).exists() and not args.force:
             args.resume = True  # `make demo` twice reuses the finished pieces
     cfg, run_dir = _prepare(args, DEMO_DEFAULTS, "demo", {})
-    run_demo(cfg, run_dir, progress=not args.no_progress)
+    with _manifest(args, run_dir, "demo"):
+        run_demo(cfg, run_dir, progress=_progress(args), log=_log(args))
     return 0
 
 
 def cmd_bench(args) -> int:
     return bench.run(args.bench, args.bench_args)
+
+
+def cmd_config_show(args) -> int:
+    kind = args.kind
+    if kind is None:
+        kind = next((k for k in CONFIG_KINDS if args.preset and args.preset in list_presets(k)), "pretrain")
+    if args.method and kind != "pretrain":
+        raise SnsError(f"--method is a pretrain key; drop it or use --kind pretrain (not --kind {kind})")
+    extra = {"method": args.method} if args.method else {}
+    cfg = resolve_config(CONFIG_KINDS[kind], kind, args.preset, args.config, args.overrides, extra)
+    if kind == "pretrain":
+        cfg = resolve_method(cfg)  # what config.yaml of the run would record
+    print(yaml.safe_dump(cfg, sort_keys=False), end="")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    out = convert_stylegan2_pickle(args.pickle, args.out, force=args.force)
+    print(f"wrote teacher directory {out} (use --teacher {out})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    if args.format == "hub":
+        out = export_hub(args.run, args.out, force=args.force)
+        print(f"wrote {out}: {', '.join(HUB_FILES)}")
+        return 0
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.force:
+        raise SnsError(f"--out {out} is not empty; pass --force to write the backbone into it")
+    src = resolve_export(args.run)
+    backbone = load_backbone(src)
+    meta = {k: v for k, v in backbone.meta.items() if k not in ("format", "weights", "input", "torchvision_compat")}
+    st, js = export_backbone(backbone.student, out / "backbone.safetensors", meta)
+    print(f"wrote {st} and {js}")
+    return 0
 
 
 def cmd_presets(args) -> int:
@@ -187,6 +294,7 @@ def cmd_presets(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the run's manifest.json
     # key=value overrides may also follow later flags: argparse alone takes only the first run of positionals
     late = [a for a in unknown if "=" in a and not a.startswith("-")]
     if late and hasattr(args, "overrides"):
@@ -201,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         "demo": cmd_demo,
         "bench": cmd_bench,
         "presets": cmd_presets,
+        "convert": cmd_convert,
+        "export": cmd_export,
     }
     if args.command is None:
         parser.print_help()
@@ -209,6 +319,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_command != "info":
             args.command_parser.error("missing sub-command: info")
         handler = cmd_data_info
+    elif args.command == "config":
+        if args.config_command != "show":
+            args.command_parser.error("missing sub-command: show")
+        handler = cmd_config_show
     else:
         handler = handlers[args.command]
     try:
