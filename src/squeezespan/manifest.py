@@ -168,7 +168,10 @@ def run_manifest(
         raise
     finally:
         run = Path(run_dir)
-        others = [p for p in run.iterdir() if p.name != MANIFEST_NAME] if run.is_dir() else []
+        # hidden entries (a lock file, temporaries) are not results
+        others = (
+            [p for p in run.iterdir() if p.name != MANIFEST_NAME and not p.name.startswith(".")] if run.is_dir() else []
+        )
         doc = _read(path)
         if status == "failed" and not others and doc is not None and not doc.get("previous"):
             path.unlink(missing_ok=True)
