@@ -55,6 +55,23 @@ def list_presets(kind: str | None = None) -> list[str]:
     return names
 
 
+# keys of a preset or --config file that describe it and are no config keys: `kind:` (which run it is for),
+# `description:` (its one line in `sns presets`)
+META_KEYS = ("kind", "description")
+
+
+def preset_description(name: str) -> str:
+    """A preset's one-line description: its ``description:`` key, else its first comment line ('' if none)."""
+    path = PRESET_DIR / f"{name}.yaml"
+    text = _read_yaml(path, "--preset").get("description")
+    if text:
+        return " ".join(str(text).split())
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("#").strip()
+    return ""
+
+
 def _read_yaml(path: str | Path, what: str = "--config") -> dict[str, Any]:
     path = Path(path)
     try:
@@ -81,7 +98,8 @@ def load_preset(name: str, kind: str) -> dict[str, Any]:
     if not path.exists() or name not in list_presets(kind):
         raise SnsError(f"--preset {name!r} is unknown; {kind} presets: {', '.join(list_presets(kind)) or 'none'}")
     data = _read_yaml(path, "--preset")
-    data.pop("kind", None)
+    for key in META_KEYS:
+        data.pop(key, None)
     return data
 
 
@@ -151,6 +169,7 @@ def resolve_config(
         _merge(cfg, data, defaults, f"preset {preset}")
     if config_file:
         data = _read_yaml(config_file)
+        data.pop("description", None)  # a config file may describe itself, as presets do
         check_renamed(kind, data, f"--config {config_file}")
         _merge(cfg, data, defaults, f"--config {config_file}")
     for k, v in (extra or {}).items():

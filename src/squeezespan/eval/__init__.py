@@ -13,7 +13,7 @@ from ..data import ImageDataset
 from ..errors import SnsError
 from .baselines import RawPixels, random_init_student
 from .features import extract_features, iter_batches
-from .knn import knn_eval, knn_predict, topk_accuracy
+from .knn import KNN_CAP_FRACTION, capped_k, knn_eval, knn_predict, knn_settings, topk_accuracy
 from .linear import CropFlip, linear_probe, linear_probe_augmented
 
 __all__ = [
@@ -23,6 +23,9 @@ __all__ = [
     "iter_batches",
     "knn_eval",
     "knn_predict",
+    "knn_settings",
+    "capped_k",
+    "KNN_CAP_FRACTION",
     "topk_accuracy",
     "linear_probe",
     "linear_probe_augmented",
@@ -49,6 +52,7 @@ def evaluate(
     batch_size: int = 256,
     k: int = 200,
     t: float = 0.1,
+    knn_cap: float = 0.0,
     linear_kw: dict | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     seed: int = 0,
@@ -60,7 +64,9 @@ def evaluate(
 
     ``protocol="fast"`` trains the probe on pre-computed features (:func:`linear_probe`, seconds);
     ``"paper"`` trains it on freshly augmented images every epoch (:func:`linear_probe_augmented`, the
-    reference numbers' protocol, needs a backbone pass per image per epoch). ``linear_kw`` overrides the
+    reference numbers' protocol, needs a backbone pass per image per epoch). kNN votes with ``k`` neighbours
+    (capped by ``knn_cap`` x the bank's smallest class when ``knn_cap`` > 0: `sns eval` passes KNN_CAP_FRACTION)
+    and temperature ``t``; its result names the k used, t and the rule. ``linear_kw`` overrides the
     chosen probe's keyword defaults. Unlabelled train images (label -1, e.g. STL-10's) are left out.
     ``normalize=False`` feeds float [0, 1] images to a backbone that normalises inside (an exported one).
     """
@@ -78,6 +84,7 @@ def evaluate(
         "protocol": protocol if linear else None,
         "train": _describe(train_ds),
         "test": _describe(test_ds),
+        "bf16": bool(bf16),  # the features' precision (kNN and the fast probe)
         "knn": None,
         "linear": None,
     }
@@ -90,7 +97,8 @@ def evaluate(
         seconds["features"] = time.perf_counter() - start
     if knn:
         tick = time.perf_counter()
-        result["knn"] = dict(knn_eval(*feats, k=k, t=t, num_classes=num_classes), k=k, t=t)
+        acc = knn_eval(*feats, k=k, t=t, num_classes=num_classes, cap=knn_cap)
+        result["knn"] = dict(acc, **knn_settings(k, t, feats[1], knn_cap))
         seconds["knn"] = time.perf_counter() - tick
     if linear:
         tick = time.perf_counter()

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from ..errors import SnsError
+
+# The kNN k that fits the memory bank (docs: "kNN that fits the data"): a vote of k neighbours can only be
+# one class's if every class holds at least k bank images, so the k used is capped by the smallest class:
+#     k_used = min(k, max(1, floor(KNN_CAP_FRACTION * smallest class count)), bank size)
+# CIFAR-10/100 banks (5000/500 per class) keep k=200; the embedded digits (138-147 per class) get a k that
+# leaves room for the neighbours of other classes a query always has (measured: see capped_k).
+KNN_CAP_FRACTION = 0.25
 
 
 def check_labelled(features: torch.Tensor, labels: torch.Tensor, what: str) -> None:
@@ -38,6 +47,48 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict
     ranked = scores.topk(kmax, dim=1).indices
     hit = ranked == labels.view(-1, 1).to(ranked.device)
     return {f"top{k}": 100.0 * hit[:, : min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
+
+
+def capped_k(k: int, bank_labels: torch.Tensor, fraction: float = KNN_CAP_FRACTION) -> int:
+    """The k a kNN vote over this bank uses: ``min(k, max(1, floor(fraction * smallest class)), bank size)``.
+
+    Classes are the labels >= 0 that occur in the bank; ``fraction=0`` turns the cap off (k clipped to the
+    bank size only). Example: 3 classes of 5 images, k=200, fraction 1 -> 5.
+    """
+    if k < 1 or fraction < 0:
+        raise SnsError(f"kNN needs k >= 1 and a cap fraction >= 0; got k={k}, fraction={fraction}")
+    labels = bank_labels[bank_labels >= 0].long()
+    if labels.numel() == 0:
+        raise SnsError("kNN memory bank holds no labelled images")
+    k = min(int(k), labels.numel())
+    if fraction:
+        counts = torch.bincount(labels)
+        smallest = int(counts[counts > 0].min())
+        k = min(k, max(1, math.floor(fraction * smallest + 1e-9)))
+    return k
+
+
+def cap_rule(cap: float) -> str:
+    """The rule :func:`capped_k` applies with ``cap``, in words (for JSON results and reports)."""
+    if not cap:
+        return "k = min(knn_k, bank size)"
+    return f"k = min(knn_k, floor({cap:g} x smallest class of the bank), bank size)"
+
+
+def knn_settings(k: int, t: float, bank_labels: torch.Tensor, cap: float = 0.0) -> dict:
+    """What a kNN result was made with, for its JSON: the k used and t, the k asked for, the cap and the bank."""
+    labels = bank_labels[bank_labels >= 0].long()
+    counts = torch.bincount(labels) if labels.numel() else torch.zeros(1, dtype=torch.long)
+    smallest = int(counts[counts > 0].min()) if labels.numel() else 0
+    return {
+        "k": capped_k(k, bank_labels, cap),
+        "t": t,
+        "knn_k": k,
+        "cap": cap,
+        "rule": cap_rule(cap),
+        "bank": int(labels.numel()),
+        "smallest_class": smallest,
+    }
 
 
 def knn_predict(
@@ -80,12 +131,18 @@ def knn_eval(
     t: float = 0.1,
     num_classes: int | None = None,
     chunk: int = 1024,
+    cap: float = 0.0,
 ) -> dict[str, float]:
-    """Weighted kNN accuracy of the test set against the train-set memory bank: {"top1": %, "top5": %}."""
+    """Weighted kNN accuracy of the test set against the train-set memory bank: {"top1": %, "top5": %}.
+
+    ``cap`` > 0 caps k by that fraction of the bank's smallest class (:func:`capped_k`; `sns eval` and the
+    pretraining monitor use KNN_CAP_FRACTION); 0 (the default here) uses ``k`` as given, clipped to the bank.
+    """
     check_labelled(train_f, train_y, "kNN train (memory bank)")
     check_labelled(test_f, test_y, "kNN test")
     if train_f.shape[1] != test_f.shape[1]:
         raise SnsError(f"kNN: train features have {train_f.shape[1]} dims, test features {test_f.shape[1]}")
     num_classes = infer_num_classes(train_y, test_y, num_classes=num_classes)
+    k = capped_k(k, train_y, cap)
     scores = knn_predict(train_f, train_y, test_f, k=k, t=t, num_classes=num_classes, chunk=chunk)
     return topk_accuracy(scores, test_y)

@@ -11,7 +11,7 @@ from ..engine.device import resolve_bf16, resolve_device
 from ..engine.run import save_config
 from ..errors import SnsError
 from ..export import load_backbone
-from . import PROTOCOLS, evaluate, format_table
+from . import KNN_CAP_FRACTION, PROTOCOLS, evaluate, format_table
 from .baselines import random_init_student
 from .disc import disc_backbone
 
@@ -24,8 +24,9 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "backbones": ["raw", "random"],  # exported backbone paths/run dirs, 'raw', 'random', disc:TEACHER[:multi]
     "protocol": "fast",  # fast: linear probe on frozen features; paper: on augmented images
     "knn": True,
-    "knn_k": 200,
+    "knn_k": 200,  # neighbours per vote, capped by knn_cap (CIFAR-scale banks keep 200)
     "knn_t": 0.1,
+    "knn_cap": KNN_CAP_FRACTION,  # k <= floor(knn_cap x the bank's smallest class); 0 = no cap (eval/knn.py)
     "linear_epochs": 100,  # fast protocol: L-BFGS iterations on standardised frozen features
     "paper_epochs": 90,  # paper protocol (SGD lr 30, batch 256, cosine)
     "paper_lr": 30.0,
@@ -92,6 +93,7 @@ def run_eval(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
             batch_size=cfg["batch_size"],
             k=cfg["knn_k"],
             t=cfg["knn_t"],
+            knn_cap=cfg["knn_cap"],
             linear_kw=linear_kw,
             seed=cfg["seed"],
             normalize=norm,
@@ -99,7 +101,7 @@ def run_eval(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, lo
         )
         rows.append(row)
         log(f"{name}: " + ", ".join(f"{k} top-1 {row[k]['top1']:.2f}" for k in ("knn", "linear") if row.get(k)))
-    result = {"data": cfg["data"], "protocol": cfg["protocol"], "results": rows}
+    result = {"data": cfg["data"], "protocol": cfg["protocol"], "bf16": bool(cfg["bf16"]), "results": rows}
     (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2))
     log(format_table(rows))
     log(f"wrote {Path(run_dir) / 'eval.json'}")
