@@ -2,8 +2,9 @@
 variance hinge, covariance, and SimSiam's cosine.
 
 Conventions: the variance and covariance terms are statistics of the global batch (gathered across ranks);
-in the two-view VICReg loss each of them is summed over both views, as solo-learn and the authors' code do
-(official VICReg and lightly halve them), so w_var = 25 here weighs a view's hinge as 25 does there for both.
+in the two-view VICReg loss both are summed over the two views, as solo-learn and the authors' code do.
+Official VICReg and lightly sum the covariance term too but halve the variance term (the mean of the views'
+hinges), so w_var = 25 here weighs each view's hinge twice as much as 25 does there.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ def vicreg(z1: torch.Tensor, z2: torch.Tensor, w_mse: float = 25.0, w_var: float
     """VICReg between two views: w_mse*MSE + w_var*(var(z1)+var(z2)) + w_cov*(cov(z1)+cov(z2)), global batch.
 
     Convention: the variance and covariance terms are SUMMED over the two views, as solo-learn and the authors'
-    code do; official VICReg (facebookresearch/vicreg) and lightly average them (half of this).
+    code do; official VICReg (facebookresearch/vicreg) and lightly sum the covariance too but average the
+    variance term (half of this one).
 
     Args:
         z1, z2: (N, D) projections of two views of the same N images (this rank's share under torchrun).
