@@ -110,3 +110,21 @@ def test_train_gan_split_is_named_as_in_pretrain():
     assert "train_split" in GAN_DEFAULTS and "train_split" in PRETRAIN_DEFAULTS and "split" not in GAN_DEFAULTS
     with pytest.raises(SnsError, match="config key 'split' was renamed to 'train_split'"):
         resolve_config(GAN_DEFAULTS, "gan", overrides=["split=train"])
+
+
+def test_description_is_no_config_key_and_every_preset_has_one(tmp_path, monkeypatch):
+    import squeezespan.config as config
+    from squeezespan.config import PRESET_DIR, load_preset, preset_description
+
+    for name in list_presets():
+        assert preset_description(name), name
+        assert "description" not in load_preset(name, "gan" if name.startswith("gan-") else "pretrain")
+    f = tmp_path / "c.yaml"
+    f.write_text("description: my variant\nlr: 0.1\n")
+    assert resolve_config(DEFAULTS, "pretrain", config_file=str(f))["lr"] == 0.1
+    # a preset without the key: its first comment line
+    (tmp_path / "p.yaml").write_text("# A preset that says what it is.\n# more\nkind: pretrain\nlr: 0.2\n")
+    monkeypatch.setattr(config, "PRESET_DIR", tmp_path)
+    assert preset_description("p") == "A preset that says what it is."
+    assert resolve_config(DEFAULTS, "pretrain", preset="p")["lr"] == 0.2
+    assert PRESET_DIR != tmp_path

@@ -12,13 +12,16 @@ from torch import nn
 from squeezespan.data import ImageDataset
 from squeezespan.errors import SnsError
 from squeezespan.eval import (
+    KNN_CAP_FRACTION,
     CropFlip,
     RawPixels,
+    capped_k,
     evaluate,
     extract_features,
     format_table,
     knn_eval,
     knn_predict,
+    knn_settings,
     linear_probe,
     linear_probe_augmented,
     random_init_student,
@@ -268,3 +271,60 @@ def test_evaluate_paper_protocol_and_bad_protocol():
     assert result["name"] == "small" and result["knn"] is None and result["linear"]["lr"] == 30.0
     with pytest.raises(SnsError, match="protocol"):
         evaluate(None, train, test, protocol="slow")
+
+
+# ------------------------------------------------------------------------ kNN that fits the bank (issue 26)
+
+
+def test_knn_k_is_capped_by_the_smallest_class_of_the_bank():
+    y = torch.arange(3).repeat_interleave(5)  # 3 classes of 5 images
+    assert capped_k(200, y, fraction=1.0) == 5  # min(k, smallest class)
+    assert capped_k(200, y, fraction=0.0) == 15  # no cap: clipped to the bank only
+    assert capped_k(3, y, fraction=1.0) == 3  # a small k is kept
+    assert capped_k(200, y, fraction=0.1) == 1  # never below one neighbour
+    uneven = torch.tensor([0] * 7 + [1] * 3 + [2] * 9 + [-1] * 50)  # unlabelled rows are no class
+    assert capped_k(200, uneven, fraction=1.0) == 3
+    assert capped_k(200, uneven, fraction=0.5) == 1
+    # the shipped rule: CIFAR-10/100 banks (5000/500 per class) keep k=200, digits (138-147) are capped
+    assert capped_k(200, torch.arange(10).repeat_interleave(5000)) == 200
+    assert capped_k(200, torch.arange(100).repeat_interleave(500)) == 200
+    counts = torch.tensor([142, 146, 141, 147, 145, 146, 145, 143, 138, 144])
+    bank = torch.arange(10).repeat_interleave(counts)
+    assert capped_k(200, bank) == math.floor(KNN_CAP_FRACTION * 138) == 55
+    with pytest.raises(SnsError, match="k >= 1"):
+        capped_k(0, y)
+
+
+def test_knn_eval_cap_votes_with_the_capped_k():
+    f, y = blobs(5, 3, 4, spread=6.0, seed=0)
+    q, qy = blobs(4, 3, 4, spread=6.0, seed=1)
+    k = capped_k(200, y, fraction=1.0)
+    assert knn_eval(f, y, q, qy, k=200, cap=1.0) == knn_eval(f, y, q, qy, k=k)
+    torch.testing.assert_close(knn_predict(f, y, q, k=k), knn_predict(f, y, q, k=5))
+
+
+def test_evaluate_names_the_k_used_t_and_the_rule_in_its_json():
+    train, test = tiny_dataset(30, num_classes=3, unlabelled=4), tiny_dataset(9, num_classes=3, seed=1)
+    result = json.loads(json.dumps(evaluate(None, train, test, linear=False, k=200, t=0.07, knn_cap=1.0)))
+    knn = result["knn"]
+    assert knn["k"] == 10 and knn["t"] == 0.07 and knn["knn_k"] == 200 and knn["cap"] == 1.0
+    assert knn["bank"] == 30 and knn["smallest_class"] == 10 and "smallest class" in knn["rule"]
+    assert result["bf16"] is False
+    # evaluate() caps only when asked (bench/ passes its own k and reads uncapped numbers)
+    plain = evaluate(None, train, test, linear=False, k=200)["knn"]
+    assert plain["k"] == 30 and plain["cap"] == 0.0 and plain["rule"] == "k = min(knn_k, bank size)"
+    assert knn_settings(200, 0.1, train.labels, 0.5)["k"] == 5
+
+
+def test_sns_eval_json_names_k_and_t(tmp_path):
+    from squeezespan.config import resolve_config
+    from squeezespan.eval.run import EVAL_DEFAULTS, run_eval
+
+    over = ["backbones=[raw]", "resolution=8", "linear_epochs=2", "device=cpu"]
+    cfg = resolve_config(EVAL_DEFAULTS, "eval", overrides=over)
+    run_eval(cfg, tmp_path, progress=False, log=lambda *a: None)
+    out = json.loads((tmp_path / "eval.json").read_text())
+    knn = out["results"][0]["knn"]
+    assert out["bf16"] is False and EVAL_DEFAULTS["knn_cap"] == KNN_CAP_FRACTION
+    assert knn["t"] == 0.1 and knn["knn_k"] == 200 and knn["smallest_class"] == 138  # digits' smallest class
+    assert knn["k"] == math.floor(KNN_CAP_FRACTION * 138)
