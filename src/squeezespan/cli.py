@@ -12,16 +12,19 @@ from typing import Any
 import yaml
 
 from . import __version__, bench
+from .checks import check_pretrain_config
 from .cliutil import ArgumentParser
 from .config import list_presets, resolve_config
 from .data import dataset_info, describe_dataset, load_dataset
 from .demo import DEMO_DEFAULTS, run_demo
 from .engine import prepare_run_dir
 from .engine.distributed import launched_rank
+from .engine.run import release_run_dirs
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
 from .export import export_backbone, load_backbone
 from .gan import GAN_DEFAULTS, train_gan
+from .gan.config import check_config as check_gan_config
 from .hub import HUB_FILES, export_hub, resolve_export
 from .manifest import run_manifest
 from .methods import resolve_method
@@ -160,6 +163,11 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
                 "overrides, not --preset/--config"
             )
         cfg = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), args.overrides, extra)
+    # limits (types, ranges, finiteness, seeds) are refused before --out is touched (--force moves the old run aside)
+    if kind == "pretrain":
+        check_pretrain_config(resolve_method(cfg))
+    elif kind == "gan":
+        check_gan_config(cfg)
     if launched_rank() != 0:
         return cfg, run_dir  # under torchrun rank 0 alone checks/creates --out; the engine sends its config
     run_dir = prepare_run_dir(run_dir, resume=args.resume, force=args.force)
@@ -341,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         # disk full, permission denied, ...: name the file, keep it to one line
         print(f"error: {e.strerror or e} ({e.filename})" if e.filename else f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        release_run_dirs()  # the run directory's lock (engine.run.RunLock) ends with the command
 
 
 if __name__ == "__main__":  # pragma: no cover

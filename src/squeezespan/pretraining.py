@@ -6,7 +6,6 @@ data, teacher, student and objective (``build_run`` -> ``Run``), the kNN monitor
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -107,33 +106,11 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
 
 
 def _validate(cfg: dict[str, Any]) -> None:
-    for key in ("batch_size",):
-        if cfg[key] < 4:
-            raise SnsError(f"{key}={cfg[key]} is too small: the variance/covariance terms need a batch of at least 4")
-    for key in ("lr", "epochs"):
-        if not cfg[key] > 0 or not math.isfinite(cfg[key]):
-            raise SnsError(f"{key}={cfg[key]} must be a positive number")
-    for key in ("steps", "warmup_steps", "ckpt_every", "knn_every", "real_subset", "weight_decay", "grad_clip"):
-        if cfg[key] < 0:
-            raise SnsError(f"{key}={cfg[key]} must be >= 0")
-    if cfg["log_every"] < 1:
-        raise SnsError(f"log_every={cfg['log_every']} must be >= 1")
-    if not 0 <= cfg["momentum"] < 1:
-        raise SnsError(f"momentum={cfg['momentum']} must be in [0, 1)")
-    if cfg["width"] <= 0:
-        raise SnsError(f"width={cfg['width']} must be > 0")
-    bank = cfg.get("teacher_bank", 0)
-    if isinstance(bank, bool) or not isinstance(bank, int) or bank < 0:
-        raise SnsError(
-            f"teacher_bank={bank!r} must be an integer >= 0 (0 = run the teacher live every step, "
-            "N > 0 = sample N teacher images and their pooled taps once and reuse them)"
-        )
-    if bank and METHODS[cfg["method"]][0].needs_w:
-        raise SnsError(
-            f"teacher_bank={bank}: method {cfg['method']} runs the teacher G itself "
-            "(reconstruction through G from the latent w) at every step, which a bank cannot replace; "
-            "set teacher_bank=0"
-        )
+    """Every limit of the (method-resolved) config: checks.check_pretrain_config, which `sns pretrain` also runs
+    before it takes the run directory."""
+    from .checks import check_pretrain_config
+
+    check_pretrain_config(cfg)
 
 
 def _check_split(cfg: dict[str, Any], n_syn: int) -> None:

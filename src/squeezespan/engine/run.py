@@ -18,13 +18,29 @@ A loop uses it like this::
 
 Only rank 0 touches the disk; the other ranks take part in the collectives (gathering their RNG states,
 receiving the checkpoint), so no shared file system is needed.
+
+A run directory belongs to one run at a time: ``prepare_run_dir`` (every `sns` command that writes a run
+directory, rank 0 only under torchrun) takes its lock, ``<out>/.lock`` (``RunLock``: an exclusive ``flock`` on a
+file holding the holder's pid, host and start time), and keeps it until the command ends. A second run or
+resume into the same directory is refused with one line naming the holder. The kernel drops the lock of a
+process that dies however it dies (kill -9 included), so the file such a process leaves behind is recognised
+as stale and taken over with a message. ``--force`` moves the previous run's files aside into
+``<out>/.replaced-<UTC time>/`` (nothing is deleted) once the lock is taken, before the new run writes anything,
+so a later ``--resume`` can only find the new run's checkpoints. The command checks its config before it calls
+``prepare_run_dir``: a refused config leaves the directory untouched.
 """
 
 from __future__ import annotations
 
+import atexit
+import fcntl
+import json
 import os
 import random
 import signal
+import socket
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,31 +61,262 @@ from .checkpoint import (
 from .distributed import World
 
 __all__ = [
+    "LOCK_NAME",
+    "REPLACED_PREFIX",
     "RunDir",
+    "RunLock",
     "StopSignal",
     "prepare_run_dir",
     "rank_rng_state",
+    "release_run_dirs",
     "save_config",
     "set_rank_rng_state",
 ]
 
+LOCK_NAME = ".lock"  # the run directory's lock file (JSON: pid, host, started, command)
+REPLACED_PREFIX = ".replaced-"  # --force moves the previous run's files into <out>/.replaced-<UTC time>/
 
-def prepare_run_dir(out: str | os.PathLike, resume: bool = False, force: bool = False) -> Path:
-    """Create ``out``; a non-empty one is refused unless resuming (keep it) or forcing (reuse it)."""
+
+def _holder_text(holder: dict[str, Any]) -> str:
+    if not holder.get("pid"):
+        return "another process (it has not written its details yet)"
+    text = f"pid {holder['pid']} on {holder.get('host', '?')}"
+    return text + (f", started {holder['started']}" if holder.get("started") else "")
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        holder = json.loads(os.pread(fd, 65536, 0) or b"{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a number we cannot check): assume it runs
+    return True
+
+
+_HELD: dict[str, RunLock] = {}  # run directory (real path) -> the lock this process holds on it
+
+
+def _key(path: Path) -> str:
+    return os.path.realpath(path)
+
+
+class RunLock:
+    """The exclusive lock of a run directory: ``<dir>/.lock`` under ``flock(LOCK_EX)``, with the holder's details.
+
+    The kernel releases a ``flock`` when its process ends, however it ends, so a lock file whose lock can be
+    taken was left by a dead process: on the same host it is taken over with a message. A lock file naming
+    another host is refused (this host cannot tell whether that run still goes; the message says to delete the
+    file if it does not). On a file system without ``flock`` the holder's pid is checked instead.
+
+    Args:
+        run_dir: the run directory (must exist).
+        log: where the takeover message goes.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, log: Callable[[str], Any] = print):
+        self.dir = Path(run_dir)
+        self.path = self.dir / LOCK_NAME
+        self.log = log
+        self.fd: int | None = None
+        self.created_dir = False  # prepare_run_dir made the directory: removed again on release if still empty
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> RunLock:
+        """Take the lock or raise a one-line SnsError naming its holder."""
+        if self.fd is not None:
+            return self
+        for _ in range(20):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise SnsError(f"--out {self.dir} is not writable: {e.strerror} ({self.path})") from None
+            try:
+                self._lock(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except OSError:
+                current = False
+            if current:
+                break
+            os.close(fd)  # the holder released (deleted) the file between our open and our lock: try the new one
+        else:
+            raise SnsError(f"--out {self.dir}: could not take {self.path} (it keeps being replaced)")
+        holder = _read_holder(fd)
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "command": " ".join(sys.argv)[:500],
+        }
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as e:
+            os.close(fd)
+            raise SnsError(f"--out {self.dir} is not writable: {e.strerror} ({self.path})") from None
+        self.fd = fd
+        _HELD[_key(self.dir)] = self
+        _register_exit_release()
+        if holder.get("pid"):
+            self.log(f"{self.dir}: taking over the stale lock of {_holder_text(holder)} (that process has ended)")
+        return self
+
+    def _lock(self, fd: int) -> None:
+        """flock ``fd``; when the lock is taken (or cannot be taken here) decide from the holder in the file."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            raise SnsError(
+                f"--out {self.dir} is in use by another run ({_holder_text(_read_holder(fd))}); "
+                "wait for it to end or choose another --out"
+            ) from None
+        except OSError:  # no flock on this file system: the holder's pid decides
+            locked = False
+        holder = _read_holder(fd)
+        if not holder.get("pid"):
+            return
+        if holder.get("host") != socket.gethostname():
+            raise SnsError(
+                f"--out {self.dir} is locked by {_holder_text(holder)}, which this host cannot check; "
+                f"if that run has ended, delete {self.path}"
+            )
+        if not locked and holder["pid"] != os.getpid() and _pid_alive(int(holder["pid"])):
+            raise SnsError(
+                f"--out {self.dir} is in use by another run ({_holder_text(holder)}); "
+                "wait for it to end or choose another --out"
+            )
+
+    def release(self) -> None:
+        """Delete the lock file and drop the lock (safe to call twice); an empty directory it created goes too."""
+        if self.fd is None:
+            return
+        fd, self.fd = self.fd, None
+        _HELD.pop(_key(self.dir), None)
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(fd)
+        if self.created_dir:
+            try:
+                self.dir.rmdir()  # only when nothing was written: a refused run leaves no trace
+            except OSError:
+                pass
+
+    def move_aside(self) -> Path | None:
+        """Move every file of the directory except the lock and earlier ``.replaced-*`` folders into a new
+        ``.replaced-<UTC time>/`` folder; returns it (None when there was nothing to move)."""
+        entries = _run_entries(self.dir)
+        if not entries:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        dest, n = self.dir / f"{REPLACED_PREFIX}{stamp}", 1
+        while dest.exists():
+            n += 1
+            dest = self.dir / f"{REPLACED_PREFIX}{stamp}-{n}"
+        dest.mkdir()
+        for p in entries:
+            os.rename(p, dest / p.name)
+        names = ", ".join(p.name for p in entries[:8]) + (", ..." if len(entries) > 8 else "")
+        self.log(f"--force: moved the previous run's files ({names}) into {dest}; delete that folder to free its space")
+        return dest
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _run_entries(path: Path) -> list[Path]:
+    """What a run directory holds, apart from its lock and the folders of runs replaced with --force."""
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.name != LOCK_NAME and not p.name.startswith(REPLACED_PREFIX))
+
+
+_PREPARED: list[RunLock] = []  # the locks prepare_run_dir took (released by release_run_dirs)
+
+
+def release_run_dirs() -> None:
+    """Release the locks ``prepare_run_dir`` took (the end of a command); at exit every held lock goes."""
+    while _PREPARED:
+        _PREPARED.pop().release()
+
+
+def _release_all() -> None:
+    release_run_dirs()
+    for lock in list(_HELD.values()):
+        lock.release()
+
+
+_exit_hook = []
+
+
+def _register_exit_release() -> None:
+    if not _exit_hook:
+        atexit.register(_release_all)
+        _exit_hook.append(True)
+
+
+def prepare_run_dir(
+    out: str | os.PathLike, resume: bool = False, force: bool = False, log: Callable[[str], Any] = print
+) -> Path:
+    """Create ``out`` and take its lock (``RunLock``, held until ``release_run_dirs`` or exit).
+
+    A non-empty directory is refused unless resuming (continue that run) or forcing (start over: the previous
+    run's files are moved into ``.replaced-<UTC time>/`` now, before anything new is written; the caller checks its
+    config first).
+
+    Raises:
+        SnsError: ``out`` is a file, not writable, locked by a running run, non-empty without --resume/--force,
+            empty with --resume, or both flags were given.
+    """
     path = Path(out)
+    if resume and force:
+        raise SnsError("--resume continues the run in --out and --force starts over in it: pass only one of them")
     if path.exists() and not path.is_dir():
         raise SnsError(f"--out {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not (resume or force):
-        raise SnsError(f"--out {path} is not empty; pass --resume to continue that run or --force to start over in it")
-    if resume and not (path.is_dir() and any(path.iterdir())):
-        raise SnsError(f"--resume given but --out {path} holds no run to resume")
+    created = not path.exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as e:
         raise SnsError(f"--out {path} is not writable: {e.strerror}") from None
+    lock = RunLock(path, log)
+    lock.created_dir = created
+    lock.acquire()
+    _PREPARED.append(lock)
+    try:
+        entries = _run_entries(path)
+        if entries and not (resume or force):
+            raise SnsError(
+                f"--out {path} is not empty; pass --resume to continue that run or --force to start over in it"
+            )
+        if resume and not entries:
+            raise SnsError(f"--resume given but --out {path} holds no run to resume")
+        if force:
+            lock.move_aside()
+    except BaseException:
+        _PREPARED.remove(lock)
+        lock.release()
+        raise
     return path
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..checks import SEED_LIMIT, check_choice, check_flag, check_real, check_whole
 from ..config import check_renamed
 from ..data.diffaug import parse_policy
 from ..errors import SnsError
@@ -91,6 +92,58 @@ COUNTERS = ("cur_nimg", "step", "ada_sum", "ada_count", "best_fd", "best_kimg", 
 # --------------------------------------------------------------------------------------------------- config
 
 
+# whole-number keys: (lowest value, None allowed); real-number keys: (low, strictly above, high, strictly below,
+# None allowed). Types, ranges and finiteness are checked before the run directory is touched.
+_WHOLE = {
+    "batch_size": (1, False),
+    "z_dim": (1, False),
+    "w_dim": (1, False),
+    "mapping_layers": (1, False),
+    "channel_base": (1, False),
+    "channel_max": (1, False),
+    "mbstd_group_size": (1, False),
+    "r1_interval": (0, True),
+    "ada_interval": (1, False),
+    "threads": (1, True),
+    "log_every": (1, False),
+    "ckpt_every": (0, False),
+    "keep_ckpts": (1, False),
+    "grid_size": (1, False),
+    "fd_ref_num": (2, False),
+    "fd_ref_real": (2, False),
+}
+_REAL = {
+    "kimg": (0, True, None, False, False),
+    "lr": (0, True, None, False, False),
+    "eps": (0, True, None, False, False),
+    "mapping_lr_mult": (0, True, None, False, False),
+    "r1_gamma": (0, False, None, False, False),
+    "ema_kimg": (0, False, None, False, False),
+    "ema_rampup": (0, False, None, False, True),
+    "augment_p": (0, False, 1, False, False),
+    "ada_target": (0, False, 1, False, True),
+    "ada_kimg": (0, True, None, False, False),
+    "max_minutes": (0, False, None, False, True),
+    "sample_kimg": (0, False, None, False, True),
+    "fd_ref_kimg": (0, False, None, False, True),
+    "conv_clamp": (0, True, None, False, True),
+}
+
+
+def _check_limits(cfg: dict[str, Any]) -> None:
+    prefix = "train-gan "
+    for key, (low, none_ok) in _WHOLE.items():
+        check_whole(cfg, key, low, none_ok=none_ok, prefix=prefix)
+    for key, (low, above, high, below, none_ok) in _REAL.items():
+        check_real(cfg, key, low, above, high, below, none_ok, prefix=prefix)
+    check_whole(cfg, "seed", 0, SEED_LIMIT, prefix=prefix)
+    for key in ("mirror", "export_snapshots"):
+        check_flag(cfg, key, prefix=prefix)
+    check_flag(cfg, "bf16", auto_ok=True, prefix=prefix)
+    if cfg["channels"] is not None:
+        check_choice(cfg, "channels", (1, 3), prefix=prefix)
+
+
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` over GAN_DEFAULTS, checked: renamed, unknown and out-of-range keys are one-line SnsErrors."""
     check_renamed("gan", cfg, "train-gan config")
@@ -100,6 +153,7 @@ def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     cfg = {**copy.deepcopy(GAN_DEFAULTS), **cfg}
     if isinstance(cfg["device"], torch.device):
         cfg["device"] = str(cfg["device"])
+    _check_limits(cfg)
     res = cfg["resolution"]
     if not isinstance(res, int) or res < 8 or res & (res - 1):
         raise SnsError(f"train-gan resolution={res!r}: expected a power of two >= 8 (e.g. 32)")
