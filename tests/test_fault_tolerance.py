@@ -306,3 +306,20 @@ def test_infinite_weights_are_never_checkpointed(tmp_path, monkeypatch):
     ckpts = list_checkpoints(tmp_path / "checkpoints")
     assert [p.name for p in ckpts] == ["ckpt-00000001.pt"]
     assert all(torch.isfinite(v).all() for v in load_checkpoint(ckpts[0])["student"].values() if v.is_floating_point())
+
+
+def test_train_gan_resume_with_every_checkpoint_corrupt_refuses_and_keeps_teacher(tmp_path):
+    """As pretrain does: no usable checkpoint is a one-line refusal, never a silent restart over teacher/."""
+    from test_train_gan import TINY, tiny_dataset
+
+    from squeezespan.gan import train_gan
+
+    out = tmp_path / "gan"
+    cfg = dict(TINY, kimg=0.008, ckpt_every=1, keep_ckpts=3)
+    assert train_gan(cfg, out, progress=False, dataset=tiny_dataset(), log=_quiet)["steps"] == 2
+    for p in list_checkpoints(out / "checkpoints"):
+        p.write_bytes(p.read_bytes()[:100])  # torn
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    with pytest.raises(SnsError, match="no usable checkpoint"):
+        train_gan(dict(cfg, kimg=0.016), out, resume=True, progress=False, dataset=tiny_dataset(), log=_quiet)
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before  # teacher/ included
