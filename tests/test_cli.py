@@ -110,3 +110,87 @@ def test_unwritable_out(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not writable" in err and "run" in err
     assert blocker.read_text().startswith("a file")  # nothing on disk was touched
+
+
+# ------------------------------------------------------------------------------ help that teaches (issue 26)
+
+
+def _sub_parsers(parser, path=()):
+    """(command path, parser) of every sub-command, nested ones included (`data info`, `config show`)."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _sub_parsers(sub, (*path, name))
+
+
+def test_data_help_names_every_dataset_and_the_default():
+    from squeezespan.cli import build_parser
+    from squeezespan.data import DATASETS
+    from squeezespan.eval.run import EVAL_DEFAULTS
+    from squeezespan.gan import GAN_DEFAULTS
+    from squeezespan.pretraining import PRETRAIN_DEFAULTS
+
+    defaults = {("eval",): EVAL_DEFAULTS, ("pretrain",): PRETRAIN_DEFAULTS, ("train-gan",): GAN_DEFAULTS}
+    seen = set()
+    for path, sub in _sub_parsers(build_parser()):
+        action = next((a for a in sub._actions if "--data" in a.option_strings), None)
+        if action is None:
+            continue
+        seen.add(path)
+        assert all(name in action.help for name in DATASETS), (path, action.help)
+        assert f"default: {defaults[path]['data']}" in action.help, (path, action.help)
+    assert seen == set(defaults)
+    info = dict(_sub_parsers(build_parser()))[("data", "info")]
+    name = next(a for a in info._actions if a.dest == "name")
+    assert all(n in name.help for n in DATASETS)
+
+
+def test_presets_prints_each_preset_with_its_description(capsys):
+    from squeezespan.config import PRESET_DIR, list_presets
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in list_presets():
+        text = yaml.safe_load((PRESET_DIR / f"{name}.yaml").read_text())["description"]
+        assert 20 < len(text) <= 110 and "\n" not in text, name  # one line
+        assert any(line.split() == [name, *text.split()] for line in out.splitlines()), name
+    assert "pretrain presets (`sns pretrain --preset NAME`)" in out and "`sns train-gan --preset NAME`" in out
+    from squeezespan.cli import build_parser
+
+    subs = dict(_sub_parsers(build_parser()))
+    for command, kind in (("pretrain", "pretrain"), ("train-gan", "gan"), ("eval", "eval"), ("demo", "demo")):
+        preset = next(a for a in subs[(command,)]._actions if "--preset" in a.option_strings)
+        assert all(name in preset.help for name in list_presets(kind)), (command, preset.help)
+
+
+def test_every_key_value_example_in_the_help_resolves():
+    """Each `key=value` shown in a `--help` goes through config resolution of its command without an error."""
+    import re
+
+    from squeezespan.cli import build_parser
+    from squeezespan.config import resolve_config
+    from squeezespan.demo import DEMO_DEFAULTS
+    from squeezespan.eval.run import EVAL_DEFAULTS
+    from squeezespan.gan import GAN_DEFAULTS
+    from squeezespan.pretraining import PRETRAIN_DEFAULTS
+
+    kinds = {
+        ("eval",): (EVAL_DEFAULTS, "eval"),
+        ("pretrain",): (PRETRAIN_DEFAULTS, "pretrain"),
+        ("train-gan",): (GAN_DEFAULTS, "gan"),
+        ("demo",): (DEMO_DEFAULTS, "demo"),
+        ("config", "show"): (PRETRAIN_DEFAULTS, "pretrain"),  # its default --kind
+    }
+    checked = []
+    for path, sub in _sub_parsers(build_parser()):
+        text = " ".join(sub.format_help().split())
+        examples = re.findall(r"(?<![\w.=-])([a-z_][\w.]*=[^\s,;)]+)", text)
+        for example in [e for e in examples if e != "key=value"]:  # the metavar itself
+            assert path in kinds, f"`sns {' '.join(path)} --help` shows {example}: add the command to this test"
+            defaults, kind = kinds[path]
+            resolve_config(defaults, kind, overrides=[example])
+            checked.append((path, example))
+    assert {p for p, _ in checked} >= {("eval",), ("pretrain",), ("train-gan",), ("demo",)}, checked

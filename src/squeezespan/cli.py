@@ -14,8 +14,8 @@ import yaml
 from . import __version__, bench
 from .checks import check_pretrain_config
 from .cliutil import ArgumentParser
-from .config import list_presets, resolve_config
-from .data import dataset_info, describe_dataset, load_dataset
+from .config import list_presets, preset_description, resolve_config
+from .data import DATASETS, dataset_info, describe_dataset, load_dataset
 from .demo import DEMO_DEFAULTS, run_demo
 from .engine import prepare_run_dir
 from .engine.distributed import launched_rank
@@ -27,7 +27,7 @@ from .gan import GAN_DEFAULTS, train_gan
 from .gan.config import check_config as check_gan_config
 from .hub import HUB_FILES, export_hub, resolve_export
 from .manifest import run_manifest
-from .methods import resolve_method
+from .methods import METHODS, resolve_method
 from .pretraining import PRETRAIN_DEFAULTS, pretrain
 from .teachers.convert import convert_stylegan2_pickle
 
@@ -36,13 +36,15 @@ DESCRIPTION = "squeezespan: distil image representations from a GAN generator (S
 CONFIG_KINDS = {"pretrain": PRETRAIN_DEFAULTS, "gan": GAN_DEFAULTS, "eval": EVAL_DEFAULTS, "demo": DEMO_DEFAULTS}
 
 
-def _run_flags(p: argparse.ArgumentParser, example: str, out_required: bool = True) -> None:
-    """Flags every run sub-command shares (the project's CLI conventions); `example` is a key=value it accepts."""
+def _run_flags(p: argparse.ArgumentParser, example: str, out_required: bool = True, kind: str = "") -> None:
+    """Flags every run sub-command shares (the project's CLI conventions); `example` is a key=value it accepts,
+    `kind` the kind of run whose presets --preset names."""
     p.add_argument(
         "--out", required=out_required, help="run directory (a non-empty one is refused unless --resume/--force)"
     )
     p.add_argument("--config", help="YAML file of config keys")
-    p.add_argument("--preset", help="named preset from configs/ (see `sns presets`)")
+    names = ", ".join(list_presets(kind)) if kind else ""
+    p.add_argument("--preset", help=f"named preset from configs/: {names or 'none yet'} (`sns presets` describes them)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
@@ -54,6 +56,12 @@ def _run_flags(p: argparse.ArgumentParser, example: str, out_required: bool = Tr
     p.add_argument("overrides", nargs="*", metavar="key=value", help=f"override any config key, e.g. {example}")
 
 
+def _data_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
+    """--data (the registry's dataset names and this command's default) and --root."""
+    p.add_argument("--data", help=f"dataset: {', '.join(DATASETS)} (default: {defaults['data']}; see `sns data info`)")
+    p.add_argument("--root", help="dataset root (default: $SNS_DATA_ROOT or ./data; folder: the image folder)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="sns", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -62,15 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     q = dsub.add_parser("info", help="sizes, classes, channels, resolution and statistics of a dataset")
-    q.add_argument("name")
-    q.add_argument("--root")
+    q.add_argument("name", help=f"dataset: {', '.join(DATASETS)}")
+    q.add_argument("--root", help="dataset root (default: $SNS_DATA_ROOT or ./data)")
     q.add_argument("--split", default=None, help="one split (default: every split)")
     q.add_argument("--resolution", type=int, default=None)
     q.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("eval", help="kNN + linear-probe evaluation of backbones (exported, raw pixels, random init)")
-    p.add_argument("--data", help="dataset name")
-    p.add_argument("--root", help="dataset root")
+    _data_flags(p, EVAL_DEFAULTS)
     p.add_argument(
         "--backbone",
         action="append",
@@ -84,23 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["fast", "paper"],
         help="linear probe on frozen features (fast) or on augmented images (paper)",
     )
-    _run_flags(p, "knn_k=20")
+    _run_flags(p, "knn_k=20", kind="eval")
 
     p = sub.add_parser("pretrain", help="train a student with Squeeze and Span or a baseline")
-    p.add_argument("--method", help="sns | squeeze | kd | vicreg | simsiam | encode")
-    p.add_argument("--data", help="dataset name")
-    p.add_argument("--root", help="dataset root")
+    p.add_argument("--method", help=f"{' | '.join(METHODS)} (default: {PRETRAIN_DEFAULTS['method']})")
+    _data_flags(p, PRETRAIN_DEFAULTS)
     p.add_argument("--teacher", help="teacher: `sns train-gan` run dir, stylegan2-pkl:PATH, or module.path:factory")
     p.add_argument("--teacher-weights", help="weights for a module:factory teacher")
-    _run_flags(p, "lr=0.05")
+    _run_flags(p, "lr=0.05", kind="pretrain")
 
     p = sub.add_parser("train-gan", help="train a StyleGAN2 teacher on a dataset")
-    p.add_argument("--data", help="dataset name")
-    p.add_argument("--root", help="dataset root")
-    _run_flags(p, "kimg=50")
+    _data_flags(p, GAN_DEFAULTS)
+    _run_flags(p, "kimg=50", kind="gan")
 
     p = sub.add_parser("demo", help="end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)")
-    _run_flags(p, "steps=200", out_required=False)
+    _run_flags(p, "steps=200", out_required=False, kind="demo")
 
     p = sub.add_parser(
         "bench",
@@ -112,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
 
-    sub.add_parser("presets", help="list the presets in configs/")
+    sub.add_parser("presets", help="list the presets in configs/, each with its one-line description")
 
     p = sub.add_parser("config", help="config tools: `sns config show` prints a run's resolved config as YAML")
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -292,10 +297,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    for kind in ("pretrain", "gan", "eval", "demo"):
+    commands = {"pretrain": "pretrain", "gan": "train-gan", "eval": "eval", "demo": "demo"}
+    for kind, command in commands.items():
         names = list_presets(kind)
         if names:
-            print(f"{kind:<9} {', '.join(names)}")
+            print(f"{kind} presets (`sns {command} --preset NAME`):")
+            width = max(len(n) for n in names)
+            for name in names:
+                print(f"  {name:<{width}}  {preset_description(name)}")
     return 0
 
 

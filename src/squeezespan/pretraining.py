@@ -26,7 +26,7 @@ from .engine.logging import MetricsLogger
 from .engine.run import RunDir
 from .engine.step import RealStream, step_inputs
 from .errors import SnsError
-from .eval import extract_features, knn_eval
+from .eval import KNN_CAP_FRACTION, extract_features, knn_eval, knn_settings
 from .export import export_backbone
 from .methods import METHODS, Objective, build_objective, method_settings, resolve_method
 from .models import build_student
@@ -298,6 +298,10 @@ class KnnMonitor:
     The memory bank is the labelled monitor split (at most ``knn_bank`` images, a fixed seeded choice), the
     queries the test split; both are loaded on first use. As an ``engine.fit`` callback it evaluates every
     ``knn_every`` steps before the last (the last is the run's final evaluation, done after export).
+    k is capped by the bank's smallest class as in `sns eval` (``knn_cap``, default KNN_CAP_FRACTION, see
+    eval/knn.py). In-training points extract features in the run's precision (bf16 where the run trains in
+    bf16); the final evaluation in fp32, the precision of `sns eval`, so that a curve ends at the value
+    `sns eval` gives for the same bank. Each result names its k, t, bank and precision (``bf16``).
 
     Args:
         cfg: the run config.
@@ -328,14 +332,21 @@ class KnnMonitor:
         self.bank = bank
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """kNN accuracy of the student now: ``{"top1": ..., "top5": ...}`` in percent."""
+    def evaluate(self, bf16: bool = False) -> dict[str, Any]:
+        """kNN accuracy of the student now, in percent, and how it was made.
+
+        Returns:
+            ``{"top1", "top5", "k" (used), "t", "knn_k", "cap", "rule", "bank", "smallest_class", "bf16"}``.
+            ``bf16=False`` (the default: the final evaluation) is the precision of `sns eval`.
+        """
         if self.test is None:
             self._load()
-        bf16 = self.cfg["bf16"]
+        cfg = self.cfg
+        cap = cfg.get("knn_cap", KNN_CAP_FRACTION)
         f_tr, y_tr = extract_features(self.student, self.bank, device=self.device, bf16=bf16)
         f_te, y_te = extract_features(self.student, self.test, device=self.device, bf16=bf16)
-        acc = knn_eval(f_tr, y_tr, f_te, y_te, k=self.cfg["knn_k"], t=self.cfg["knn_t"])
+        acc = knn_eval(f_tr, y_tr, f_te, y_te, k=cfg["knn_k"], t=cfg["knn_t"], cap=cap)
+        acc = dict(acc, **knn_settings(cfg["knn_k"], cfg["knn_t"], y_tr, cap), bf16=bool(bf16))
         self.history.append(acc)
         return acc
 
@@ -343,8 +354,8 @@ class KnnMonitor:
         every = self.cfg["knn_every"]
         if not every or done % every or done == total:
             return None
-        acc = self.evaluate()
-        return {"knn_top1": acc["top1"], "knn_top5": acc["top5"]}
+        acc = self.evaluate(bf16=bool(self.cfg["bf16"]))  # in training: the run's precision
+        return {"knn_top1": acc["top1"], "knn_top5": acc["top5"], "knn_k": acc["k"]}
 
 
 def export_run_backbone(cfg: dict[str, Any], student: nn.Module, train, run_dir: str | Path) -> Path:
