@@ -40,7 +40,7 @@ def _cases(whole: dict, real: dict) -> list[tuple[str, str]]:
         out += [(key, v) for v in _whole_bad(low, none_ok)]
     for key, spec in real.items():
         out += [(key, v) for v in _real_bad(*spec)]
-    out += [("seed", v) for v in ["-1", str(2**63), "1.5", "abc", "true", ".nan"]]
+    out += [("seed", v) for v in ["-1", str(2**32), str(2**63), "1.5", "abc", "true", ".nan"]]
     return out
 
 
@@ -89,9 +89,9 @@ def test_train_gan_refuses_impossible_limits_before_touching_out(old_run, capsys
 
 
 def test_values_at_the_edges_are_accepted():
-    edges = dict(seed=2**63 - 1, keep_ckpts=1, ckpt_every=0, log_every=1, momentum=0.0, weight_decay=0, steps=0)
+    edges = dict(seed=2**32 - 1, keep_ckpts=1, ckpt_every=0, log_every=1, momentum=0.0, weight_decay=0, steps=0)
     checks.check_pretrain_config(resolve_method(dict(PRETRAIN_DEFAULTS, method="vicreg", **edges)))
-    cfg = gan_config.check_config(dict(seed=2**63 - 1, keep_ckpts=1, max_minutes=0, fd_ref_kimg=None, augment_p=1))
-    assert cfg["seed"] == 2**63 - 1
+    cfg = gan_config.check_config(dict(seed=2**32 - 1, keep_ckpts=1, max_minutes=0, fd_ref_kimg=None, augment_p=1))
+    assert cfg["seed"] == 2**32 - 1
     with pytest.raises(SnsError, match=r"train-gan max_minutes=-1 must be a finite number >= 0 or null"):
         gan_config.check_config(dict(max_minutes=-1))

@@ -13,7 +13,9 @@ from .errors import SnsError
 
 __all__ = ["INT_LIMIT", "SEED_LIMIT", "check_choice", "check_flag", "check_real", "check_whole"]
 
-SEED_LIMIT = 2**63  # seeds are in [0, 2**63): torch's generators take them, with room for per-rank offsets
+# seeds are in [0, 2**32): the loops derive per-step, per-epoch and per-rank seeds from them (seed * 1_000_003 + ...),
+# which must stay inside torch's int64 seeds
+SEED_LIMIT = 2**32
 INT_LIMIT = 2**63  # whole numbers beyond int64 overflow torch
 
 
@@ -31,7 +33,7 @@ def check_whole(
     if not (isinstance(v, int) and not isinstance(v, bool)) or not low <= v < high:
         span = f">= {low}" if high == INT_LIMIT else f"in [{low}, {high})"
         if high == SEED_LIMIT:
-            span = f"in [{low}, 2**63)"
+            span = f"in [{low}, 2**32)"
         raise SnsError(f"{prefix}{key}={v!r} must be a whole number {span}" + (" or null" if none_ok else ""))
 
 

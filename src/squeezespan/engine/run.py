@@ -487,7 +487,7 @@ class RunDir:
             "random streams (augmentation, noise) are reseeded, so the run is not bit-identical to an "
             "uninterrupted one"
         )
-        torch.manual_seed(reseed)
+        torch.manual_seed(reseed % 2**63)
         return False
 
     def save(self, step: int, payload: dict[str, Any] | Callable[[], dict[str, Any]]) -> Path | None:
