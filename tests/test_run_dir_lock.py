@@ -140,7 +140,7 @@ def test_force_moves_the_old_run_aside_and_resume_continues_the_new_run(tmp_path
     capsys.readouterr()
     assert main(["pretrain", "--out", str(out), "--force"] + TINY + ["steps=2"]) == 0
     printed = capsys.readouterr().out
-    assert "--force: moved the previous run's files" in printed
+    assert "--force: the previous run's files" in printed
     (replaced,) = [p for p in out.iterdir() if p.name.startswith(REPLACED_PREFIX)]
     assert sorted(p.name for p in (replaced / "checkpoints").iterdir()) == old_ckpts  # nothing lost
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ckpt-00000001.pt", "ckpt-00000002.pt"]
@@ -163,3 +163,14 @@ def test_force_refused_by_validation_leaves_the_old_run_byte_identical(tmp_path,
     assert main(["pretrain", "--out", str(out), "--force"] + TINY + ["steps=1", "keep_ckpts=0"]) == 2
     assert _snapshot(out) == before and not any(p.name.startswith(".") for p in out.iterdir())
     assert all(p.stat().st_mtime <= mtime for p in out.rglob("*"))
+
+
+def test_force_that_fails_before_writing_puts_the_old_run_back(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt-00000009.pt").write_bytes(b"old weights")
+    (out / "config.yaml").write_text("steps: 9\n")
+    before = _snapshot(out)
+    assert main(["pretrain", "--out", str(out), "--force", "--data", "no-such-data"] + TINY + ["steps=1"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert _snapshot(out) == before and not any(p.name.startswith(".") for p in out.iterdir())

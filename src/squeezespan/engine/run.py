@@ -26,8 +26,10 @@ resume into the same directory is refused with one line naming the holder. The k
 process that dies however it dies (kill -9 included), so the file such a process leaves behind is recognised
 as stale and taken over with a message. ``--force`` moves the previous run's files aside into
 ``<out>/.replaced-<UTC time>/`` (nothing is deleted) once the lock is taken, before the new run writes anything,
-so a later ``--resume`` can only find the new run's checkpoints. The command checks its config before it calls
-``prepare_run_dir``: a refused config leaves the directory untouched.
+so a later ``--resume`` can only find the new run's checkpoints. The move becomes final at the new run's first
+write (``RunDir.prepare`` or ``save_config``); a command that fails before it (bad data, teacher, device) puts
+the old files back when it releases the lock, and the command checks its config before it calls
+``prepare_run_dir`` at all, so refused input leaves the directory as it was.
 """
 
 from __future__ import annotations
@@ -128,6 +130,8 @@ class RunLock:
         self.log = log
         self.fd: int | None = None
         self.created_dir = False  # prepare_run_dir made the directory: removed again on release if still empty
+        self.replaced: Path | None = None  # --force: where the previous run's files went
+        self.committed = False  # the new run wrote into the directory (the --force move is final)
 
     @property
     def held(self) -> bool:
@@ -206,6 +210,8 @@ class RunLock:
         """Delete the lock file and drop the lock (safe to call twice); an empty directory it created goes too."""
         if self.fd is None:
             return
+        if self.replaced is not None and not self.committed:
+            self._put_back()
         fd, self.fd = self.fd, None
         _HELD.pop(_key(self.dir), None)
         try:
@@ -220,6 +226,34 @@ class RunLock:
             except OSError:
                 pass
 
+    def _put_back(self) -> None:
+        """Undo the --force move of a command that failed before its first write (names now taken stay aside)."""
+        replaced, self.replaced = self.replaced, None
+        for p in sorted(replaced.iterdir()):
+            target = self.dir / p.name
+            if not os.path.lexists(target):
+                try:
+                    os.rename(p, target)
+                except OSError:
+                    pass
+        try:
+            replaced.rmdir()
+        except OSError:
+            pass
+
+    def commit(self) -> None:
+        """The run writes its first file: a --force move is final (reported once)."""
+        if self.committed:
+            return
+        self.committed = True
+        if self.replaced is not None:
+            names = sorted(p.name for p in self.replaced.iterdir())
+            shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+            self.log(
+                f"--force: the previous run's files ({shown}) are in {self.replaced}; delete that folder to free "
+                "its space"
+            )
+
     def move_aside(self) -> Path | None:
         """Move every file of the directory except the lock and earlier ``.replaced-*`` folders into a new
         ``.replaced-<UTC time>/`` folder; returns it (None when there was nothing to move)."""
@@ -232,10 +266,9 @@ class RunLock:
             n += 1
             dest = self.dir / f"{REPLACED_PREFIX}{stamp}-{n}"
         dest.mkdir()
+        self.replaced = dest
         for p in entries:
             os.rename(p, dest / p.name)
-        names = ", ".join(p.name for p in entries[:8]) + (", ..." if len(entries) > 8 else "")
-        self.log(f"--force: moved the previous run's files ({names}) into {dest}; delete that folder to free its space")
         return dest
 
     def __enter__(self) -> RunLock:
@@ -256,7 +289,9 @@ _PREPARED: list[RunLock] = []  # the locks prepare_run_dir took (released by rel
 
 
 def release_run_dirs() -> None:
-    """Release the locks ``prepare_run_dir`` took (the end of a command); at exit every held lock goes."""
+    """Release the locks ``prepare_run_dir`` took (the end of a command); at exit every held lock goes.
+
+    A --force command that ends before its first write puts the previous run's files back (``RunLock``)."""
     while _PREPARED:
         _PREPARED.pop().release()
 
@@ -268,6 +303,13 @@ def _release_all() -> None:
 
 
 _exit_hook = []
+
+
+def _first_write(run_dir: str | os.PathLike) -> None:
+    """Before the first file of a run goes into ``run_dir``: the lock this process holds on it commits."""
+    lock = _HELD.get(_key(Path(run_dir)))
+    if lock is not None:
+        lock.commit()
 
 
 def _register_exit_release() -> None:
@@ -322,6 +364,7 @@ def prepare_run_dir(
 
 def save_config(run_dir: str | os.PathLike, cfg: dict[str, Any], name: str = "config.yaml") -> Path:
     """Write ``cfg`` atomically as YAML into ``run_dir/name`` (keys in the config's order)."""
+    _first_write(run_dir)
     p = Path(run_dir) / name
     atomic_write_bytes(p, yaml.safe_dump(cfg, sort_keys=False).encode())
     return p
@@ -424,6 +467,7 @@ class RunDir:
     def prepare(self) -> None:
         """Rank 0 creates the checkpoints folder and deletes half-written temporaries of a killed run."""
         if self.world.is_main:
+            _first_write(self.path)  # --force: the previous run's files stay aside from now on
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
             remove_stale_temporaries(self.ckpt_dir)
 
