@@ -17,6 +17,7 @@ LAYERS = [
     ("teachers",),
     ("engine",),
     ("methods",),
+    ("checks",),  # the limits of pretrain's and train-gan's configs (reads the methods table)
     ("eval",),
     ("report",),  # below the training loops: GAN training writes its sample grids with report.grid
     ("pretraining",),
