@@ -106,7 +106,25 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
 
-def test_a_lock_naming_another_host_is_refused_with_what_to_do(tmp_path):
+def test_a_dead_lock_from_another_host_is_taken_over_as_after_a_node_crash(tmp_path):
+    """A Slurm resubmission after a node died: the lock file names the dead node, but nobody holds its flock."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("steps: 2\n")
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 12345, "host": "elsewhere.example", "started": "earlier"}))
+    msgs = []
+    assert prepare_run_dir(out, resume=True, log=msgs.append) == out
+    assert len(msgs) == 1 and "pid 12345 on elsewhere.example" in msgs[0] and "taking over" in msgs[0]
+    release_run_dirs()
+
+
+def test_without_flock_a_lock_naming_another_host_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    import fcntl
+
+    def no_flock(fd, op):
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
     out = tmp_path / "run"
     out.mkdir()
     (out / LOCK_NAME).write_text(json.dumps({"pid": 12345, "host": "elsewhere.example", "started": "earlier"}))

@@ -115,9 +115,10 @@ class RunLock:
     """The exclusive lock of a run directory: ``<dir>/.lock`` under ``flock(LOCK_EX)``, with the holder's details.
 
     The kernel releases a ``flock`` when its process ends, however it ends, so a lock file whose lock can be
-    taken was left by a dead process: on the same host it is taken over with a message. A lock file naming
-    another host is refused (this host cannot tell whether that run still goes; the message says to delete the
-    file if it does not). On a file system without ``flock`` the holder's pid is checked instead.
+    taken was left by a dead process, on this host or another one sharing the file system (a node that died
+    before a Slurm resubmission): it is taken over with a message. On a file system without ``flock`` the
+    holder's pid is checked instead, and a lock file naming another host is refused (this host cannot tell
+    whether that run still goes; the message says to delete the file if it does not).
 
     Args:
         run_dir: the run directory (must exist).
@@ -195,7 +196,9 @@ class RunLock:
         holder = _read_holder(fd)
         if not holder.get("pid"):
             return
-        if holder.get("host") != socket.gethostname():
+        # flock taken: the holder has ended, on this host or (shared file systems lock across hosts) another one,
+        # e.g. a node that died before a Slurm resubmission. Without flock only this host's pids can be checked.
+        if not locked and holder.get("host") != socket.gethostname():
             raise SnsError(
                 f"--out {self.dir} is locked by {_holder_text(holder)}, which this host cannot check; "
                 f"if that run has ended, delete {self.path}"
