@@ -39,3 +39,14 @@ def test_monitor_final_point_is_the_eval_table_value(tmp_path, tiny_pretrain_cfg
     }
     # exported backbone (normalises inside) vs the student (normalised outside): the same votes, to rounding
     assert abs(row["knn"]["top1"] - final["top1"]) < 1e-3 and abs(row["knn"]["top5"] - final["top5"]) < 1e-3
+
+
+def test_pretrain_exposes_the_knn_cap_and_checks_it():
+    from squeezespan.checks import check_pretrain_config
+    from squeezespan.errors import SnsError
+    from squeezespan.eval import KNN_CAP_FRACTION
+    from squeezespan.pretraining import PRETRAIN_DEFAULTS
+
+    assert PRETRAIN_DEFAULTS["knn_cap"] == KNN_CAP_FRACTION
+    with pytest.raises(SnsError, match="knn_cap"):
+        check_pretrain_config(dict(PRETRAIN_DEFAULTS, knn_cap=1.5))

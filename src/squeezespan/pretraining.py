@@ -91,6 +91,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "knn_every": 0,  # steps between kNN monitor evaluations (0 = only at the end)
     "knn_k": 200,
     "knn_t": 0.1,
+    "knn_cap": KNN_CAP_FRACTION,  # k <= floor(knn_cap x the bank's smallest class); 0 = no cap (eval/knn.py)
     "knn_bank": 10000,  # at most this many train images in the kNN memory bank
     "final_eval": True,  # kNN of the final backbone (the run summary); linear probes: `sns eval`
     "log_every": 10,
@@ -342,7 +343,7 @@ class KnnMonitor:
         if self.test is None:
             self._load()
         cfg = self.cfg
-        cap = cfg.get("knn_cap", KNN_CAP_FRACTION)
+        cap = cfg["knn_cap"]
         f_tr, y_tr = extract_features(self.student, self.bank, device=self.device, bf16=bf16)
         f_te, y_te = extract_features(self.student, self.test, device=self.device, bf16=bf16)
         acc = knn_eval(f_tr, y_tr, f_te, y_te, k=cfg["knn_k"], t=cfg["knn_t"], cap=cap)
