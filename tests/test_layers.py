@@ -14,8 +14,10 @@ LAYERS = [
     ("data",),
     ("models",),
     ("export",),
+    ("hub",),  # hub-format export (timm layout, model card) on top of export
     ("teachers",),
     ("engine",),
+    ("manifest",),  # manifest.json of a run: versions, hardware (engine.device.cpu_name), command line
     ("methods",),
     ("checks",),  # the limits of pretrain's and train-gan's configs (reads the methods table)
     ("eval",),

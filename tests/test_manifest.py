@@ -10,6 +10,7 @@ import yaml
 import squeezespan
 from squeezespan import cli
 from squeezespan.cli import main
+from squeezespan.errors import SnsError
 from squeezespan.manifest import MANIFEST_NAME, environment, git_commit, run_manifest, write_manifest
 
 TINY = [
@@ -82,6 +83,11 @@ def test_run_manifest_status_and_failed_start_leaves_no_trace(tmp_path):
         ending["status"] = "interrupted"
     doc = json.loads((run / MANIFEST_NAME).read_text())
     assert doc["status"] == "interrupted" and doc["ended"] >= doc["started"]
+    before = (run / MANIFEST_NAME).read_bytes()
+    with pytest.raises(SnsError):  # a refused command (bad input, damaged checkpoint) changes nothing
+        with run_manifest(run, ["pretrain", "--resume"]):
+            raise SnsError("checkpoint is damaged")
+    assert (run / MANIFEST_NAME).read_bytes() == before
     with pytest.raises(RuntimeError):
         with run_manifest(run, ["pretrain", "--resume"]):
             raise RuntimeError("crash")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from . import __version__, bench
+from . import bench
 from .checks import check_pretrain_config
 from .cliutil import ArgumentParser
 from .config import list_presets, preset_description, resolve_config
@@ -26,7 +26,7 @@ from .export import export_backbone, load_backbone
 from .gan import GAN_DEFAULTS, train_gan
 from .gan.config import check_config as check_gan_config
 from .hub import HUB_FILES, export_hub, resolve_export
-from .manifest import run_manifest
+from .manifest import package_version, run_manifest
 from .methods import METHODS, resolve_method
 from .pretraining import PRETRAIN_DEFAULTS, pretrain
 from .teachers.convert import convert_stylegan2_pickle
@@ -64,7 +64,7 @@ def _data_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="sns", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("data", help="dataset tools")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +25,25 @@ import torch
 import torchvision
 
 from .engine.device import cpu_name
-from .files import write_json
+from .errors import SnsError
+from .files import atomic_write_bytes, write_json
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "squeezespan-manifest/1"
 
-__all__ = ["MANIFEST_NAME", "environment", "git_commit", "run_manifest", "write_manifest"]
+__all__ = ["MANIFEST_NAME", "environment", "git_commit", "package_version", "run_manifest", "write_manifest"]
 
 
-def _package_version() -> str:
-    from . import __version__
-
-    return __version__
+def package_version() -> str:
+    """squeezespan's version: the package's ``__version__`` (its parent package is imported before this module)."""
+    root = sys.modules.get(__name__.rpartition(".")[0])
+    found = getattr(root, "__version__", None)
+    if found:
+        return str(found)
+    try:
+        return metadata.version("squeezespan")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def git_commit(path: str | os.PathLike | None = None) -> dict[str, Any] | None:
@@ -78,7 +86,7 @@ def _nvidia_driver() -> str | None:
 def environment() -> dict[str, Any]:
     """Versions and hardware of this process: package, Python, torch, torchvision, CUDA, driver, CPU, GPUs."""
     env: dict[str, Any] = {
-        "squeezespan": _package_version(),
+        "squeezespan": package_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
@@ -150,19 +158,28 @@ def run_manifest(
     """Write the manifest as the run starts, and its end time and status (finished, failed, interrupted) as it ends.
 
     Yields a dict whose entries are added to the manifest at the end (e.g. ``status="interrupted"`` for a run
-    that checkpointed and returned on a signal). A run that fails before anything else was written into
-    ``run_dir`` (e.g. a config error) takes its manifest with it, so a corrected command can reuse the directory
-    without --force. ``enabled=False`` (ranks other than 0) writes nothing.
+    that checkpointed and returned on a signal). A run refused with a one-line error (SnsError: bad input, a
+    damaged checkpoint) leaves the manifest as it found it, like the rest of the directory, and so does a run
+    that fails before anything else was written; a crash later is recorded as ``failed``. ``enabled=False``
+    (ranks other than 0) writes nothing.
     """
     ending: dict[str, Any] = {}
     if not enabled:
         yield ending
         return
-    path = write_manifest(run_dir, argv, **extra)
+    path = Path(run_dir) / MANIFEST_NAME
+    try:
+        before: bytes | None = path.read_bytes()
+    except OSError:
+        before = None
+    write_manifest(run_dir, argv, **extra)
     status = "failed"
     try:
         yield ending
         status = "finished"
+    except SnsError:
+        status = "refused"
+        raise
     except KeyboardInterrupt:
         status = "interrupted"
         raise
@@ -173,7 +190,10 @@ def run_manifest(
             [p for p in run.iterdir() if p.name != MANIFEST_NAME and not p.name.startswith(".")] if run.is_dir() else []
         )
         doc = _read(path)
-        if status == "failed" and not others and doc is not None and not doc.get("previous"):
-            path.unlink(missing_ok=True)
+        if status == "refused" or (status == "failed" and not others):
+            if before is None:
+                path.unlink(missing_ok=True)
+            elif run.is_dir():
+                atomic_write_bytes(path, before)
         elif doc is not None:
             write_json(path, {**doc, "ended": _now(), "status": status, **ending})
