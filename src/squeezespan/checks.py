@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import SnsError
+from .methods import METHODS
 
 __all__ = ["INT_LIMIT", "SEED_LIMIT", "check_choice", "check_flag", "check_real", "check_whole"]
 
@@ -130,8 +131,6 @@ def check_pretrain_config(cfg: Mapping[str, Any]) -> None:
     Raises:
         SnsError: one line naming the first bad key.
     """
-    from .methods import METHODS
-
     B = cfg.get("batch_size")
     if isinstance(B, int) and not isinstance(B, bool) and B < 4:
         raise SnsError(f"batch_size={B} is too small: the variance/covariance terms need a batch of at least 4")

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import save
+
 __all__ = ["atomic_write_bytes", "atomic_write_text", "safetensors_bytes", "write_json"]
 
 
@@ -67,8 +69,6 @@ def safetensors_bytes(tensors: Mapping[str, Any], metadata: Mapping[str, str] | 
     compact JSON, padded with spaces to a multiple of 8 bytes as the format asks (the 8-byte little-endian length
     prefix counts the padding; data offsets are relative to the end of the header, so they stay valid).
     """
-    from safetensors.torch import save
-
     raw = save(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
     (n,) = struct.unpack("<Q", raw[:8])
     header = json.loads(raw[8 : 8 + n])

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_pretrain_config
 from .data import Augment, AugmentConfig, load_dataset
 from .data.pixels import STD_FLOOR
 from .engine.bank import TeacherBank, check_bank_size, prepare_bank
@@ -104,14 +105,6 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
 
 
 # ---- validation: every value is checked before the run directory is touched
-
-
-def _validate(cfg: dict[str, Any]) -> None:
-    """Every limit of the (method-resolved) config: checks.check_pretrain_config, which `sns pretrain` also runs
-    before it takes the run directory."""
-    from .checks import check_pretrain_config
-
-    check_pretrain_config(cfg)
 
 
 def _check_split(cfg: dict[str, Any], n_syn: int) -> None:
@@ -245,7 +238,7 @@ def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
     cfg = resolve_method(cfg)  # refuses an unknown method or bad method settings
     cfg = _resolve_splits(cfg)
     settings = method_settings(cfg)
-    _validate(cfg)
+    check_pretrain_config(cfg)  # `sns pretrain` also runs it before it takes the run directory
     train = _load_train(cfg)
     B = cfg["batch_size"]
     n_syn = int(round(cfg["syn_ratio"] * B))
