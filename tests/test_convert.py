@@ -3,7 +3,14 @@
 import json
 
 import torch
-from test_pickle_import import EasyDict, _as_official, _tiny_official_kwargs, _write, official_style_pickle
+from test_pickle_import import (
+    EasyDict,
+    _as_official,
+    _tiny_official_d_kwargs,
+    _tiny_official_kwargs,
+    _write,
+    official_style_pickle,
+)
 
 from squeezespan.cli import main
 from squeezespan.teachers.directory import TEACHER_FORMAT, load_teacher_dir
@@ -18,14 +25,7 @@ def _official_snapshot(with_d: bool = True) -> dict:
     g_kw = _tiny_official_kwargs()
     G = _as_official(OurGenerator(**g_kw), g_kw)
     G_ema = _as_official(OurGenerator(**g_kw), g_kw)
-    d_kw = dict(
-        c_dim=0,
-        img_resolution=8,
-        img_channels=3,
-        channel_base=64,
-        channel_max=16,
-        epilogue_kwargs=EasyDict(mbstd_group_size=2),
-    )
+    d_kw = _tiny_official_d_kwargs()
     D = _as_official(Discriminator(**d_kw), d_kw)
     with torch.no_grad():  # zero-initialised biases/noise strengths would hide a mix-up
         for p in [*G.parameters(), *G_ema.parameters(), *D.parameters()]:

@@ -188,6 +188,17 @@ def _tiny_official_kwargs():
     )
 
 
+def _tiny_official_d_kwargs():
+    return dict(
+        c_dim=0,
+        img_resolution=8,
+        img_channels=3,
+        channel_base=64,
+        channel_max=16,
+        epilogue_kwargs=EasyDict(mbstd_group_size=2),
+    )
+
+
 def _as_official(module, kwargs):
     """Give one of our networks the constructor record the persistence decorator would have kept."""
     module._init_args = ()
@@ -199,14 +210,7 @@ def test_builds_our_generator_and_discriminator_with_identical_outputs(tmp_path)
     torch.manual_seed(0)
     g_kw = _tiny_official_kwargs()
     G = _as_official(OurGenerator(**g_kw), g_kw)
-    d_kw = dict(
-        c_dim=0,
-        img_resolution=8,
-        img_channels=3,
-        channel_base=64,
-        channel_max=16,
-        epilogue_kwargs=EasyDict(mbstd_group_size=2),
-    )
+    d_kw = _tiny_official_d_kwargs()
     D = _as_official(Discriminator(**d_kw), d_kw)
     with torch.no_grad():  # zero-initialised biases/noise strengths would hide a mix-up
         for p in list(G.parameters()) + list(D.parameters()):
