@@ -19,6 +19,7 @@ from bench.throughput import cli as throughput_cli  # noqa: E402
 RENDERERS = {  # a table's name up to its first '-' -> the function that wrote it
     "fashion": fashion_render.render_markdown,
     "teacher_quality": teacher_quality_render.render_markdown,
+    "span_pays": teacher_quality_render.render_markdown,
     "throughput": throughput_cli.render_markdown,
     "bank": bank_accuracy.render,
 }

@@ -18,8 +18,8 @@ SNAPSHOTS = ["fashion-full-kimg20", "fashion-full"]  # committed: kimg 20 (FD-re
 
 def _fake(calls):
     def run_one(row, track, lr, seed, cfg, ev, work, force, progress, log):
-        calls.append((row.name, cfg["teacher"].rsplit("/", 1)[-1], seed, force))
-        better = 60.0 if cfg["teacher"].endswith("fashion-full") else 40.0
+        calls.append((row.name, (cfg["teacher"] or "-").rsplit("/", 1)[-1], seed, force))
+        better = 60.0 if (cfg["teacher"] or "").endswith("fashion-full") else 40.0
         return {
             "knn_top1": better + seed,
             "linear_top1": better + 10 + seed,
@@ -65,13 +65,13 @@ def test_each_cell_runs_once_is_then_cached_and_force_redoes_it(tmp_path, fake_r
     assert fake_runs == [("squeeze", "fashion-full-kimg20", 0, True)]
     fake_runs.clear()
     cells.run_teacher_quality(**_kw(tmp_path, rows="squeeze,sns", seeds=2))
-    # squeeze seed 0 stays cached; sns and seed 1 are new cells
+    # squeeze seed 0 stays cached; sns and seed 1 are new cells; every teacher's seed 0 before any seed 1
     assert fake_runs == [
-        ("squeeze", "fashion-full-kimg20", 1, False),
         ("sns", "fashion-full-kimg20", 0, False),
+        ("sns", "fashion-full", 0, False),
+        ("squeeze", "fashion-full-kimg20", 1, False),
         ("sns", "fashion-full-kimg20", 1, False),
         ("squeeze", "fashion-full", 1, False),
-        ("sns", "fashion-full", 0, False),
         ("sns", "fashion-full", 1, False),
     ]
     saved = json.loads(next((tmp_path / "res" / "tq" / "runs").glob("squeeze__kimg20__*__s0.json")).read_text())
@@ -109,8 +109,10 @@ def test_unknown_teacher_or_row_is_a_one_line_error_naming_it(tmp_path, fake_run
         cells.run_teacher_quality(**_kw(tmp_path, teachers=["fashion-full", "/no/such/teacher"]))
     assert "/no/such/teacher" in str(e.value) and "\n" not in str(e.value)
     assert fake_runs == []  # checked before any cell runs
-    with pytest.raises(SnsError, match="--rows vicreg-real"):
+    with pytest.raises(SnsError, match="--rows vicreg-real: .*with --sitting"):
         cells.run_teacher_quality(**_kw(tmp_path, rows="vicreg-real"))
+    with pytest.raises(SnsError, match="--sitting takes the fashion bench's sitting budget"):
+        cells.run_teacher_quality(**_kw(tmp_path, quick=False, sitting=True, budget_passes=1000))
     with pytest.raises(SnsError, match="needs a trained teacher"):
         teachers.resolve_teachers(["random"], tmp_path)
 
@@ -132,3 +134,47 @@ def test_random_teacher_is_kimg0_of_the_same_architecture_and_loads(tmp_path, mo
 
     images, feats = load_teacher(first[0].spec).sample(1, seed=0)
     assert tuple(images.shape) == (1, 1, 32, 32) and len(feats) == 4
+
+
+def test_sitting_cells_are_the_fashion_benchs_and_reuse_its_results(tmp_path, fake_runs, monkeypatch):
+    """--sitting: each teacher's cell is the fashion bench's sitting cell (same config and fingerprint), so a cell
+    that bench already ran is reused; vicreg-real (rho 0, no teacher) runs once per seed; the table says what
+    span changes per teacher, with the seed range."""
+    from bench.fashion import cells as fashion_cells
+    from bench.fashion import plan
+
+    ran = tmp_path / "fashion-sitting"
+    monkeypatch.setattr(cells, "SITTING_RESULTS", ran)
+    spec = str(teachers.TEACHER_DIR / "fashion-full")
+    cfg = plan.resolve_run_config(plan.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "sitting", spec)
+    sha = fashion_cells.teacher_identity(spec)["G_ema_sha256"]
+    fp = fashion_cells.cell_fingerprint(plan.ROW_BY_NAME["squeeze"], "full", "sitting", cfg, sha)
+    theirs = {"seed": 0, "fingerprint": fp, "config": cfg, "linear_top1": 86.5, "knn_top1": 83.0, "wall_s": 1200.0}
+    fashion_cells.result_path(ran, "full", "squeeze", 0.1, 0).parent.mkdir(parents=True)
+    fashion_cells.result_path(ran, "full", "squeeze", 0.1, 0).write_text(json.dumps(theirs))
+
+    kw = _kw(tmp_path, quick=False, sitting=True, rows="squeeze,sns,vicreg-real", seeds=2)
+    table = cells.run_teacher_quality(**kw)
+    assert fake_runs == [  # kimg 60 squeeze seed 0 is the fashion bench's cell: not run again
+        ("squeeze", "fashion-full-kimg20", 0, False),
+        ("sns", "fashion-full-kimg20", 0, False),
+        ("sns", "fashion-full", 0, False),
+        ("vicreg-real", "-", 0, False),
+        ("squeeze", "fashion-full-kimg20", 1, False),
+        ("sns", "fashion-full-kimg20", 1, False),
+        ("squeeze", "fashion-full", 1, False),
+        ("sns", "fashion-full", 1, False),
+        ("vicreg-real", "-", 1, False),
+    ]
+    assert cells.run_config("sns", spec, 0, False, 0, sitting=True)["warmup_steps"] == 100  # not re-budgeted
+    sq60 = table["teachers"][1]["rows"]["squeeze"]["linear_top1"]
+    assert (sq60["min"], sq60["max"]) == (71.0, 86.5)  # the reused cell (86.5) and this bench's seed 1 (71.0)
+    assert table["references"]["vicreg-real"]["seeds"] == [0, 1]
+    md = (tmp_path / "res" / "tq.md").read_text()
+    assert "When does span pay?" in md and "SMOKE" not in md
+    # kimg 20: sns 50.5 +- 0.71 (50, 51) vs squeeze the same: +0.00, seed-pair range [-1, +1]
+    assert "| 20 | 25.39 | 50.50 ± 0.71 / 40.50 ± 0.71 | 50.50 ± 0.71 / 40.50 ± 0.71 | +0.00 [-1.00, +1.00] |" in md
+    assert "rho = 0 (vicreg-real, real images only, no teacher; lr 0.1): linear 50.50 ± 0.71" in md
+    fake_runs.clear()
+    cells.run_teacher_quality(**kw)
+    assert fake_runs == []

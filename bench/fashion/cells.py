@@ -141,14 +141,17 @@ def cached_cells(
         fps[(lr, seed)] = fp = cell_fingerprint(row, track, mode, cfg, sha)
         path = result_path(results_dir, track, row.name, lr, seed)
         res = None if force and path not in redone else load_cached(path, None)
-        if res is not None and res.get("fingerprint") != fp:
-            # a stored fingerprint hashed under an older rule (seven committed sitting cells): the config and
-            # teacher the cell itself recorded decide whether it answers this cell
-            stored_sha = (res.get("teacher") or {}).get("G_ema_sha256")
-            if cell_fingerprint(row, track, mode, res.get("config"), stored_sha) != fp:
-                res = None
-        cached[(lr, seed)] = res
+        cached[(lr, seed)] = res if res is not None and answers(res, row, track, mode, fp) else None
     return cached, fps
+
+
+def answers(res: dict[str, Any], row: plan.Row, track: str, mode: str, fp: str) -> bool:
+    """Whether a cached result answers the cell of fingerprint ``fp``. A stored fingerprint hashed under an older
+    rule (seven committed sitting cells) is checked against the config and teacher the cell itself recorded."""
+    if res.get("fingerprint") == fp:
+        return True
+    stored_sha = (res.get("teacher") or {}).get("G_ema_sha256")
+    return cell_fingerprint(row, track, mode, res.get("config"), stored_sha) == fp
 
 
 def monitor_curve(run_dir: str | Path) -> list[list[float]]:

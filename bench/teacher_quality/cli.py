@@ -18,7 +18,7 @@ from __future__ import annotations
 from squeezespan import SnsError
 from squeezespan.cliutil import ArgumentParser
 
-from .cells import BUDGET_PASSES, METHOD_ROWS, run_teacher_quality
+from .cells import BUDGET_PASSES, METHOD_ROWS, REFERENCE_ROWS, run_teacher_quality
 from .teachers import DEFAULT_TEACHERS, RANDOM
 
 
@@ -31,7 +31,12 @@ def build_parser(prog: str = "python -m bench.teacher_quality") -> ArgumentParse
         f"bench/results/teachers/) and '{RANDOM}' (untrained generator, kimg 0); default: "
         f"{','.join(DEFAULT_TEACHERS)}",
     )
-    ap.add_argument("--rows", default="squeeze", help=f"comma list of {', '.join(METHOD_ROWS)} (default squeeze)")
+    ap.add_argument(
+        "--rows",
+        default="squeeze",
+        help=f"comma list of {', '.join(METHOD_ROWS)}; with --sitting also "
+        f"{', '.join(REFERENCE_ROWS)} (default squeeze)",
+    )
     ap.add_argument("--seeds", type=int, default=1, help="seeds per cell (default 1)")
     ap.add_argument(
         "--budget-passes",
@@ -42,6 +47,13 @@ def build_parser(prog: str = "python -m bench.teacher_quality") -> ArgumentParse
     ap.add_argument("--work", help="where run directories go (default runs/bench-teacher-quality[-quick])")
     ap.add_argument("--results", help="results folder (default bench/results/teacher_quality[-quick])")
     ap.add_argument("--figure", help="PNG path (default bench/results/figures/teacher_quality[-quick].png)")
+    ap.add_argument(
+        "--sitting",
+        action="store_true",
+        help="the fashion bench's sitting cells (1 epoch-equivalent, its warmup) with each teacher, cells that "
+        "bench already ran reused, and the rho=0 row vicreg-real allowed in --rows: 'when does span pay?'; "
+        "results bench/results/span_pays.{json,md}",
+    )
     ap.add_argument("--progress", action="store_true", help="progress bars during training")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 keeps torch's default)")
     return ap
@@ -64,5 +76,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.teacher_qua
         figure=args.figure,
         progress=args.progress,
         threads=args.threads or None,
+        sitting=args.sitting,
     )
     return 0

@@ -16,7 +16,70 @@ def fmt(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+RHO = {"squeeze": 1.0, "sns": 0.5, "vicreg-real": 0.0}  # each row's synthetic share of the batch
+
+
+def diff_range(a: dict | None, b: dict | None) -> str:
+    """``a - b`` over seeds: the difference of the means and its seed range [min a - max b, max a - min b]."""
+    if not a or not b:
+        return "-"
+    d = a["mean"] - b["mean"]
+    if a["n"] < 2 and b["n"] < 2:
+        return f"{d:+.2f}"
+    return f"{d:+.2f} [{a['min'] - b['max']:+.2f}, {a['max'] - b['min']:+.2f}]"
+
+
+def render_span(table: dict[str, Any]) -> list[str]:
+    """The --sitting table: per teacher, rho = 1 (squeeze) and rho = 0.5 (sns) and what span changes; rho = 0."""
+    refs = table.get("references", {})
+    ref = refs.get("vicreg-real", {})
+    lines = [
+        "# When does span pay? Squeeze vs Squeeze and Span against teacher quality (Fashion-MNIST, one sitting)",
+        "",
+        f"The fashion bench's sitting cells (`sns bench fashion --mode sitting`: {table['budget_passes']} student "
+        f"image passes, lr {table['lr']:g}, the same warmup, bf16, full track) with each snapshot of one GAN "
+        "training as the teacher. rho is the synthetic share of the batch: 1 = `squeeze` (no real image), "
+        "0.5 = `sns`, 0 = `vicreg-real` (no teacher: one row for all). Evaluation: sitting (full train/test "
+        "sets), kNN k=200 t=0.1 and the fast linear probe on the test set. FD-ref: the teacher's Frechet "
+        "distance in our reference CNN's features (lower is better; not FID). A cell that the fashion bench "
+        "already ran with the same config and teacher is the same run and is reused. Differences: mean, and "
+        "in brackets the range over seed pairs.",
+        "",
+        "| kimg | FD-ref | rho = 1 (squeeze): linear / kNN | rho = 0.5 (sns): linear / kNN | span pays? sns - squeeze "
+        "(linear) | sns - vicreg-real (linear) | seeds | G_ema sha256 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for t in table["teachers"]:
+        sq, sn = t["rows"].get("squeeze", {}), t["rows"].get("sns", {})
+        seeds = "/".join(str(len(r.get("seeds", []))) for r in (sq, sn))
+        lines.append(
+            f"| {t['kimg']:g} | {fmt(t['fd_ref'])} | {mean_std(sq.get('linear_top1'))} / "
+            f"{mean_std(sq.get('knn_top1'))} | {mean_std(sn.get('linear_top1'))} / {mean_std(sn.get('knn_top1'))} "
+            f"| {diff_range(sn.get('linear_top1'), sq.get('linear_top1'))} | "
+            f"{diff_range(sn.get('linear_top1'), ref.get('linear_top1'))} | {seeds} | {t['G_ema_sha256']} |"
+        )
+    lines += [
+        "",
+        f"rho = 0 (vicreg-real, real images only, no teacher; lr {table['lr']:g}): linear "
+        f"{mean_std(ref.get('linear_top1'))}, kNN {mean_std(ref.get('knn_top1'))} "
+        f"({len(ref.get('seeds', []))} seeds).",
+        "",
+        "| row | rho | teacher kimg | wall (min) | steps | CPU of its cells |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    cells = [(n, t["kimg"], r) for t in table["teachers"] for n, r in t["rows"].items()]
+    cells += [(n, None, r) for n, r in refs.items()]
+    for name, kimg, r in cells:
+        lines.append(
+            f"| {name} | {RHO.get(name, float('nan')):g} | {'-' if kimg is None else f'{kimg:g}'} | "
+            f"{mean_std(r.get('wall_s'), 1 / 60, 1)} | {r.get('steps', '-')} | {'; '.join(r.get('cpus', []))} |"
+        )
+    return lines
+
+
 def render_markdown(table: dict[str, Any]) -> str:
+    if table.get("sitting"):
+        return "\n".join(render_span(table) + ["", machine_line(table)]) + "\n"
     lines = []
     if table.get("smoke"):
         lines += [
@@ -46,13 +109,16 @@ def render_markdown(table: dict[str, Any]) -> str:
                 f"{mean_std(r.get('knn_top1'))} | {mean_std(r.get('wall_s'), 1 / 60, 1)} | "
                 f"{r.get('steps', '-')} | {len(r.get('seeds', []))} | {t['G_ema_sha256']} |"
             )
-    lines.append("")
+    lines += ["", machine_line(table)]
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(table: dict[str, Any]) -> str:
     m = table.get("machine", {})
-    lines.append(
+    return (
         f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at write "
         f"time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}."
     )
-    return "\n".join(lines) + "\n"
 
 
 def plot(table: dict[str, Any], path: Path, rows: tuple[str, ...]) -> Path:
@@ -81,11 +147,16 @@ def plot(table: dict[str, Any], path: Path, rows: tuple[str, ...]) -> Path:
                 marker="o",
                 ms=4,
                 capsize=3,
-                label=row_name,
+                label=f"{row_name} (rho {RHO[row_name]:g})" if table.get("sitting") else row_name,
                 linestyle=("-", "--")[i % 2],
             )
             for x, y, p in zip(xs, ys, pts if i == 0 else ()):  # label each teacher once
                 ax.annotate(f"{p[2]:g} kimg", (x, y), textcoords="offset points", xytext=(4, 5), fontsize=7)
+        for ref_name, ref in table.get("references", {}).items():  # rows without a teacher: level lines
+            st = ref[key]
+            ax.axhline(st["mean"], color="0.35", linestyle=":", label=f"{ref_name} (rho {RHO[ref_name]:g}, no teacher)")
+            if st["n"] > 1:
+                ax.axhspan(st["min"], st["max"], color="0.5", alpha=0.15, lw=0)
         ax.set_xscale("log")
         plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_major_formatter(plain)
@@ -97,9 +168,7 @@ def plot(table: dict[str, Any], path: Path, rows: tuple[str, ...]) -> Path:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     smoke = " (SMOKE RUN, not a result)" if table.get("smoke") else ""
-    fig.suptitle(
-        f"Fashion-MNIST: student accuracy vs teacher quality, {table['budget_passes']} student passes{smoke}",
-        fontsize=10,
-    )
+    title = "when does span pay?" if table.get("sitting") else "student accuracy vs teacher quality"
+    fig.suptitle(f"Fashion-MNIST: {title}, {table['budget_passes']} student passes{smoke}", fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
