@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import hashlib
 import json
 import os
 import random
@@ -43,7 +44,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from ..files import atomic_write_bytes
 from .checkpoint import (
     checkpoint_path,
     list_checkpoints,
-    load_latest,
+    load_checkpoint,
     prune_checkpoints,
     remove_stale_temporaries,
     save_checkpoint,
@@ -68,11 +69,15 @@ __all__ = [
     "RunDir",
     "RunLock",
     "StopSignal",
+    "config_diff",
+    "describe_diff",
     "prepare_run_dir",
     "rank_rng_state",
     "release_run_dirs",
     "save_config",
     "set_rank_rng_state",
+    "state_fits",
+    "tensors_sha256",
 ]
 
 LOCK_NAME = ".lock"  # the run directory's lock file (JSON: pid, host, started, command)
@@ -445,8 +450,9 @@ class RunDir:
     """A run directory as the training loops see it: ``checkpoints/ckpt-<step>.pt``, ``config.yaml``, resume.
 
     A checkpoint is the loop's payload (any dict of tensors, numbers, strings, nested dicts/lists) plus
-    ``step``, ``world_size``, ``rng`` (rank 0's RNG state) and, with several processes, ``rng_ranks`` (every
-    rank's, in rank order). Writes are atomic and checksummed (engine.checkpoint), and only the newest
+    ``step``, ``world_size``, ``rng`` (rank 0's RNG state), with several processes ``rng_ranks`` (every
+    rank's, in rank order), and the run's ``identity`` (its resolved config: what it trains) when given.
+    Writes are atomic and checksummed (engine.checkpoint), and only the newest
     ``keep`` checkpoints stay.
 
     Args:
@@ -454,13 +460,35 @@ class RunDir:
         world: this process's place in the run (``World()`` for a single process).
         keep: checkpoints kept after each save (at least 1 always stays).
         log: where rank 0's messages go (warnings about corrupt checkpoints, reseeded RNGs).
+        identity: recorded in every checkpoint; on resume a checkpoint whose identity differs (other than in
+            ``free`` keys) is skipped by name, and none fitting is a one-line error naming the keys.
+        free: keys a resumed run may change (budget, logging, evaluation, device).
     """
 
-    def __init__(self, path: str | os.PathLike, world: World, keep: int = 2, log: Callable[[str], Any] = print):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        world: World,
+        keep: int = 2,
+        log: Callable[[str], Any] = print,
+        identity: Mapping[str, Any] | None = None,
+        free: Iterable[str] = (),
+    ):
         self.path = Path(path)
         self.world = world
         self.keep = int(keep)
         self.log = log
+        self.identity = dict(identity) if identity is not None else None
+        self.free = frozenset(free)
+
+    def identity_mismatch(self, state: Mapping[str, Any]) -> str | None:
+        """Why a checkpoint's recorded identity is not this run's (None: it is, or one of them records none):
+        every recorded key but the ``free`` ones (those a resumed run may change) must be equal."""
+        saved = state.get("identity")
+        if self.identity is None or not isinstance(saved, Mapping):
+            return None
+        diff = config_diff(saved, self.identity, self.free)
+        return f"it was trained with {describe_diff(diff)}" if diff else None
 
     @property
     def ckpt_dir(self) -> Path:
@@ -488,22 +516,41 @@ class RunDir:
             return save_config(self.path, cfg, name)
         return self.path / name
 
-    def load_latest(self) -> tuple[dict[str, Any], Path] | None:
-        """The newest checkpoint that verifies, read by rank 0 and broadcast to every rank (collective).
+    def load_latest(
+        self, fits: Callable[[dict[str, Any]], str | None] | None = None
+    ) -> tuple[dict[str, Any], Path] | None:
+        """The newest checkpoint that verifies and fits this run, read by rank 0 and broadcast (collective).
 
-        Corrupted newer checkpoints are reported through ``log`` and skipped.
+        Corrupted newer checkpoints, and those ``fits`` rejects (another run's, another config's), are reported
+        through ``log`` by name and skipped.
+
+        Args:
+            fits: a checkpoint's state -> None if this run can continue it, else why not (one line).
 
         Returns:
             ``(state, path)``, or None when no checkpoint was written yet (resuming is then starting over,
             which gives the same run).
 
         Raises:
-            SnsError: checkpoints exist but every one is corrupted or truncated.
+            SnsError: checkpoints exist but none verifies and fits (naming the newest one that did not fit).
         """
-        found, error = None, None
+        found, error, misfit = None, None, None
         if self.world.is_main:
-            found = load_latest(self.ckpt_dir, map_location="cpu", warn=self.log)
-            if found is None and list_checkpoints(self.ckpt_dir):
+            for path in reversed(list_checkpoints(self.ckpt_dir)):
+                try:
+                    state = load_checkpoint(path, map_location="cpu")
+                except SnsError as e:
+                    self.log(f"warning: {e}; falling back to the previous checkpoint")
+                    continue
+                why = self.identity_mismatch(state) or (fits(state) if fits is not None else None)
+                if why is None:
+                    found = (state, path)
+                    break
+                misfit = misfit or f"{path}: {why}"
+                self.log(f"warning: {path} does not fit this run ({why}); falling back to the previous checkpoint")
+            if found is None and misfit:
+                error = f"--resume: no checkpoint in {self.ckpt_dir} fits this run: {misfit}"
+            elif found is None and list_checkpoints(self.ckpt_dir):
                 error = f"--resume: no usable checkpoint in {self.ckpt_dir} (every one is corrupted or truncated)"
             elif found is None:
                 self.log(f"--resume: no checkpoint in {self.ckpt_dir} yet; starting from step 0")
@@ -553,8 +600,54 @@ class RunDir:
             return None
         state = dict(payload() if callable(payload) else payload)
         state.update(step=int(step), rng=rngs[0], world_size=self.world.size)
+        if self.identity is not None:
+            state["identity"] = self.identity
         if self.world.size > 1:
             state["rng_ranks"] = rngs
         path = save_checkpoint(checkpoint_path(self.ckpt_dir, step), state)
         prune_checkpoints(self.ckpt_dir, self.keep)
         return path
+
+
+def _plain(v: Any) -> str:
+    return json.dumps(v, sort_keys=True, default=str)  # lists and tuples, ints and floats from YAML compare equal
+
+
+def config_diff(saved: Mapping[str, Any], now: Mapping[str, Any], free: Iterable[str] = ()) -> dict[str, tuple]:
+    """The keys recorded in both configs, other than ``free`` (those a resumed run may change), whose values
+    differ: ``{key: (saved, now)}``. A key missing on one side (added by a later version) is not compared."""
+    free = set(free)
+    return {k: (saved[k], now[k]) for k in sorted(set(saved) & set(now) - free) if _plain(saved[k]) != _plain(now[k])}
+
+
+def describe_diff(diff: Mapping[str, tuple], limit: int = 6) -> str:
+    """``width=0.25 (now 0.5), method='sns' (now 'vicreg')`` (at most ``limit`` keys, then how many more)."""
+    parts = [f"{k}={v[0]!r} (now {v[1]!r})" for k, v in list(diff.items())[:limit]]
+    more = len(diff) - limit
+    return ", ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def state_fits(module: torch.nn.Module, state: Mapping[str, torch.Tensor], name: str) -> str | None:
+    """None if ``state`` loads into ``module`` strictly (same keys and shapes), else what differs, in one line:
+    checked before loading, so a misfit never half-loads the module or ends in torch's multi-line error."""
+    if not isinstance(state, Mapping):
+        return f"its {name} is not a state dict"
+    own = module.state_dict()
+    missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or extra:
+        return f"its {name} has {len(extra)} unexpected and {len(missing)} missing keys (e.g. {(extra + missing)[0]})"
+    for k, t in own.items():
+        if tuple(getattr(state[k], "shape", ())) != tuple(t.shape):
+            return f"its {name} {k} has shape {tuple(state[k].shape)}, this run's {tuple(t.shape)}"
+    return None
+
+
+def tensors_sha256(module: torch.nn.Module) -> str:
+    """A fingerprint of a module's weights and buffers (names, dtypes, shapes, bytes): which teacher a run used,
+    whatever path it was loaded from."""
+    h = hashlib.sha256()
+    for k, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
