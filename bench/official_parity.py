@@ -11,6 +11,8 @@ Two child processes, so that NVIDIA's code and ours never share an interpreter:
      G_ema(z, noise_mode='const') with force_fp32 and hooks on synthesis blocks, and D on those images.
   2. ours: WITHOUT the checkout on sys.path, squeezespan.load_stylegan2_pickle on that file, same inputs,
      same hooks; assert no torch_utils/dnnlib module got imported; report max |ours - official|.
+     The networks.py a release checkout embeds in the pickle matches squeezespan's fingerprint of that
+     release (recorded as embedded_source); a modified checkout is refused unless --allow-unknown-source.
 Results go to bench/results/official_parity.json.
 """
 
@@ -232,18 +234,21 @@ def phase_official(src: str, work: Path, names: list[str], n: int, seed: int) ->
         torch.save(out, work / f"{name}.official.pt")
 
 
-def phase_ours(work: Path, names: list[str], n: int, seed: int) -> dict:
+def phase_ours(work: Path, names: list[str], n: int, seed: int, allow_unknown_source: bool = False) -> dict:
     import torch
 
     from squeezespan import load_stylegan2_pickle
+    from squeezespan.teachers.pickle_import import embedded_sources, read_stylegan2_pickle
 
     results = {}
     for name in names:
         cfg = CONFIGS[name]
         t0 = time.time()
-        G = load_stylegan2_pickle(work / f"{name}.pkl", key="G_ema")
-        D = load_stylegan2_pickle(work / f"{name}.pkl", key="D")
+        G = load_stylegan2_pickle(work / f"{name}.pkl", key="G_ema", allow_unknown_source=allow_unknown_source)
+        D = load_stylegan2_pickle(work / f"{name}.pkl", key="D", allow_unknown_source=allow_unknown_source)
         load_s = time.time() - t0
+        data = read_stylegan2_pickle(work / f"{name}.pkl")
+        sources = embedded_sources({k: data[k] for k in ("G_ema", "D")}, name, allow_unknown_source, log=lambda m: None)
         z, c = _inputs(cfg, n, seed)
         t0 = time.time()
         ours = _run(G, D, z, c, {})
@@ -258,6 +263,7 @@ def phase_ours(work: Path, names: list[str], n: int, seed: int) -> dict:
             worst=max(diffs.values()),
             official_img_abs_max=float(official["img"].abs().max()),
             passed=max(diffs.values()) <= TOLERANCE,
+            embedded_source=[e["official"] or f"unknown sha256 {e['sha256']}" for e in sources],
             seconds=dict(load=round(load_s, 2), ours=round(ours_s, 2), official=round(float(official["_seconds"]), 2)),
         )
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in ("torch_utils", "dnnlib", "training"))
@@ -274,6 +280,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "official_parity.json"))
     ap.add_argument("--official-commit", help="commit of the checkout, recorded when it is not a git work tree")
+    ap.add_argument(
+        "--allow-unknown-source",
+        action="store_true",
+        help="load pickles whose networks.py is no official release (a modified checkout), with a warning",
+    )
     ap.add_argument("--phase", choices=["official", "ours"], help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -282,7 +293,7 @@ def main() -> None:
         phase_official(args.official_src, Path(args.work), args.configs, args.n, args.seed)
         return
     if args.phase == "ours":
-        print(json.dumps(phase_ours(Path(args.work), args.configs, args.n, args.seed)))
+        print(json.dumps(phase_ours(Path(args.work), args.configs, args.n, args.seed, args.allow_unknown_source)))
         return
 
     if not args.official_src or not (Path(args.official_src) / "training" / "networks.py").is_file():
@@ -296,8 +307,9 @@ def main() -> None:
             check=True,
             env=env,
         )
+        ours = ["--allow-unknown-source"] if args.allow_unknown_source else []
         done = subprocess.run(
-            [sys.executable, __file__, "--phase", "ours", "--work", work, *common],
+            [sys.executable, __file__, "--phase", "ours", "--work", work, *common, *ours],
             check=True,
             env=env,
             stdout=subprocess.PIPE,

@@ -1,15 +1,19 @@
 """`sns convert`: an official StyleGAN2-ADA pickle becomes a teacher directory whose networks give the same outputs."""
 
+import hashlib
 import json
 
 import torch
 from test_pickle_import import (
+    EDITED_SRC,
+    HARMLESS_SHA,
     EasyDict,
     _as_official,
     _tiny_official_d_kwargs,
     _tiny_official_kwargs,
     _write,
     official_style_pickle,
+    stand_in_source_is_official,  # noqa: F401 (autouse fixture: the tests' stand-in source counts as official)
 )
 
 from squeezespan.cli import main
@@ -54,6 +58,9 @@ def test_convert_writes_a_teacher_dir_with_the_pickles_outputs(tmp_path, capsys)
         and len(meta["pickle_sha256"]) == 64
     )
     assert meta["training_set_kwargs"]["resolution"] == 8
+    assert [e["official"] for e in meta["embedded_source"]] == ["tests/HARMLESS_SRC"]
+    assert meta["embedded_source"][0]["sha256"] == HARMLESS_SHA
+    assert {"Generator", "Discriminator"} <= set(meta["embedded_source"][0]["classes"])
 
     G_ema, D, _ = load_teacher_dir(out)
     G, _, _ = load_teacher_dir(out, generator="G")
@@ -92,3 +99,32 @@ def test_convert_one_line_errors(tmp_path, capsys):
     assert "not empty" in err(pkl, busy) and "--force" in err(pkl, busy)
     assert main(["convert", str(pkl), str(busy), "--force"]) == 0
     assert (busy / "teacher.json").exists()
+
+
+def test_convert_refuses_an_edited_source_unless_allowed_and_records_it(tmp_path, capsys):
+    pkl = _write(tmp_path, official_style_pickle(_official_snapshot(), module_src=EDITED_SRC))
+    edited_sha = hashlib.sha256(EDITED_SRC.encode()).hexdigest()
+    assert main(["convert", str(pkl), str(tmp_path / "refused")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "embedded for Generator (and " in err and f"has sha256 {edited_sha}" in err
+    assert "--allow-unknown-source" in err
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "allowed"
+    assert main(["convert", str(pkl), str(out), "--allow-unknown-source"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: ") and edited_sha in err and err.count("\n") == 1
+    meta = json.loads((out / "teacher.json").read_text())
+    assert [(e["sha256"], e["official"]) for e in meta["embedded_source"]] == [(edited_sha, None)]
+
+
+def test_convert_refuses_absurd_sizes_in_one_line(tmp_path, capsys):
+    snap = _official_snapshot()
+    snap["D"]._init_kwargs["channel_max"] = 1 << 40
+    pkl = _write(tmp_path, official_style_pickle(snap))
+    assert main(["convert", str(pkl), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {pkl}['D']: channel_max = {1 << 40} is outside 1..8192 " + (
+        "(official networks stay far inside; refusing a size that would allocate more than any real network)\n"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -19,8 +20,13 @@ import pytest
 import torch
 from torch import nn
 
+from squeezespan.cli import main
 from squeezespan.errors import SnsError
+from squeezespan.teachers.load import load_teacher
 from squeezespan.teachers.pickle_import import (
+    MAX_NESTING,
+    OFFICIAL_SOURCES,
+    OfficialSource,
     PersistentRecord,
     load_stylegan2_pickle,
     read_stylegan2_pickle,
@@ -50,6 +56,19 @@ class EasyDict(dict):
 EasyDict.__module__ = "dnnlib.util"
 
 HARMLESS_SRC = "raise RuntimeError('module_src must never be executed')\n"
+HARMLESS_SHA = hashlib.sha256(HARMLESS_SRC.encode()).hexdigest()
+# A fork's networks.py: the official text with an edit (here: the stand-in's text, edited).
+EDITED_SRC = HARMLESS_SRC.replace("never", "NEVER")
+
+
+@pytest.fixture(autouse=True)
+def stand_in_source_is_official(monkeypatch):
+    """HARMLESS_SRC plays NVIDIA's networks.py (whose text the project does not ship): its fingerprint joins
+    the official ones for the test. The real fingerprints are checked against the official code by
+    bench/official_parity.py (test_parity_with_official_checkout)."""
+    monkeypatch.setitem(
+        OFFICIAL_SOURCES, HARMLESS_SHA, OfficialSource("tests", "HARMLESS_SRC", "the test's", "stylegan2-ada")
+    )
 
 
 @contextlib.contextmanager
@@ -390,3 +409,139 @@ def test_parity_with_official_checkout(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     results = json.loads(out.read_text())["configs"]
     assert all(r["worst"] <= 1e-4 for r in results.values())
+    # a checkout of a release embeds a source whose fingerprint is in OFFICIAL_SOURCES
+    assert all(r["embedded_source"] == ["NVlabs/stylegan2-ada-pytorch/training/networks.py"] for r in results.values())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Files that declare absurd sizes, nest absurdly deep, or embed a source that is no official release.
+
+
+def _tiny_generator_pickle(tmp_path, name="g.pkl", module_src=HARMLESS_SRC, **kwarg_edits):
+    torch.manual_seed(0)
+    g_kw = _tiny_official_kwargs()
+    G = _as_official(OurGenerator(**g_kw), g_kw)
+    for key, value in kwarg_edits.items():
+        *parents, leaf = key.split(".")
+        d = G._init_kwargs
+        for part in parents:
+            d = d[part]
+        d[leaf] = value
+    return G, _write(tmp_path, official_style_pickle(dict(G_ema=G), module_src=module_src), name)
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        ({"z_dim": 2**40}, r"z_dim = 1099511627776 is outside 0\.\.16384"),
+        ({"synthesis_kwargs.channel_max": 2**30}, r"synthesis_kwargs\.channel_max = 1073741824 is outside"),
+        ({"img_resolution": 2**20}, r"img_resolution = 1048576 is outside"),
+        ({"mapping_kwargs.num_layers": 10**9}, r"mapping_kwargs\.num_layers = 1000000000 is outside"),
+        ({"img_resolution": 24}, r"img_resolution = 24 is not a power of two"),
+        ({"w_dim": "512"}, r"w_dim is a str, expected an integer"),
+    ],
+)
+def test_absurd_declared_sizes_are_refused_naming_file_and_field(tmp_path, edit, field):
+    _, path = _tiny_generator_pickle(tmp_path, **edit)
+    with pytest.raises(SnsError, match=field) as e:
+        load_stylegan2_pickle(path)
+    assert str(e.value).startswith(f"{path}['G_ema']: ") and "\n" not in str(e.value)
+
+
+def test_sizes_that_disagree_with_the_tensors_are_refused_before_allocating(tmp_path, monkeypatch):
+    _, path = _tiny_generator_pickle(
+        tmp_path, **{"synthesis_kwargs.channel_base": 1 << 20}
+    )  # in bounds, not the file's
+    built = []
+    real_init = OurGenerator.__init__
+
+    def init(self, *args, **kwargs):
+        built.append(torch.empty(0).device)  # the default device while the network is built
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(OurGenerator, "__init__", init)
+    with pytest.raises(SnsError, match=r"g\.pkl\['G_ema'\]: official Generator tensor .* has shape"):
+        load_stylegan2_pickle(path)
+    assert built == [torch.device("meta")]  # only the weightless skeleton was built
+
+
+def _deep_pickle(tmp_path, n: int) -> Path:
+    """The tiny official generator with mapping_kwargs.layer_features a list nested n deep (spliced opcodes:
+    pickling such a list would itself hit the recursion limit)."""
+    g_kw = _tiny_official_kwargs()
+    G = _as_official(OurGenerator(**g_kw), g_kw)
+    G._init_kwargs["mapping_kwargs"]["layer_features"] = "SENTINEL"
+    data = official_style_pickle(dict(G_ema=G), protocol=2)  # protocol 2: no frames whose lengths would break
+    needle = b"X\x08\x00\x00\x00SENTINEL"  # BINUNICODE of the placeholder
+    assert data.count(needle) == 1
+    return _write(tmp_path, data.replace(needle, b"(" * n + b"]" + b"l" * n), "deep.pkl")
+
+
+def test_deep_nesting_is_a_one_line_refusal(tmp_path):
+    path = _deep_pickle(tmp_path, 200_000)
+    with pytest.raises(SnsError, match=r"deep\.pkl: .*Generator\._init_kwargs nests deeper than 32 levels"):
+        load_stylegan2_pickle(path)
+    assert "\n" not in str(pytest.raises(SnsError, read_stylegan2_pickle, path).value)
+    rec = read_stylegan2_pickle(_deep_pickle(tmp_path, MAX_NESTING - 4))["G_ema"]  # just within: read as data
+    assert rec.class_name == "Generator"
+
+
+def test_deep_tuples_are_refused_while_unpickling(tmp_path):
+    # a 200,000-deep tuple used as a dict key is hashed recursively in C: a plain unpickler segfaults on it
+    n = 200_000
+    path = _write(tmp_path, b"\x80\x02}" + b"(" * n + b")" + b"t" * n + b"K\x01s.", "tuples.pkl")
+    with pytest.raises(SnsError, match=r"tuples\.pkl: .*tuples nest deeper than 32 levels"):
+        read_stylegan2_pickle(path)
+    # and a shared sub-list reached through many paths is walked in linear time, not 2**depth
+    shared = [1]
+    for _ in range(30):
+        shared = [shared, shared]
+    assert read_stylegan2_pickle(_write(tmp_path, pickle.dumps({"x": shared}), "dag.pkl"))["x"] is not None
+
+
+def test_edited_source_is_refused_then_loaded_with_the_opt_in_and_a_warning(tmp_path, capsys):
+    G, path = _tiny_generator_pickle(tmp_path, module_src=EDITED_SRC)
+    edited_sha = hashlib.sha256(EDITED_SRC.encode()).hexdigest()
+    for load in (lambda: load_stylegan2_pickle(path), lambda: load_teacher(f"stylegan2-pkl:{path}")):
+        with pytest.raises(
+            SnsError, match=f"source embedded for Generator .* sha256 {edited_sha}, which is no official"
+        ):
+            load()
+    with pytest.raises(SnsError, match="unknown stylegan2-pkl option 'trust'"):
+        load_teacher(f"stylegan2-pkl,trust:{path}")
+    assert capsys.readouterr().err == ""
+
+    teacher = load_teacher(f"stylegan2-pkl,allow-unknown-source:{path}")
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: {path}: the network source embedded for Generator") and edited_sha in err
+    assert "ignored, only its weights are used" in err and err.count("\n") == 1
+    z = torch.randn(2, 8)
+    with torch.no_grad():  # what loads is official StyleGAN2 with the file's weights
+        assert torch.allclose(teacher.run(z)[0], ((G.eval()(z, None, noise_mode="const") + 1) / 2).clamp(0, 1))
+
+
+def test_official_source_loads_silently(tmp_path, capsys):
+    _, path = _tiny_generator_pickle(tmp_path)
+    load_teacher(f"stylegan2-pkl:{path}")
+    load_teacher(f"stylegan2-pkl,allow-unknown-source:{path}")  # the opt-in changes nothing for a release
+    assert capsys.readouterr().err == ""
+
+
+def test_stylegan3_source_fills_stylegan3_defaults(tmp_path, monkeypatch):
+    # StyleGAN3's networks_stylegan2.py: same classes and format, but conv_clamp defaults to 256 there
+    sg3 = "# stand-in for stylegan3 training/networks_stylegan2.py\n"
+    monkeypatch.setitem(
+        OFFICIAL_SOURCES, hashlib.sha256(sg3.encode()).hexdigest(), OfficialSource("t", "p", "-", "stylegan3")
+    )
+    kw = {k: v for k, v in _tiny_official_kwargs().items() if k != "synthesis_kwargs"}
+    G = _as_official(OurGenerator(**kw, channel_base=64, channel_max=16), dict(kw, channel_base=64, channel_max=16))
+    for src, clamp in ((sg3, 256), (HARMLESS_SRC, None)):
+        rec = read_stylegan2_pickle(_write(tmp_path, official_style_pickle(dict(G_ema=G), module_src=src)))["G_ema"]
+        assert rec.kwargs()["synthesis_kwargs"]["conv_clamp"] == clamp
+
+
+def test_cli_one_line_errors_for_hostile_pickles(tmp_path, capsys):
+    _, big = _tiny_generator_pickle(tmp_path, "big.pkl", z_dim=2**40)
+    assert main(["pretrain", "--method", "sns", "--teacher", f"stylegan2-pkl:{big}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "z_dim" in err and "big.pkl" in err

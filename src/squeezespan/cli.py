@@ -138,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("out", metavar="OUT", help="teacher directory to write (use it as --teacher OUT)")
     p.add_argument("--force", action="store_true", help="write into a non-empty OUT")
+    p.add_argument(
+        "--allow-unknown-source",
+        action="store_true",
+        help="convert even if the pickle's embedded network source is no official release (a fork): a warning, "
+        "recorded in teacher.json; the fork's code changes are dropped, only its weights are used",
+    )
 
     p = sub.add_parser(
         "export", help="export a run's backbone: native (safetensors + json) or hub (timm layout + card)"
@@ -275,7 +281,9 @@ def cmd_config_show(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    out = convert_stylegan2_pickle(args.pickle, args.out, force=args.force)
+    out = convert_stylegan2_pickle(
+        args.pickle, args.out, force=args.force, allow_unknown_source=args.allow_unknown_source
+    )
     print(f"wrote teacher directory {out} (use --teacher {out})")
     return 0
 

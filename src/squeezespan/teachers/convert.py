@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import SnsError
 from .directory import save_teacher_dir
-from .pickle_import import PersistentRecord, build_network, read_stylegan2_pickle
+from .pickle_import import PersistentRecord, build_network, embedded_sources, read_stylegan2_pickle
 
 __all__ = ["convert_stylegan2_pickle"]
 
@@ -53,13 +53,17 @@ def _network(data: dict, key: str, path: Path) -> PersistentRecord | None:
     return record
 
 
-def convert_stylegan2_pickle(pkl: str | os.PathLike, out: str | os.PathLike, force: bool = False) -> Path:
+def convert_stylegan2_pickle(
+    pkl: str | os.PathLike, out: str | os.PathLike, force: bool = False, allow_unknown_source: bool = False
+) -> Path:
     """Write the teacher directory ``out`` (G, G_ema, D safetensors + teacher.json) from an official pickle.
 
     Args:
         pkl: a StyleGAN2-ADA network pickle (network-snapshot-*.pkl, or a released one such as ffhq.pkl).
         out: the teacher directory to write; it must be absent or empty unless ``force``.
         force: write into a non-empty ``out`` (its teacher files are replaced).
+        allow_unknown_source: convert even if the networks' embedded source is no official release (a fork),
+            with a warning; teacher.json's ``embedded_source`` records each source and whether it was official.
 
     Returns:
         ``out`` as a Path. G is G_ema when the pickle has no G; a pickle without D is refused (a teacher
@@ -83,9 +87,10 @@ def convert_stylegan2_pickle(pkl: str | os.PathLike, out: str | os.PathLike, for
             f"{pkl} has no 'D' network; a teacher directory holds G, G_ema and D "
             f"(use --teacher stylegan2-pkl:{pkl} to run from the pickle directly)"
         )
-    G_ema = build_network(records["G_ema"])
-    G = build_network(records["G"]) if records["G"] is not None else G_ema
-    D = build_network(records["D"])
+    sources = embedded_sources(records, pkl, allow_unknown_source)
+    G_ema = build_network(records["G_ema"], f"{pkl}['G_ema']")
+    G = build_network(records["G"], f"{pkl}['G']") if records["G"] is not None else G_ema
+    D = build_network(records["D"], f"{pkl}['D']")
     G_kwargs, D_kwargs = records["G_ema"].kwargs(), records["D"].kwargs()
     meta: dict[str, Any] = {
         "source": "stylegan2-ada-pickle",
@@ -93,6 +98,9 @@ def convert_stylegan2_pickle(pkl: str | os.PathLike, out: str | os.PathLike, for
         "pickle_sha256": _sha256(pkl),
         "G_from": "G" if records["G"] is not None else "G_ema",
         "resolution": int(G_kwargs.get("img_resolution", 0)) or None,
+        # which network source the pickle embedded: an official release ("official": repo/path) or, when
+        # converted with allow_unknown_source, an unknown one ("official": null) whose changes were dropped
+        "embedded_source": sources,
     }
     training = data.get("training_set_kwargs")
     if isinstance(training, dict):
