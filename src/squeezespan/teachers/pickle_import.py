@@ -455,6 +455,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
     dispatch = dict(pickle._Unpickler.dispatch)
     for _op in (pickle.TUPLE, pickle.TUPLE1, pickle.TUPLE2, pickle.TUPLE3):
         dispatch[_op[0]] = _depth_checked(dispatch[_op[0]])
+    del _op
 
     def __init__(self, file, path: str):
         super().__init__(file)
