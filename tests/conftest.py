@@ -33,7 +33,6 @@ def tiny_pretrain_cfg():
             log_every=1,
             ckpt_every=0,
             device="cpu",
-            bf16=False,
         )
         base.update(over)
         return resolve_config(PRETRAIN_DEFAULTS, "pretrain", extra=base)

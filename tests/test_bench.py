@@ -543,12 +543,12 @@ def test_precision_fp32_is_a_separate_table_trained_and_evaluated_in_fp32(tmp_pa
         plan.with_precision("quick", "fp32")
     with pytest.raises(SnsError, match="--precision 'fp16': expected one of bf16, fp32, auto"):
         plan.with_precision("full", "fp16")
-    # the same run but for its precision: trained (bf16 key) and evaluated (features) in fp32
+    # the same run but for its precision: trained (precision key) and evaluated (features) in fp32
     row = plan.ROW_BY_NAME["sns"]
     bf, fp = (plan.resolve_run_config(row, "full", 0.1, 0, m, "T") for m in ("sitting", "sitting-fp32"))
-    assert (bf["bf16"], fp["bf16"]) == (True, False) and dict(bf, bf16=False) == fp
+    assert (bf["precision"], fp["precision"]) == ("bf16", "fp32") and dict(bf, precision="fp32") == fp
     assert plan.mode_settings("sitting")["eval_bf16"] and not plan.mode_settings("sitting-fp32")["eval_bf16"]
-    assert plan.resolve_run_config(row, "full", 0.1, 0, "quick", "T")["bf16"] == "auto"  # smoke: fast anywhere
+    assert plan.resolve_run_config(row, "full", 0.1, 0, "quick", "T")["precision"] == "auto"  # smoke: fast anywhere
     assert "--precision fp32" in render.render_markdown({"mode": "full-fp32", "rows": {}, "settings": {}})
     # its own results and work folders; the bf16 table stays as it was
     calls = []

@@ -69,10 +69,10 @@ def test_every_shipped_preset_resolves():
             assert cfg, name
 
 
-def test_bf16_takes_true_false_or_auto():
-    for value, want in (("true", True), ("false", False), ("auto", "auto"), ("AUTO", "AUTO")):
-        assert resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=[f"bf16={value}"])["bf16"] == want
-    with pytest.raises(SnsError, match="'bf16' must be bool, got 'fast'"):
+def test_bf16_takes_true_false_or_auto():  # the old spelling of precision (tests/test_precision.py)
+    for value, want in (("true", "bf16"), ("false", "fp32"), ("auto", "auto"), ("AUTO", "auto")):
+        assert resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=[f"bf16={value}"])["precision"] == want
+    with pytest.raises(SnsError, match="bf16='fast' must be true, false or auto"):
         resolve_config(PRETRAIN_DEFAULTS, "pretrain", overrides=["bf16=fast"])
     with pytest.raises(SnsError, match="'flag' must be bool"):  # 'auto' is only for the keys that decide per device
         resolve_config(DEFAULTS, "pretrain", overrides=["flag=auto"])

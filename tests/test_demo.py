@@ -32,13 +32,18 @@ def test_demo_teacher_trains_for_kimg_never_against_the_clock():
     assert cfg["max_minutes"] is None and cfg["kimg"] == 3.0
 
 
-def test_demo_bf16_key_reaches_teacher_and_students():
-    for value, expected in ((False, False), (True, True), ("auto", "auto"), (None, "auto")):  # None: the presets'
+def test_demo_precision_key_reaches_teacher_and_students():
+    for value, expected in (("fp16", "fp16"), ("bf16", "bf16"), ("auto", "auto"), (None, "auto")):  # None: presets'
+        cfg = _demo_cfg(precision=value)
+        assert teacher_config(cfg)["precision"] == expected
+        assert student_config(cfg, "sns", "runs/t")["precision"] == expected
+    for value, expected in ((False, "fp32"), (True, "bf16"), ("auto", "auto")):  # bf16=: the old spelling
         cfg = _demo_cfg(bf16=value)
-        assert teacher_config(cfg)["bf16"] == expected
-        assert student_config(cfg, "sns", "runs/t")["bf16"] == expected
+        assert teacher_config(cfg)["precision"] == student_config(cfg, "sns", "runs/t")["precision"] == expected
     with pytest.raises(SnsError, match="bf16"):
         run_demo(dict(DEMO_DEFAULTS, bf16="yes"), "unused")
+    with pytest.raises(SnsError, match=r"demo precision='half': expected auto, bf16, fp16, fp32 or null"):
+        run_demo(dict(DEMO_DEFAULTS, precision="half"), "unused")
     with pytest.raises(SnsError, match="pretrain_overrides"):
         run_demo(dict(DEMO_DEFAULTS, pretrain_overrides=["steps"]), "unused")
 

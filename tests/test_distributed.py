@@ -199,19 +199,20 @@ def _bf16_worker(rank: int, rendezvous: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
     try:
         engine_device.bf16_native = lambda device: rank == 1  # mixed hardware: only rank 1 computes bf16 natively
-        cfg = engine_device.decide_bf16({"bf16": "auto", "seed": rank}, World(rank=rank, size=2), log=lambda *a: None)
+        cfg = {"precision": "auto", "seed": rank}
+        cfg = engine_device.decide_precision(cfg, World(rank=rank, size=2), log=lambda *a: None)
         torch.save(cfg, f"{out}.{rank}")
     finally:
         dist.destroy_process_group()
 
 
 def test_ranks_on_mixed_hardware_all_train_in_rank_0s_precision(tmp_path):
-    # pretrain and train-gan decide bf16=auto with decide_bf16: rank 0 chooses, config.yaml records that choice
+    # pretrain and train-gan decide precision=auto with decide_precision: rank 0 chooses, config.yaml records it
     import torch.multiprocessing as mp
 
     mp.spawn(_bf16_worker, args=(_rendezvous(tmp_path), str(tmp_path / "cfg")), nprocs=2, join=True)
     cfgs = [torch.load(tmp_path / f"cfg.{r}") for r in range(2)]
-    assert cfgs == [{"bf16": False, "seed": 0}] * 2  # rank 1 would have chosen bf16 on its own
+    assert cfgs == [{"precision": "fp32", "seed": 0}] * 2  # rank 1 would have chosen bf16 on its own
 
 
 def _rendezvous(tmp_path: Path) -> str:

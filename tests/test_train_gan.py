@@ -279,10 +279,10 @@ def test_old_key_names_are_one_line_errors_for_python_callers(tmp_path):
 
 
 def test_config_yaml_records_what_ran(tmp_path):
-    run(tmp_path, "r", kimg=0.004, device="auto", channels=None, bf16="auto")
+    run(tmp_path, "r", kimg=0.004, device="auto", channels=None, precision="auto")
     cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
     assert cfg["channels"] == 1 and cfg["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")
-    assert isinstance(cfg["bf16"], bool)  # auto decided for this device
+    assert cfg["precision"] in ("bf16", "fp16", "fp32") and "bf16" not in cfg  # auto decided for this device
     assert cfg["batch_size"] == 4 and cfg["ckpt_every"] == 0 and "batch" not in cfg
     meta = json.loads((tmp_path / "r" / "teacher" / "teacher.json").read_text())
     assert meta["config"] == cfg

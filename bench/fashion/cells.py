@@ -98,7 +98,7 @@ def cell_fingerprint(row: plan.Row, track: str, mode: str, cfg: dict[str, Any] |
     if cfg is not None:
         cfg = {
             k: v
-            for k, v in cfg.items()
+            for k, v in _bf16_spelling(cfg).items()
             if v is not None and not (k in PRETRAIN_DEFAULTS and same_setting(v, PRETRAIN_DEFAULTS[k]))
         }
         if cfg.get("teacher"):
@@ -116,6 +116,18 @@ def cell_fingerprint(row: plan.Row, track: str, mode: str, cfg: dict[str, Any] |
     if mode not in ("quick", "full"):
         key["mode"] = mode  # the quick and full keys predate modes: their committed cells keep their fingerprints
     return fingerprint(key)
+
+
+def _bf16_spelling(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with ``precision`` as the bf16 flag the committed cells were fingerprinted with (bf16: true, auto:
+    'auto', fp32: the old default, left out); fp16, which has no bf16 spelling, stays ``precision``."""
+    old = {"bf16": True, "auto": "auto", "fp32": None}
+    if cfg.get("precision") not in old:
+        return cfg
+    out = {k: v for k, v in cfg.items() if k != "precision"}
+    if old[cfg["precision"]] is not None:
+        out["bf16"] = old[cfg["precision"]]
+    return out
 
 
 def same_setting(a: Any, b: Any) -> bool:

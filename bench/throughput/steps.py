@@ -135,7 +135,7 @@ class Case:
         finally:
             if source is not None:
                 delattr(source, attr)  # the instance attribute hid the method: removing it restores it
-        with autocast(torch.device("cpu"), cfg["bf16"]):
+        with autocast(torch.device("cpu"), cfg["precision"]):
             loss, _ = run.objective(inputs)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -150,7 +150,7 @@ class Case:
         med = statistics.median(self.times)
         teach = statistics.median(self.teacher_times)
         passes_per_s = self.passes / med
-        prec = "bf16" if self.cfg["bf16"] else "fp32"
+        prec = self.cfg["precision"]
         limit = peak[prec] * 1e9 / flops["train"]
         return {
             "method": self.method,

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from .engine.device import PRECISIONS
 from .errors import SnsError
 from .methods import METHODS
 
@@ -123,6 +124,7 @@ _PRETRAIN_REAL = {  # key: (low, strictly above low, high, strictly below high, 
     "syn_ratio": (0, False, 1, False, True),
 }
 _PRETRAIN_FLAGS = ("tap_w", "augment_syn", "augment_real", "final_eval", "channels_last", "compile")
+_PRETRAIN_CHOICES = {"precision": PRECISIONS}  # key: its values (train-gan checks the same in gan/config.py)
 
 
 def check_pretrain_config(cfg: Mapping[str, Any]) -> None:
@@ -148,8 +150,9 @@ def check_pretrain_config(cfg: Mapping[str, Any]) -> None:
     for key in _PRETRAIN_FLAGS:
         if key in cfg:
             check_flag(cfg, key)
-    if "bf16" in cfg:
-        check_flag(cfg, "bf16", auto_ok=True)
+    for key, choices in _PRETRAIN_CHOICES.items():
+        if key in cfg:
+            check_choice(cfg, key, choices)
     check_whole(cfg, "seed", 0, SEED_LIMIT)
     bank = cfg.get("teacher_bank", 0)
     if isinstance(bank, bool) or not isinstance(bank, int) or not 0 <= bank < INT_LIMIT:

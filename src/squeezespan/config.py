@@ -46,6 +46,66 @@ def check_renamed(kind: str, keys: Iterable[str], source: str) -> None:
             raise SnsError(f"{source}: config key {old!r} was renamed to {table[old]!r}{note}")
 
 
+# Old spellings of a key: old key -> (the key that replaced it, what each old value means there). Any layer (a
+# preset, a --config file or a run's config.yaml, the flags, the key=value overrides) may use either spelling where
+# the run's defaults hold the new key; one layer giving both with values that disagree is a one-line error.
+ALIASES: dict[str, tuple[str, dict[Any, Any]]] = {
+    "bf16": ("precision", {True: "bf16", False: "fp32", "auto": "auto", None: None}),
+}
+_ALIAS_TARGETS = frozenset(new for new, _ in ALIASES.values())
+_NO_MEANING = object()
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it (true, null, 'fp16')."""
+    if value is None or isinstance(value, bool):
+        return {True: "true", False: "false", None: "null"}[value]
+    return repr(value)
+
+
+def _alias_value(raw: Any, meaning: dict[Any, Any]) -> Any:
+    if isinstance(raw, str):
+        raw = raw.lower()
+    elif not (raw is None or isinstance(raw, bool)):
+        return _NO_MEANING  # 1 is not true here
+    return meaning.get(raw, _NO_MEANING)
+
+
+def apply_aliases(data: dict[str, Any], defaults: dict[str, Any], source: str) -> dict[str, Any]:
+    """One layer's keys with every old spelling (ALIASES) turned into the key that replaced it.
+
+    Args:
+        data: the layer's top-level keys as given (not modified).
+        defaults: the run's defaults; an alias applies only where they hold its new key.
+        source: where the layer came from, to start an error ("--config x.yaml", "key=value overrides").
+
+    Returns:
+        A copy of ``data`` without old keys (``bf16=true`` becomes ``precision=bf16``).
+
+    Raises:
+        SnsError: an old key's value means nothing, or the layer gives both keys with values that disagree.
+    """
+    out = dict(data)
+    for old, (new, meaning) in ALIASES.items():
+        if old not in out or new not in defaults:
+            continue
+        raw = out.pop(old)
+        value = _alias_value(raw, meaning)
+        if value is _NO_MEANING:
+            words = [k if isinstance(k, str) else _show(k) for k in meaning if k is not None]
+            expected = ", ".join(words[:-1]) + f" or {words[-1]}"
+            raise SnsError(f"{source}: {old}={_show(raw)} must be {expected} ({old} is the old spelling of {new})")
+        given = out.get(new)
+        if given is not None and value is not None and given != value:
+            raise SnsError(
+                f"{source}: {old}={_show(raw)} and {new}={_show(given)} disagree ({old}={_show(raw)} means "
+                f"{new}={_show(value)}); give only {new}"
+            )
+        if given is None:
+            out[new] = value
+    return out
+
+
 def list_presets(kind: str | None = None) -> list[str]:
     """Preset names (file stems in configs/); ``kind`` filters by the preset's own ``kind:`` field."""
     names = []
@@ -166,24 +226,29 @@ def resolve_config(
     if preset:
         data = load_preset(preset, kind)
         check_renamed(kind, data, f"preset {preset}")
+        data = apply_aliases(data, defaults, f"preset {preset}")
         _merge(cfg, data, defaults, f"preset {preset}")
     if config_file:
         data = _read_yaml(config_file)
         data.pop("description", None)  # a config file may describe itself, as presets do
         check_renamed(kind, data, f"--config {config_file}")
+        data = apply_aliases(data, defaults, f"--config {config_file}")
         _merge(cfg, data, defaults, f"--config {config_file}")
-    for k, v in (extra or {}).items():
-        if v is not None:
-            _set_dotted(cfg, k, v, defaults, f"--{k.replace('_', '-')}")
-    for item in overrides:
-        k, v = parse_override(item)
+    extra = apply_aliases({k: v for k, v in (extra or {}).items() if v is not None}, defaults, "flags")
+    for k, v in extra.items():
+        _set_dotted(cfg, k, v, defaults, f"--{k.replace('_', '-')}")
+    parsed = [(item, *parse_override(item)) for item in overrides]
+    # the overrides are one layer: an old key and its new one among them must agree, in any order
+    apply_aliases({k: v for _, k, v in parsed if k in ALIASES or k in _ALIAS_TARGETS}, defaults, "key=value overrides")
+    for item, k, v in parsed:
         check_renamed(kind, [k], f"override {item!r}")
+        ((k, v),) = apply_aliases({k: v}, defaults, f"override {item!r}").items()
         _set_dotted(cfg, k, v, defaults, f"override {item!r}")
     _check_types(cfg, defaults)
     return cfg
 
 
-# true/false settings that also take 'auto', decided for the run's device when it starts (engine.device.resolve_bf16)
+# true/false settings that also take 'auto' (sns eval's bf16), decided for the device when it starts (resolve_bf16)
 AUTO_BOOL_KEYS = frozenset({"bf16"})
 
 

@@ -1,7 +1,7 @@
 """`sns demo`: teacher on digits, Squeeze and Span vs VICReg at equal budget, probes, and a report.
 
 The teacher trains for a fixed number of images (``kimg``), never against the clock, so the same seed gives the
-same teacher and the same table on any machine (up to bf16-vs-fp32 rounding). Every finished stage is reused by a
+same teacher and the same table on any machine (up to bf16/fp16-vs-fp32 rounding). Every finished stage is reused by a
 rerun, an interrupted one resumes from its checkpoint, and <run_dir>/timings.json keeps the wall time of every
 run (the first run's stays as it was; a rerun's is added beside it).
 """
@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import resolve_config
+from .config import ALIASES, resolve_config
+from .engine.device import PRECISIONS
 from .engine.run import save_config
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
@@ -29,7 +30,9 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "teacher": None,  # reuse an existing teacher instead of training one
     "steps": 0,  # >0 overrides the preset's pretraining steps
     "gan_kimg": 0.0,  # >0 overrides the teacher preset's training length (kimg)
-    "bf16": None,  # true/false/auto for the teacher and every student; null: the presets' own (auto)
+    # auto/bf16/fp16/fp32 for the teacher and every student; null: the presets' own (auto). bf16=true/false/auto:
+    # the old spelling
+    "precision": None,
     "gan_overrides": [],  # key=value strings applied to the teacher's config after the preset
     "pretrain_overrides": [],  # key=value strings applied to every student's config after the preset
     "seed": 0,
@@ -48,10 +51,10 @@ def _has_checkpoint(run: Path) -> bool:
 
 
 def _check(cfg: dict[str, Any]) -> None:
-    if cfg["bf16"] is not None and not (
-        isinstance(cfg["bf16"], bool) or (isinstance(cfg["bf16"], str) and cfg["bf16"].lower() == "auto")
-    ):
-        raise SnsError(f"demo bf16={cfg['bf16']!r}: expected true, false, auto or null (the presets' own)")
+    if cfg["precision"] is not None and cfg["precision"] not in PRECISIONS:
+        raise SnsError(
+            f"demo precision={cfg['precision']!r}: expected {', '.join(PRECISIONS)} or null (the presets' own)"
+        )
     for key in ("gan_overrides", "pretrain_overrides"):
         bad = [o for o in cfg[key] if not isinstance(o, str) or "=" not in o]
         if not isinstance(cfg[key], list) or bad:
@@ -70,7 +73,7 @@ def teacher_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The teacher's train-gan config: the preset, the demo's budget and overrides, and never a time limit."""
     overrides = [f"seed={cfg['seed']}"] + ([f"kimg={cfg['gan_kimg']}"] if cfg["gan_kimg"] else [])
     overrides += list(cfg["gan_overrides"]) + ["max_minutes=null"]  # a fixed budget: same teacher on any machine
-    extra = {"device": cfg["device"], "bf16": cfg["bf16"]}
+    extra = {"device": cfg["device"], "precision": cfg["precision"]}
     return resolve_config(GAN_DEFAULTS, "gan", cfg["gan_preset"], None, overrides, extra)
 
 
@@ -78,7 +81,7 @@ def student_config(cfg: dict[str, Any], method: str, teacher: str) -> dict[str, 
     """A student's pretraining config: the shared preset and budget, with ``method``."""
     overrides = [f"method={method}", f"seed={cfg['seed']}"] + ([f"steps={cfg['steps']}"] if cfg["steps"] else [])
     overrides += list(cfg["pretrain_overrides"])
-    extra = {"teacher": teacher, "device": cfg["device"], "bf16": cfg["bf16"]}
+    extra = {"teacher": teacher, "device": cfg["device"], "precision": cfg["precision"]}
     return resolve_config(PRETRAIN_DEFAULTS, "pretrain", cfg["pretrain_preset"], None, overrides, extra)
 
 
@@ -117,7 +120,8 @@ class Timings:
 
 def run_demo(cfg: dict[str, Any], run_dir: str | Path, progress: bool = True, log=print) -> dict[str, Any]:
     """Train (or reuse) the teacher, pretrain every method at the same budget, probe, write report.md."""
-    cfg = resolve_config(DEMO_DEFAULTS, "demo", None, None, [], {k: v for k, v in cfg.items() if k in DEMO_DEFAULTS})
+    given = {k: v for k, v in cfg.items() if k in DEMO_DEFAULTS or k in ALIASES}
+    cfg = resolve_config(DEMO_DEFAULTS, "demo", None, None, [], given)
     _check(cfg)
     run_dir = Path(run_dir)
     save_config(run_dir, cfg)

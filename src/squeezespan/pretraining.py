@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checks import check_pretrain_config
+from .config import apply_aliases
 from .data import Augment, AugmentConfig, load_dataset
 from .data.pixels import STD_FLOOR
 from .engine.bank import TeacherBank, check_bank_size, prepare_bank
-from .engine.device import decide_bf16
+from .engine.device import decide_precision
 from .engine.distributed import World, setup
 from .engine.fit import begin, fit
 from .engine.logging import MetricsLogger
@@ -86,7 +87,9 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 0,
     "grad_clip": 0.0,  # 0 = off
     "augment": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(AugmentConfig()).items()},
-    "bf16": False,
+    # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware computes it, fp16 + loss scaling on other CUDA GPUs,
+    # else fp32; config.yaml records the choice). bf16=true/false/auto is the old spelling of bf16/fp32/auto
+    "precision": "fp32",
     "channels_last": False,
     "compile": False,
     "knn_every": 0,  # steps between kNN monitor evaluations (0 = only at the end)
@@ -235,6 +238,7 @@ def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
     Returns:
         The Run. The student and objective are initialised from ``torch.manual_seed(cfg['seed'])``, student first.
     """
+    cfg = apply_aliases(cfg, PRETRAIN_DEFAULTS, "pretrain config")  # bf16=true from a Python caller: precision
     cfg = resolve_method(cfg)  # refuses an unknown method or bad method settings
     cfg = _resolve_splits(cfg)
     settings = method_settings(cfg)
@@ -293,8 +297,8 @@ class KnnMonitor:
     queries the test split; both are loaded on first use. As an ``engine.fit`` callback it evaluates every
     ``knn_every`` steps before the last (the last is the run's final evaluation, done after export).
     k is capped by the bank's smallest class as in `sns eval` (``knn_cap``, default KNN_CAP_FRACTION, see
-    eval/knn.py). In-training points extract features in the run's precision (bf16 where the run trains in
-    bf16); the final evaluation in fp32, the precision of `sns eval`, so that a curve ends at the value
+    eval/knn.py). In-training points extract features in bf16 where the run trains in bf16 (fp32 for fp16 and
+    fp32 runs); the final evaluation in fp32, the precision of `sns eval`, so that a curve ends at the value
     `sns eval` gives for the same bank. Each result names its k, t, bank and precision (``bf16``).
 
     Args:
@@ -348,7 +352,7 @@ class KnnMonitor:
         every = self.cfg["knn_every"]
         if not every or done % every or done == total:
             return None
-        acc = self.evaluate(bf16=bool(self.cfg["bf16"]))  # in training: the run's precision
+        acc = self.evaluate(bf16=self.cfg["precision"] == "bf16")  # in training: the run's bf16
         return {"knn_top1": acc["top1"], "knn_top5": acc["top5"], "knn_k": acc["k"]}
 
 
@@ -399,6 +403,7 @@ def pretrain(
     Returns:
         The summary also written to summary.json; ``{"interrupted": True, "step": s}`` when stopped early.
     """
+    cfg = apply_aliases(cfg, PRETRAIN_DEFAULTS, "pretrain config")
     world = setup(cfg["device"])
     try:
         return _pretrain(cfg, Path(run_dir), resume, progress, log, stop_after, world)
@@ -410,8 +415,8 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
-    # what runs is what config.yaml records: this process's device (cuda:LOCAL_RANK under torchrun) and bf16
-    run = build_run(decide_bf16(dict(cfg, device=str(world.device)), world, log), world.device)
+    # what runs is what config.yaml records: this process's device (cuda:LOCAL_RANK under torchrun) and precision
+    run = build_run(decide_precision(dict(cfg, device=str(world.device)), world, log), world.device)
     cfg = run.cfg
     if world.size > 1:
         check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
@@ -438,7 +443,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         batch_size=cfg["batch_size"],
         warmup_steps=cfg["warmup_steps"],
         grad_clip=cfg["grad_clip"],
-        bf16=cfg["bf16"],
+        precision=cfg["precision"],
         log_every=cfg["log_every"],
         ckpt_every=cfg["ckpt_every"],
         stop_after=stop_after,

@@ -6,7 +6,18 @@ The engine knows no method's loss, no teacher and no evaluation: an objective is
 """
 
 from .checkpoint import load_checkpoint, load_latest, save_checkpoint
-from .device import autocast, bf16_native, cpu_name, decide_bf16, resolve_bf16, resolve_device
+from .device import (
+    PRECISIONS,
+    autocast,
+    bf16_native,
+    cpu_name,
+    decide_precision,
+    fp16_native,
+    grad_scaler,
+    resolve_bf16,
+    resolve_device,
+    resolve_precision,
+)
 from .distributed import World, setup
 from .fit import Callback, FitResult, Start, begin, fit, lr_at
 from .logging import MetricsLogger, read_metrics
@@ -14,6 +25,7 @@ from .run import RunDir, StopSignal, prepare_run_dir, save_config
 from .step import RealStream, StepInputs, step_inputs
 
 __all__ = [
+    "PRECISIONS",
     "Callback",
     "FitResult",
     "MetricsLogger",
@@ -27,7 +39,9 @@ __all__ = [
     "begin",
     "bf16_native",
     "cpu_name",
-    "decide_bf16",
+    "decide_precision",
+    "fp16_native",
+    "grad_scaler",
     "fit",
     "load_checkpoint",
     "load_latest",
@@ -36,6 +50,7 @@ __all__ = [
     "read_metrics",
     "resolve_bf16",
     "resolve_device",
+    "resolve_precision",
     "save_checkpoint",
     "save_config",
     "setup",

@@ -28,7 +28,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import SnsError
-from .device import autocast
+from .device import autocast, grad_scaler
 from .distributed import Trainable, World, convert_batchnorm, wrap_ddp
 from .logging import MetricsLogger
 from .run import RunDir, StopSignal
@@ -66,6 +66,7 @@ class Start:
     step: int = 0
     earlier_s: float = 0.0  # training time of the segments before this one (checkpoints carry it)
     path: str | None = None  # the checkpoint resumed from
+    scaler: dict[str, Any] | None = None  # the fp16 loss scaler's state in that checkpoint (None: none saved)
 
     @property
     def resume_step(self) -> int | None:
@@ -106,7 +107,9 @@ def begin(
     optimizer.load_state_dict(state["optimizer"])
     step = int(state["step"])
     run.restore_rng(state, reseed=(seed + 1) * 1_000_003 + step * 7919 + run.world.rank)
-    return Start(step=step, earlier_s=float(state.get("train_time_s", 0.0)), path=str(path))
+    return Start(
+        step=step, earlier_s=float(state.get("train_time_s", 0.0)), path=str(path), scaler=state.get("scaler") or None
+    )
 
 
 @dataclass
@@ -135,7 +138,7 @@ def fit(
     batch_size: int,
     warmup_steps: int = 0,
     grad_clip: float = 0.0,
-    bf16: bool = False,
+    precision: str = "fp32",
     log_every: int = 10,
     ckpt_every: int = 0,
     stop_after: int | None = None,
@@ -157,7 +160,10 @@ def fit(
         total: steps of the whole run.
         base_lr: the peak learning rate of the schedule.
         batch_size: images per step over all ranks (for img/s).
-        warmup_steps, grad_clip, bf16: the schedule's warmup; gradient-norm clipping (0 = off); bf16 autocast.
+        warmup_steps, grad_clip: the schedule's warmup; gradient-norm clipping (0 = off).
+        precision: "bf16" or "fp16" autocast, or "fp32" (a resolved ``precision``, see engine.device). fp16 scales
+            the loss (torch.amp.GradScaler: a step whose gradients overflow is skipped and the scale lowered);
+            the scaler's state is checkpointed as ``scaler``, so a resumed fp16 run continues exactly.
         log_every, ckpt_every: steps between metric lines; between checkpoints (0 = only at the end).
         stop_after: checkpoint and return after this many steps as if interrupted (time-sliced runs, tests).
         callbacks: called on rank 0 after every step, see ``Callback``.
@@ -176,6 +182,9 @@ def fit(
     show = progress and world.is_main
     bar = tqdm(total=total, initial=start.step, disable=not show, desc=desc, unit="step", dynamic_ncols=True)
     t0, images, done = time.perf_counter(), 0, start.step
+    scaler = grad_scaler(world.device, precision)
+    if scaler.is_enabled() and start.scaler:
+        scaler.load_state_dict(start.scaler)
 
     def payload() -> dict[str, Any]:
         for name, module in (("student", student), ("objective", objective)):
@@ -185,6 +194,7 @@ def fit(
             objective=objective.state_dict(),
             optimizer=optimizer.state_dict(),
             train_time_s=start.earlier_s + time.perf_counter() - t0,
+            **({"scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
         )
 
     try:
@@ -194,7 +204,7 @@ def fit(
                 for g in optimizer.param_groups:
                     g["lr"] = lr
                 loss, logs, stop_elsewhere = _train_step(
-                    model, optimizer, inputs(step), step, stop, run, bf16, grad_clip
+                    model, optimizer, scaler, inputs(step), step, stop, run, precision, grad_clip
                 )
                 images += batch_size
                 done = step + 1
@@ -219,26 +229,30 @@ def fit(
 def _train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
     inputs: StepInputs,
     step: int,
     stop: StopSignal,
     run: RunDir,
-    bf16: bool,
+    precision: str,
     grad_clip: float,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], bool | None]:
-    """Loss under autocast, the all-rank check, backward, clipping, the optimizer step.
+    """Loss under autocast, the all-rank check, backward, clipping, the optimizer step (through the fp16 loss
+    scaler, a pass-through in bf16 and fp32).
 
     Returns:
         The loss, the objective's logs, and whether another rank got a signal (None in one process).
     """
-    with autocast(run.world.device, bf16):
+    with autocast(run.world.device, precision):
         loss, logs = model(inputs)
     stop_elsewhere = _check_step(loss, stop, step, run)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler.scale(loss).backward()
     if grad_clip:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
     return loss, logs, stop_elsewhere
 
 

@@ -8,13 +8,14 @@ from typing import Any
 import torch
 
 from ..checks import SEED_LIMIT, check_choice, check_flag, check_real, check_whole
-from ..config import check_renamed
+from ..config import apply_aliases, check_renamed
 from ..data.diffaug import parse_policy
+from ..engine.device import PRECISIONS
 from ..errors import SnsError
 
 # Every knob of `sns train-gan`, with its default; presets (configs/gan-*.yaml) and key=value override these.
 # Knobs it shares with pretrain have pretrain's names and units (batch_size, log_every, ckpt_every in steps,
-# keep_ckpts, bf16, seed, device); config.RENAMED_KEYS turns the old names into one-line errors.
+# keep_ckpts, precision, seed, device); config.RENAMED_KEYS turns the old names into one-line errors.
 GAN_DEFAULTS: dict[str, Any] = {
     # data
     "data": "digits",  # dataset name for squeezespan.data.load_dataset
@@ -50,7 +51,10 @@ GAN_DEFAULTS: dict[str, Any] = {
     "ada_target": None,  # e.g. 0.6: adapt p so that E[sign(D(real))] stays at this target (ADA)
     "ada_interval": 4,  # iterations between p updates
     "ada_kimg": 100.0,  # kimg for p to move by 1
-    "bf16": False,  # bf16 autocast for G/D forward passes (R1 stays fp32); auto: where native
+    # autocast of the G and D passes (R1 stays fp32): auto | bf16 | fp16 | fp32, as in pretrain (fp16 with a loss
+    # scaler per network; auto: bf16 where native, fp16 on other CUDA GPUs, else fp32); bf16=true/false/auto: the
+    # old spelling
+    "precision": "fp32",
     "seed": 0,
     "device": "auto",  # cpu, cuda, cuda:N or auto (config.yaml records the device that ran)
     "threads": None,  # CPU threads for this run (None: torch's setting); 1 is fastest on a busy CPU
@@ -139,7 +143,7 @@ def _check_limits(cfg: dict[str, Any]) -> None:
     check_whole(cfg, "seed", 0, SEED_LIMIT, prefix=prefix)
     for key in ("mirror", "export_snapshots"):
         check_flag(cfg, key, prefix=prefix)
-    check_flag(cfg, "bf16", auto_ok=True, prefix=prefix)
+    check_choice(cfg, "precision", PRECISIONS, prefix=prefix)
     if cfg["channels"] is not None:
         check_choice(cfg, "channels", (1, 3), prefix=prefix)
 
@@ -147,6 +151,7 @@ def _check_limits(cfg: dict[str, Any]) -> None:
 def check_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` over GAN_DEFAULTS, checked: renamed, unknown and out-of-range keys are one-line SnsErrors."""
     check_renamed("gan", cfg, "train-gan config")
+    cfg = apply_aliases(cfg, GAN_DEFAULTS, "train-gan config")  # bf16=true from a Python caller: precision=bf16
     unknown = sorted(set(cfg) - set(GAN_DEFAULTS))
     if unknown:
         raise SnsError(f"train-gan config: unknown key(s) {unknown}; valid keys: {', '.join(GAN_DEFAULTS)}")

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..data import batches, load_dataset
 from ..data.diffaug import DiffAugment
+from ..engine.device import grad_scaler
 from ..engine.distributed import World
 from ..engine.run import RunDir
 from ..errors import SnsError
@@ -131,6 +132,8 @@ class GanRun:
     D_kwargs: dict[str, Any]
     opt_G: torch.optim.Optimizer
     opt_D: torch.optim.Optimizer
+    scaler_G: torch.amp.GradScaler  # fp16 loss scaling of G's and of D's main steps (pass-throughs otherwise)
+    scaler_D: torch.amp.GradScaler
     augment: DiffAugment
     order: DataOrder
     grid_z: torch.Tensor  # the fixed latents of every sample grid
@@ -166,7 +169,9 @@ class GanRun:
         return torch.zeros(self.local, 0, device=self.device)
 
     def state_dict(self) -> dict[str, Any]:
+        scalers = {k: getattr(self, k).state_dict() for k in ("scaler_G", "scaler_D") if getattr(self, k).is_enabled()}
         return dict(
+            **scalers,
             G=self.G.state_dict(),
             D=self.D.state_dict(),
             G_ema=self.G_ema.state_dict(),
@@ -181,6 +186,9 @@ class GanRun:
     def load_state_dict(self, ckpt: dict[str, Any]) -> None:
         for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
             getattr(self, name).load_state_dict(ckpt[name])
+        for name in ("scaler_G", "scaler_D"):
+            if getattr(self, name).is_enabled() and ckpt.get(name):  # none saved: a run resumed in fp16 starts anew
+                getattr(self, name).load_state_dict(ckpt[name])
         self.order.load_state_dict(ckpt["data_order"])
         self.augment.p = float(ckpt["augment_p"])
         for k, v in ckpt["state"].items():
@@ -214,6 +222,8 @@ def build_gan(cfg: dict[str, Any], images: torch.Tensor, world: World, meta: dic
         D_kwargs=D_kwargs,
         opt_G=lazy_adam(G.parameters(), lr, betas, eps, None),
         opt_D=lazy_adam(D.parameters(), lr, betas, eps, r1 or None),
+        scaler_G=grad_scaler(world.device, cfg["precision"]),
+        scaler_D=grad_scaler(world.device, cfg["precision"]),
         augment=DiffAugment(cfg["diffaug"], p=float(cfg["augment_p"])),
         order=DataOrder(len(images), int(cfg["batch_size"]), seed),
         grid_z=torch.randn(int(cfg["grid_size"]), G.z_dim, generator=torch.Generator().manual_seed(seed)),

@@ -31,14 +31,15 @@ def g_step(gan: GanRun) -> None:
     G.requires_grad_(True)
     D.requires_grad_(False)
     z = torch.randn(gan.local, G.z_dim, device=gan.device)
-    with autocast(gan.device, gan.cfg["bf16"]):
+    with autocast(gan.device, gan.cfg["precision"]):
         fake = G(z, c, noise_mode="random", update_emas=True)
         fake_logits = D(gan.augment(fake), c).float()
     loss = g_loss_nonsaturating(fake_logits)
     gan.opt_G.zero_grad(set_to_none=True)
-    loss.backward()
+    gan.scaler_G.scale(loss).backward()  # fp16: the loss scaled (a pass-through in bf16 and fp32)
     average_gradients(G, gan.world)
-    gan.opt_G.step()
+    gan.scaler_G.step(gan.opt_G)  # fp16: skipped when a gradient overflowed
+    gan.scaler_G.update()
     gan.meter.add("loss/G", loss.detach())
 
 
@@ -48,16 +49,17 @@ def d_step(gan: GanRun, real: torch.Tensor) -> torch.Tensor:
     G.requires_grad_(False)
     D.requires_grad_(True)
     z = torch.randn(gan.local, G.z_dim, device=gan.device)
-    with autocast(gan.device, gan.cfg["bf16"]):
+    with autocast(gan.device, gan.cfg["precision"]):
         with torch.no_grad():
             fake = G(z, c, noise_mode="random")
         fake_logits = D(gan.augment(fake), c).float()
         real_logits = D(gan.augment(real), c).float()
     loss = d_loss_logistic(real_logits, fake_logits)
     gan.opt_D.zero_grad(set_to_none=True)
-    loss.backward()
+    gan.scaler_D.scale(loss).backward()
     average_gradients(D, gan.world)
-    gan.opt_D.step()
+    gan.scaler_D.step(gan.opt_D)
+    gan.scaler_D.update()
     gan.meter.add("loss/D", loss.detach())
     gan.meter.add("D/real", real_logits.detach().mean())
     gan.meter.add("D/fake", fake_logits.detach().mean())
@@ -80,7 +82,8 @@ def agree(gan: GanRun, real_logits: torch.Tensor, deadline: float | None, stop: 
 
 def r1_step(gan: GanRun, real: torch.Tensor) -> None:
     """Dreg, every r1_interval iterations: lazy R1 on reals, scaled by the interval so that its average strength
-    is gamma / 2 per iteration; in fp32 (double backprop in bf16 is too coarse)."""
+    is gamma / 2 per iteration; in fp32 whatever the run's precision (double backprop in bf16 is too coarse), so
+    unscaled."""
     interval = r1_interval(gan.cfg)
     if not interval or gan.step % interval:
         return

@@ -15,7 +15,7 @@ the teacher (maybe_fd), a checkpoint every ``ckpt_every`` iterations (maybe_chec
 (finish).
 
 The run directory is the shared run object's (engine.run.RunDir): config.yaml (what ran, with channels, device
-and bf16 decided), metrics.jsonl, tb/, checkpoints/ckpt-<step>.pt (exact resume), samples/*.png, teacher/ (a
+and precision decided), metrics.jsonl, tb/, checkpoints/ckpt-<step>.pt (exact resume), samples/*.png, teacher/ (a
 teacher directory, teachers.directory) and, with ``export_snapshots``, a teacher at every checkpoint in
 snapshots/kimg-XXXXXX/. SIGINT/SIGTERM checkpoint the current iteration and return; ``resume`` continues the run
 bit-identically (on CPU) from its newest good checkpoint.
@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..engine.device import decide_bf16
+from ..engine.device import decide_precision
 from ..engine.distributed import World, setup
 from ..engine.logging import MetricsLogger
 from ..engine.run import RunDir, StopSignal
@@ -301,8 +301,8 @@ def _silent(*args, **kwargs) -> None:
 def _train(cfg, run_dir: Path, resume: bool, progress: bool, dataset, log, world: World) -> dict[str, Any]:
     t_start = time.time()
     deadline = t_start + float(cfg["max_minutes"]) * 60 if cfg["max_minutes"] else None
-    # what runs, decided before config.yaml is written: rank 0's device and bf16 for every process ...
-    cfg = decide_bf16(dict(cfg, device=str(world.device)), world, log)
+    # what runs, decided before config.yaml is written: rank 0's device and precision for every process ...
+    cfg = decide_precision(dict(cfg, device=str(world.device)), world, log)
     ds, images = load_images(cfg, dataset)
     check_world_split(cfg, world)
     cfg["channels"] = int(images.shape[1])  # ... and the channels of the images it trains on

@@ -49,14 +49,17 @@ def teacher_info(teacher: str) -> dict[str, Any]:
         "path": teacher,
         "kimg": meta.get("kimg", summary.get("kimg")),
         "fd_ref": meta.get("fd_ref"),
-        "bf16": cfg.get("bf16"),
+        "precision": _precision(cfg),
         "stopped_by_time": bool(summary.get("stopped_by_time")),
         "max_minutes": cfg.get("max_minutes"),
     }
 
 
-def _precision(bf16) -> str:
-    return {True: "bf16", False: "fp32"}.get(bf16, "unknown precision")
+def _precision(cfg: dict[str, Any]) -> str:
+    """The precision a run's config records (runs from before the precision key: its bf16 flag)."""
+    if cfg.get("precision") in ("bf16", "fp16", "fp32"):
+        return cfg["precision"]
+    return {True: "bf16", False: "fp32"}.get(cfg.get("bf16"), "unknown precision")
 
 
 def _teacher_line(info: dict[str, Any]) -> str:
@@ -73,7 +76,7 @@ def _teacher_line(info: dict[str, Any]) -> str:
         text += f"; FD-ref **{fd:.1f}** (Fréchet distance in a small digits classifier's features, lower is better)"
     else:
         text += "; FD-ref not measured"
-    return text + f"; {_precision(info['bf16'])}."
+    return text + f"; {info['precision']}."
 
 
 def _student_line(run_dir: Path, methods: list[str]) -> str:
@@ -81,7 +84,7 @@ def _student_line(run_dir: Path, methods: list[str]) -> str:
     c = next((c for c in cfgs.values() if c), {})
     if not c:
         return "Students: the same network and budget for every method."
-    precisions = sorted({_precision(x.get("bf16")) for x in cfgs.values() if x})
+    precisions = sorted({_precision(x) for x in cfgs.values() if x})
     return (
         f"Students: the same {c.get('arch', '?')} ({c.get('variant', '?')} variant, width {c.get('width', '?')}) and "
         f"the same budget for every method: {c.get('steps', '?')} steps of batch {c.get('batch_size', '?')}, seed "
@@ -197,7 +200,7 @@ def write_demo_report(
         "## kNN accuracy during pretraining",
         "",
         "Each student's own kNN monitor during pretraining; points before the last are computed "
-        "in the run's training precision (bf16 where it trains in bf16).",
+        "in bf16 where the run trains in bf16, else in fp32.",
         "",
         f"![kNN curves]({curve_png.name})",
         "",
