@@ -17,3 +17,11 @@ def make(resolution: int = 16, channels: int = 1):
         mapping_layers=1,
     )
     return G
+
+
+def make_nan(resolution: int = 16, channels: int = 1):
+    """The tiny generator with one damaged (NaN) weight: a teacher whose images are NaN."""
+    G = make(resolution, channels)
+    with torch.no_grad():
+        next(p for name, p in G.named_parameters() if name.startswith("synthesis")).fill_(float("nan"))
+    return G

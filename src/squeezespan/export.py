@@ -131,6 +131,7 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
         k: (v.detach().float() if v.is_floating_point() else v.detach()).to("cpu").contiguous().clone()
         for k, v in net.state_dict().items()
     }
+    check_finite(tensors, f"export to {st_path}")
     # Atomic writes, weights first: a crash never leaves a half-written export, and a JSON beside the weights
     # means both are complete.
     atomic_write_bytes(st_path, safetensors_bytes(tensors, metadata={"format": "pt", EMBEDDED_KEY: text}))
@@ -178,9 +179,22 @@ def _read_weights(path: PathLike) -> dict[str, torch.Tensor]:
     if not st_path.exists():
         raise SnsError(f"{st_path} is missing: the weights of {json_path} must sit next to it with the same stem")
     try:
-        return load_file(str(st_path), device="cpu")
+        tensors = load_file(str(st_path), device="cpu")
     except Exception as e:
         raise SnsError(f"{st_path} is not a readable safetensors file ({e})") from None
+    check_finite(tensors, str(st_path))
+    return tensors
+
+
+def check_finite(tensors: Mapping[str, torch.Tensor], where: str) -> None:
+    """One-line SnsError naming the first floating tensor holding NaN or Inf: such weights evaluate at chance
+    level or crash a probe, so they are never exported nor loaded."""
+    for k, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise SnsError(
+                f"{where}: weight {k} holds NaN or infinite values (the run diverged or the file is damaged); "
+                "export an earlier checkpoint instead"
+            )
 
 
 def _check_fits(model: nn.Module, tensors: Mapping[str, torch.Tensor], st_path: Path, meta: Mapping[str, Any]) -> None:

@@ -108,6 +108,12 @@ def extract_features(
                     f"extract_features: the backbone returned shape {tuple(f.shape)} for a batch "
                     f"of {x.shape[0]} images; expected pooled features (N, D)"
                 )
+            if not torch.isfinite(f).all():  # NaN features would give a probe at chance, or a traceback in L-BFGS
+                raise SnsError(
+                    f"extract_features: the backbone's features are NaN or infinite on images "
+                    f"{sum(len(b) for b in labels)}-{sum(len(b) for b in labels) + len(y) - 1} of "
+                    f"{getattr(dataset, 'name', 'the dataset')!r}: its weights are damaged or the run diverged"
+                )
             feats.append(f.float().cpu())
             labels.append(y.long().cpu())
             bar.update(x.shape[0])

@@ -256,6 +256,9 @@ class Teacher:
                 "choose modules that are called"
             )
         features = [captured[name].detach().float() for name in self.feature_names]
+        bad = [name for name, f in zip(self.feature_names, features) if not torch.isfinite(f).all()]
+        if bad:
+            raise SnsError(f"teacher: tapped features {bad} hold NaN or infinite values (damaged or diverged weights)")
         return images, features
 
     def _call_generator(self, z: torch.Tensor, c: torch.Tensor | None) -> Any:
@@ -286,6 +289,11 @@ class Teacher:
             raise SnsError(
                 f"teacher: {name} returned {out.shape[1]} channels, expected "
                 f"{' or '.join(map(str, expected))}; is it an image generator? (set img_channels)"
+            )
+        if not torch.isfinite(out).all():  # clamp would keep NaN; the student's loss would blame its own lr
+            raise SnsError(
+                f"teacher: {name} produced NaN or infinite images (damaged or diverged weights); "
+                "use another snapshot or checkpoint of the generator"
             )
         lo, hi = self.output_range
         return ((out.float() - lo) / (hi - lo)).clamp_(0, 1)
