@@ -203,6 +203,17 @@ def test_one_training_step_changes_G_and_D(tmp_path):
     assert any(k.startswith("synthesis.") for k in g_changed) and any(k.startswith("mapping.") for k in g_changed)
 
 
+def test_resume_refuses_a_checkpoint_of_another_config_and_names_the_keys(tmp_path):
+    run(tmp_path, "r", kimg=0.008)
+    before = {p: p.read_bytes() for p in (tmp_path / "r" / "checkpoints").iterdir()}
+    with pytest.raises(SnsError) as e:
+        run(tmp_path, "r", resume=True, kimg=0.016, lr=0.01, channel_max=32)
+    msg = str(e.value)
+    assert "\n" not in msg and "no checkpoint in" in msg and "channel_max=16 (now 32)" in msg and "lr=" in msg
+    assert {p: p.read_bytes() for p in (tmp_path / "r" / "checkpoints").iterdir()} == before
+    assert run(tmp_path, "r", resume=True, kimg=0.016, log_every=2)["resumed_from_step"] == 2  # free keys
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     full = run(tmp_path, "full", kimg=0.016)  # 4 iterations
     run(tmp_path, "split", kimg=0.008)  # 2 iterations, stop ...

@@ -19,16 +19,17 @@ from .data import DATASETS, dataset_info, describe_dataset, load_dataset
 from .demo import DEMO_DEFAULTS, run_demo
 from .engine import prepare_run_dir
 from .engine.distributed import launched_rank
-from .engine.run import release_run_dirs
+from .engine.run import config_diff, describe_diff, release_run_dirs
 from .errors import SnsError
 from .eval.run import EVAL_DEFAULTS, run_eval
 from .export import export_backbone, load_backbone
 from .gan import GAN_DEFAULTS, train_gan
+from .gan.config import GAN_RESUME_FREE_KEYS
 from .gan.config import check_config as check_gan_config
 from .hub import HUB_FILES, export_hub, resolve_export
 from .manifest import package_version, run_manifest
 from .methods import METHODS, resolve_method
-from .pretraining import PRETRAIN_DEFAULTS, pretrain
+from .pretraining import PRETRAIN_DEFAULTS, RESUME_FREE_KEYS, pretrain
 from .teachers.convert import convert_stylegan2_pickle
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
@@ -161,19 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+RESUME_FREE = {"pretrain": RESUME_FREE_KEYS, "gan": GAN_RESUME_FREE_KEYS}  # what --resume may change
+
+
 def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
     extra = dict(extra, seed=getattr(args, "seed", None), device=getattr(args, "device", None))
     extra = {k: v for k, v in extra.items() if k in defaults}
     cfg = resolve_config(defaults, kind, args.preset, args.config, args.overrides, extra)
     run_dir = Path(args.out)
     if args.resume and (run_dir / "config.yaml").exists():
-        # --resume continues the run with the config it was started with; flags and key=value apply on top
-        if args.preset or args.config:
-            raise SnsError(
-                f"--resume continues {run_dir} with its own config.yaml; change it with key=value "
-                "overrides, not --preset/--config"
-            )
-        cfg = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), args.overrides, extra)
+        cfg = _resume_config(args, defaults, kind, extra, cfg, run_dir)
     # limits (types, ranges, finiteness, seeds) are refused before --out is touched (--force moves the old run aside)
     if kind == "pretrain":
         check_pretrain_config(resolve_method(cfg))
@@ -183,6 +181,29 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
         return cfg, run_dir  # under torchrun rank 0 alone checks/creates --out; the engine sends its config
     run_dir = prepare_run_dir(run_dir, resume=args.resume, force=args.force)
     return cfg, run_dir
+
+
+def _resume_config(args, defaults, kind: str, extra: dict[str, Any], given: dict[str, Any], run_dir: Path):
+    """The config a --resume continues with: the run's config.yaml, with flags and key=value on top. A --preset or
+    --config (the same command resubmitted, as by the README's Slurm script) must describe that same run; its
+    null keys (decided at run time: splits, channels) keep what config.yaml recorded. Only the keys in
+    RESUME_FREE may change; any other difference is refused before --out is touched."""
+    saved = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), [], {})
+    if not (args.preset or args.config):
+        given = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), args.overrides, extra)
+    cfg = {**saved, **{k: v for k, v in given.items() if v is not None}}
+    free = RESUME_FREE.get(kind)
+    if free is None:
+        return cfg
+    same = resolve_method if kind == "pretrain" else dict  # method defaults filled in on both sides
+    diff = config_diff(same(saved), same(cfg), free)
+    if diff:
+        raise SnsError(
+            f"--resume continues {run_dir} as it was started, but {describe_diff(diff)} would change what "
+            f"it trains; on --resume only {', '.join(sorted(k for k in free if k in defaults))} may change "
+            "(start a new run with another --out, or --force)"
+        )
+    return cfg
 
 
 def _progress(args) -> bool:

@@ -21,7 +21,16 @@ from .device import (
 from .distributed import World, setup
 from .fit import Callback, FitResult, Start, begin, fit, lr_at
 from .logging import MetricsLogger, read_metrics
-from .run import RunDir, StopSignal, prepare_run_dir, save_config
+from .run import (
+    RunDir,
+    StopSignal,
+    config_diff,
+    describe_diff,
+    prepare_run_dir,
+    save_config,
+    state_fits,
+    tensors_sha256,
+)
 from .step import RealStream, StepInputs, step_inputs
 
 __all__ = [
@@ -37,6 +46,8 @@ __all__ = [
     "World",
     "autocast",
     "begin",
+    "config_diff",
+    "describe_diff",
     "bf16_native",
     "cpu_name",
     "decide_precision",
@@ -53,6 +64,8 @@ __all__ = [
     "resolve_precision",
     "save_checkpoint",
     "save_config",
+    "state_fits",
+    "tensors_sha256",
     "setup",
     "step_inputs",
 ]

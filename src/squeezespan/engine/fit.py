@@ -31,7 +31,7 @@ from ..errors import SnsError
 from .device import autocast, grad_scaler
 from .distributed import Trainable, World, convert_batchnorm, wrap_ddp
 from .logging import MetricsLogger
-from .run import RunDir, StopSignal
+from .run import RunDir, StopSignal, state_fits
 from .step import StepInputs
 
 __all__ = ["Callback", "FitResult", "Start", "begin", "fit", "lr_at"]
@@ -86,7 +86,8 @@ def begin(
 
     A new run seeds torch with ``seed + 1`` on rank 0 (exactly what a single process draws) and its own
     stream on every other rank (augmentation). A resumed run restores every rank's RNG state; on another
-    number of processes it reseeds (RunDir.restore_rng warns).
+    number of processes it reseeds (RunDir.restore_rng warns). A checkpoint of another run (another identity, or
+    weights that do not fit these models) is skipped by name; none fitting is a one-line SnsError.
 
     Args:
         run: the run directory (collective: every rank calls ``begin``).
@@ -97,7 +98,13 @@ def begin(
     Returns:
         The segment's Start.
     """
-    found = run.load_latest() if resume else None
+
+    def fits(state: dict[str, Any]) -> str | None:  # checked before anything loads: no half-loaded model
+        return state_fits(student, state.get("student"), "student") or state_fits(
+            objective, state.get("objective"), "objective"
+        )
+
+    found = run.load_latest(fits) if resume else None
     if found is None:
         torch.manual_seed(seed + 1 + 1_000_003 * run.world.rank)
         return Start()

@@ -14,7 +14,7 @@ from ..data import batches, load_dataset
 from ..data.diffaug import DiffAugment
 from ..engine.device import grad_scaler
 from ..engine.distributed import World
-from ..engine.run import RunDir
+from ..engine.run import RunDir, config_diff, describe_diff, state_fits
 from ..errors import SnsError
 from ..teachers.directory import build_networks, network_kwargs
 from .config import ARCH_KEYS, COUNTERS
@@ -236,17 +236,22 @@ def build_gan(cfg: dict[str, Any], images: torch.Tensor, world: World, meta: dic
 
 def resume_gan(gan: GanRun, run: RunDir, log: Callable[[str], Any]) -> int | None:
     """Continue ``gan`` from the run's newest good checkpoint; returns its step, None when there is none yet."""
-    found = run.load_latest()
+
+    def fits(state: dict[str, Any]) -> str | None:  # run.identity (the config) is compared first, by RunDir
+        if "identity" not in state and isinstance(state.get("cfg"), dict):  # written before identities
+            diff = config_diff({k: state["cfg"].get(k) for k in ARCH_KEYS}, {k: gan.cfg[k] for k in ARCH_KEYS})
+            if diff:
+                return f"it was trained with {describe_diff(diff)}"
+        for name in ("G", "D", "G_ema"):
+            why = state_fits(getattr(gan, name), state.get(name), name)
+            if why:
+                return why
+        return None
+
+    found = run.load_latest(fits)
     if found is None:
         return None
     ckpt, path = found
-    diff = {k: (ckpt["cfg"].get(k), gan.cfg[k]) for k in ARCH_KEYS if ckpt["cfg"].get(k) != gan.cfg[k]}
-    if diff:
-        raise SnsError(
-            f"--resume: {path} was trained with different network settings "
-            f"{ {k: v[0] for k, v in diff.items()} }, got { {k: v[1] for k, v in diff.items()} }; "
-            "use the original values or a new --out"
-        )
     gan.load_state_dict(ckpt)
     if ckpt.get("cuda_rng") is not None and "rng_ranks" not in ckpt:
         ckpt["rng"] = {**ckpt["rng"], "cuda": ckpt["cuda_rng"]}  # a single-GPU checkpoint from before engine.run
