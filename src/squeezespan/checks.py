@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .engine.device import PRECISIONS
+from .engine.trackers import LOGGERS, TRACKERS, require_tracker
 from .errors import SnsError
 from .methods import METHODS
 
@@ -78,6 +79,20 @@ def check_flag(cfg: Mapping[str, Any], key: str, auto_ok: bool = False, prefix: 
     if isinstance(v, bool) or (auto_ok and isinstance(v, str) and v.lower() == "auto"):
         return
     raise SnsError(f"{prefix}{key}={v!r} must be true or false" + (" or auto" if auto_ok else ""))
+
+
+def check_loggers(cfg: Mapping[str, Any], prefix: str = "") -> None:
+    """``cfg['loggers']`` is a list of distinct names from LOGGERS, and each tracker's package imports (a missing
+    one names its extra), all before the run directory is touched."""
+    v = cfg.get("loggers")
+    if not (isinstance(v, list) and all(isinstance(n, str) and n in LOGGERS for n in v) and len(set(v)) == len(v)):
+        raise SnsError(
+            f"{prefix}loggers={v!r} must be a list of distinct names from {', '.join(LOGGERS)}, "
+            "e.g. loggers=[tensorboard,jsonl,mlflow]"
+        )
+    for name in v:
+        if name in TRACKERS:
+            require_tracker(name, prefix)
 
 
 def check_choice(cfg: Mapping[str, Any], key: str, choices: tuple[Any, ...], prefix: str = "") -> None:
@@ -154,6 +169,8 @@ def check_pretrain_config(cfg: Mapping[str, Any]) -> None:
         if key in cfg:
             check_choice(cfg, key, choices)
     check_whole(cfg, "seed", 0, SEED_LIMIT)
+    if "loggers" in cfg:
+        check_loggers(cfg)
     bank = cfg.get("teacher_bank", 0)
     if isinstance(bank, bool) or not isinstance(bank, int) or not 0 <= bank < INT_LIMIT:
         raise SnsError(

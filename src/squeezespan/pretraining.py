@@ -99,6 +99,7 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "knn_bank": 10000,  # at most this many train images in the kNN memory bank
     "final_eval": True,  # kNN of the final backbone (the run summary); linear probes: `sns eval`
     "log_every": 10,
+    "loggers": ["tensorboard", "jsonl"],  # + mlflow, wandb (extras `squeezespan[mlflow]`, `[wandb]`): docs/tracking.md
     "ckpt_every": 500,
     "keep_ckpts": 2,
     "num_workers": 2,  # only for streamed (folder) datasets
@@ -405,13 +406,20 @@ def pretrain(
     """
     cfg = apply_aliases(cfg, PRETRAIN_DEFAULTS, "pretrain config")
     world = setup(cfg["device"])
+    opened: list[MetricsLogger] = []  # a run that raises ends its tracker runs as failed
     try:
-        return _pretrain(cfg, Path(run_dir), resume, progress, log, stop_after, world)
+        return _pretrain(cfg, Path(run_dir), resume, progress, log, stop_after, world, opened)
+    except BaseException:
+        for logger in opened:
+            logger.close("failed")
+        raise
     finally:
         world.close()
 
 
-def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after, world: World) -> dict[str, Any]:
+def _pretrain(
+    cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after, world: World, opened: list
+) -> dict[str, Any]:
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
@@ -426,7 +434,10 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
     if start.path is not None:
         log(f"resumed from {start.path} at step {start.step}/{run.total_steps}")
     run_files.write_config(cfg)
-    logger = MetricsLogger(run_dir, enabled=world.is_main, resume_step=start.resume_step)
+    logger = MetricsLogger(
+        run_dir, world.is_main, resume_step=start.resume_step, loggers=cfg["loggers"], config=cfg, kind="pretrain"
+    )
+    opened.append(logger)
     bank = _teacher_bank(run, run_dir, world, log)
     inputs = partial(_inputs, run, run.encoder(), world, bank, labels=run.objective.needs_labels)
     monitor = KnnMonitor(cfg, run.train, run.student, world.device)
@@ -453,7 +464,7 @@ def _pretrain(cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after,
         log=log,
     )
     if result.interrupted or not world.is_main:
-        logger.close()
+        logger.close("interrupted")
         if result.interrupted:
             return {"interrupted": True, "step": result.step}
         return {"method": cfg["method"], "steps": run.total_steps, "rank": world.rank}
@@ -493,6 +504,8 @@ def _finish(run: Run, run_dir: Path, start, result, monitor: KnnMonitor, logger:
         acc = monitor.evaluate()
         logger.log(run.total_steps, {"knn_top1": acc["top1"], "knn_top5": acc["top5"]})
         summary["knn"] = acc
+    exported = Path(summary["export"])
+    logger.log_artifact("backbone", [exported, exported.with_suffix(".json")])
     logger.close()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..checks import SEED_LIMIT, check_choice, check_flag, check_real, check_whole
+from ..checks import SEED_LIMIT, check_choice, check_flag, check_loggers, check_real, check_whole
 from ..config import apply_aliases, check_renamed
 from ..data.diffaug import parse_policy
 from ..engine.device import PRECISIONS
@@ -61,6 +61,7 @@ GAN_DEFAULTS: dict[str, Any] = {
     "max_minutes": None,  # stop cleanly (final samples, FD-ref, checkpoint, teacher) after this wall time
     # bookkeeping
     "log_every": 20,  # metrics line every N iterations
+    "loggers": ["tensorboard", "jsonl"],  # + mlflow, wandb (extras), as in pretrain: docs/tracking.md
     "ckpt_every": 313,  # iterations between checkpoints (~10 kimg at batch_size 32); 0: only at the end
     "keep_ckpts": 2,
     "export_snapshots": False,  # also export a teacher at every checkpoint, into snapshots/kimg-XXXXXX/
@@ -143,6 +144,7 @@ def _check_limits(cfg: dict[str, Any]) -> None:
     check_whole(cfg, "seed", 0, SEED_LIMIT, prefix=prefix)
     for key in ("mirror", "export_snapshots"):
         check_flag(cfg, key, prefix=prefix)
+    check_loggers(cfg, prefix=prefix)
     check_choice(cfg, "precision", PRECISIONS, prefix=prefix)
     if cfg["channels"] is not None:
         check_choice(cfg, "channels", (1, 3), prefix=prefix)

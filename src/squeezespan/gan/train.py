@@ -319,7 +319,9 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dataset, log, world
     run.prepare()
     resumed_from = resume_gan(gan, run, log) if resume else None
     run.write_config(cfg)
-    logger = MetricsLogger(run_dir, enabled=world.is_main, resume_step=resumed_from)
+    logger = MetricsLogger(
+        run_dir, world.is_main, resume_step=resumed_from, loggers=cfg["loggers"], config=cfg, kind="train-gan"
+    )
     fd = build_fd_ref(cfg, ds, gan.images, world, log)
     if world.is_main:
         (run_dir / "samples").mkdir(exist_ok=True)
@@ -331,9 +333,16 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dataset, log, world
         initial = min(gan.cur_nimg, total)
         bar = tqdm(total=total, initial=initial, unit="img", unit_scale=True, dynamic_ncols=True, desc="train-gan")
     try:
-        ended = train_loop(gan, run, fd, logger, bar, deadline, log)
-    finally:
-        if bar is not None:
-            bar.close()
-        logger.close()
-    return finish(gan, run_dir, fd, ended, t_start, resumed_from)
+        try:
+            ended = train_loop(gan, run, fd, logger, bar, deadline, log)
+        finally:
+            if bar is not None:
+                bar.close()
+        summary = finish(gan, run_dir, fd, ended, t_start, resumed_from)
+        if not ended["interrupted"]:
+            logger.log_artifact("teacher", [run_dir / "teacher"])
+    except BaseException:
+        logger.close("failed")
+        raise
+    logger.close("interrupted" if ended["interrupted"] else "finished")
+    return summary
