@@ -8,15 +8,35 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .config import resolve_config
-from .data import Augment, AugmentConfig, ImageDataset, batches, dataset_info, load_dataset, normalize
-from .engine import RealStream, RunDir, fit
+from .data import (
+    Augment,
+    AugmentConfig,
+    ImageDataset,
+    as_image_dataset,
+    batches,
+    dataset_info,
+    load_dataset,
+    normalize,
+)
+from .engine import MetricsLogger, RealStream, RunDir, World, begin, fit, lr_at
 from .errors import SnsError
 from .eval import evaluate, extract_features, knn_eval, linear_probe, linear_probe_augmented
 from .export import export_backbone, load_backbone, read_meta, torchvision_resnet
-from .gan import train_gan
+from .gan import GAN_DEFAULTS, train_gan
 from .hub import export_hub
 from .manifest import write_manifest
-from .methods import METHODS, Objective, SqueezeAndSpan, StepInputs, Supervised
+from .methods import (
+    METHODS,
+    LatentEncoding,
+    Objective,
+    SimSiam,
+    SqueezeAndSpan,
+    StepInputs,
+    Supervised,
+    VICReg,
+    losses,
+)
+from .methods.losses import covariance, embedding_std, invariance, negative_cosine, squeeze, variance, vicreg
 from .models import Projector, SqueezeModule, build_student
 from .pretraining import PRETRAIN_DEFAULTS, Run, build_run, pretrain
 from .teachers import Discriminator, Generator, Teacher, build_stylegan2
@@ -30,6 +50,7 @@ __all__ = [
     "resolve_config",
     "load_dataset",
     "ImageDataset",
+    "as_image_dataset",
     "batches",
     "dataset_info",
     "normalize",
@@ -51,13 +72,29 @@ __all__ = [
     "load_stylegan2_pickle",
     "convert_stylegan2_pickle",
     "train_gan",
+    "GAN_DEFAULTS",
     "write_manifest",
     "METHODS",
     "Objective",
     "StepInputs",
     "SqueezeAndSpan",
     "Supervised",
+    "VICReg",
+    "SimSiam",
+    "LatentEncoding",
+    "losses",
+    "invariance",
+    "variance",
+    "covariance",
+    "vicreg",
+    "squeeze",
+    "negative_cosine",
+    "embedding_std",
     "fit",
+    "begin",
+    "lr_at",
+    "World",
+    "MetricsLogger",
     "RunDir",
     "RealStream",
     "pretrain",

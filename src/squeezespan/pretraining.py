@@ -18,7 +18,7 @@ from torch import nn
 
 from .checks import check_pretrain_config
 from .config import apply_aliases
-from .data import Augment, AugmentConfig, load_dataset
+from .data import CUSTOM_PREFIX, Augment, AugmentConfig, as_image_dataset, dataset_fingerprint, load_dataset
 from .data.pixels import STD_FLOOR
 from .engine.bank import TeacherBank, check_bank_size, prepare_bank
 from .engine.device import decide_precision
@@ -197,9 +197,20 @@ class Run:
         return encode
 
 
-def _load_train(cfg: dict[str, Any]):
-    split = cfg["train_split"] or "train"
-    return load_dataset(cfg["data"], root=cfg["data_root"], split=split, resolution=cfg["resolution"])
+def _load_train(cfg: dict[str, Any], dataset=None):
+    """The pretraining images and ``cfg`` as it records them: a dataset passed from Python becomes an ImageDataset
+    at the run's resolution, and ``data`` names it ``custom:<name>@<fingerprint>`` (what a resumed run compares)."""
+    if dataset is None:
+        split = cfg["train_split"] or "train"
+        return cfg, load_dataset(cfg["data"], root=cfg["data_root"], split=split, resolution=cfg["resolution"])
+    for key, named in (("train_split", "train"), ("monitor_split", "train"), ("test_split", "test")):
+        if cfg[key] not in (None, named):
+            raise SnsError(
+                f"{key}={cfg[key]}: splits name parts of a registered dataset; with dataset= the pretraining "
+                "images are that dataset and the kNN queries are test_dataset="
+            )
+    train = as_image_dataset(dataset, cfg["resolution"])
+    return dict(cfg, data=f"{CUSTOM_PREFIX}{train.name}@{dataset_fingerprint(train)}"), train
 
 
 def _load_teacher(cfg: dict[str, Any], train, device: torch.device):
@@ -229,12 +240,14 @@ def _resolve_splits(cfg: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
+def build_run(cfg: dict[str, Any], device: torch.device, dataset=None) -> Run:
     """Data, teacher, student, objective and optimizer of a run (shared by ``pretrain``, tests and benchmarks).
 
     Args:
         cfg: a config over PRETRAIN_DEFAULTS' keys (not modified; ``Run.cfg`` is its resolved copy).
         device: the training device.
+        dataset: the pretraining images instead of ``cfg['data']``: a map-style torch Dataset of (image, label)
+            or an ImageDataset (``data.as_image_dataset``); ``Run.cfg['data']`` records ``custom:<name>@<sha>``.
 
     Returns:
         The Run. The student and objective are initialised from ``torch.manual_seed(cfg['seed'])``, student first.
@@ -244,7 +257,7 @@ def build_run(cfg: dict[str, Any], device: torch.device) -> Run:
     cfg = _resolve_splits(cfg)
     settings = method_settings(cfg)
     check_pretrain_config(cfg)  # `sns pretrain` also runs it before it takes the run directory
-    train = _load_train(cfg)
+    cfg, train = _load_train(cfg, dataset)
     B = cfg["batch_size"]
     n_syn = int(round(cfg["syn_ratio"] * B))
     _check_split(cfg, n_syn)
@@ -295,7 +308,8 @@ class KnnMonitor:
     """The kNN monitor of a pretraining run: weighted kNN top-1/top-5 (knn_k, knn_t) of the student's features.
 
     The memory bank is the labelled monitor split (at most ``knn_bank`` images, a fixed seeded choice), the
-    queries the test split; both are loaded on first use. As an ``engine.fit`` callback it evaluates every
+    queries the test split; both are loaded on first use. For a dataset passed from Python the queries are ``test``
+    and the bank the labelled images of ``train``. As an ``engine.fit`` callback it evaluates every
     ``knn_every`` steps before the last (the last is the run's final evaluation, done after export).
     k is capped by the bank's smallest class as in `sns eval` (``knn_cap``, default KNN_CAP_FRACTION, see
     eval/knn.py). In-training points extract features in bf16 where the run trains in bf16 (fp32 for fp16 and
@@ -307,24 +321,31 @@ class KnnMonitor:
         train: the pretraining dataset (reused as the bank when the monitor split is the train split).
         student: the backbone to evaluate (left in eval mode; fit puts it back into train mode).
         device: where features are extracted.
+        test: the kNN queries of a run on a dataset passed from Python (an ImageDataset), else None.
     """
 
-    def __init__(self, cfg: dict[str, Any], train, student: nn.Module, device: torch.device):
+    def __init__(self, cfg: dict[str, Any], train, student: nn.Module, device: torch.device, test=None):
         self.cfg, self.train, self.student, self.device = cfg, train, student, device
         self.bank = self.test = None
+        self.custom_test = test
         self.history: list[dict[str, float]] = []
 
     def _load(self) -> None:
         cfg = self.cfg
-        self.test = load_dataset(
-            cfg["data"], root=cfg["data_root"], split=cfg["test_split"] or "test", resolution=cfg["resolution"]
-        )
-        monitor = cfg["monitor_split"] or "train"
-        bank = (
-            self.train
-            if monitor == (cfg["train_split"] or "train")
-            else load_dataset(cfg["data"], root=cfg["data_root"], split=monitor, resolution=cfg["resolution"])
-        )
+        if self.custom_test is not None:
+            self.test = self.custom_test
+            labelled = self.train.labels >= 0
+            bank = self.train if bool(labelled.all()) else self.train.subset(torch.nonzero(labelled).flatten())
+        else:
+            self.test = load_dataset(
+                cfg["data"], root=cfg["data_root"], split=cfg["test_split"] or "test", resolution=cfg["resolution"]
+            )
+            monitor = cfg["monitor_split"] or "train"
+            bank = (
+                self.train
+                if monitor == (cfg["train_split"] or "train")
+                else load_dataset(cfg["data"], root=cfg["data_root"], split=monitor, resolution=cfg["resolution"])
+            )
         if len(bank) > cfg["knn_bank"] and hasattr(bank, "subset"):  # a fixed subset, chosen once per run
             g = torch.Generator().manual_seed(0)
             bank = bank.subset(torch.randperm(len(bank), generator=g)[: cfg["knn_bank"]])
@@ -388,6 +409,8 @@ def pretrain(
     progress: bool = True,
     log: Callable[[str], Any] = print,
     stop_after: int | None = None,
+    dataset=None,
+    test_dataset=None,
 ) -> dict[str, Any]:
     """Train a student with ``cfg['method']`` into ``run_dir``; returns a summary (steps, time, final metrics).
 
@@ -400,15 +423,24 @@ def pretrain(
         progress: a progress bar.
         log: rank 0's messages.
         stop_after: checkpoint and return after that many steps as if interrupted (time-sliced runs, tests).
+        dataset: your own pretraining images instead of ``cfg['data']`` (docs/python-api.md): a map-style torch
+            Dataset of (image, label), image a (C, H, W) tensor, uint8 or float in [0, 1], or a PIL image; or an
+            ImageDataset. Held in memory at ``cfg['resolution']``; mean/std are computed from it; config.yaml
+            records ``data: custom:<name>@<fingerprint>``, and ``resume`` needs the same images passed again.
+        test_dataset: the kNN monitor's queries for ``dataset`` (same kind; the bank is the labelled images of
+            ``dataset``). Without it the kNN monitor and final evaluation are off (knn_every=0, final_eval=false).
 
     Returns:
         The summary also written to summary.json; ``{"interrupted": True, "step": s}`` when stopped early.
     """
     cfg = apply_aliases(cfg, PRETRAIN_DEFAULTS, "pretrain config")
+    if test_dataset is not None and dataset is None:
+        raise SnsError("test_dataset= goes with dataset=; a registered dataset's kNN queries are its test_split")
     world = setup(cfg["device"])
     opened: list[MetricsLogger] = []  # a run that raises ends its tracker runs as failed
     try:
-        return _pretrain(cfg, Path(run_dir), resume, progress, log, stop_after, world, opened)
+        data = (dataset, test_dataset)
+        return _pretrain(cfg, Path(run_dir), resume, progress, log, stop_after, world, opened, data)
     except BaseException:
         for logger in opened:
             logger.close("failed")
@@ -418,13 +450,17 @@ def pretrain(
 
 
 def _pretrain(
-    cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after, world: World, opened: list
+    cfg, run_dir: Path, resume: bool, progress: bool, log, stop_after, world: World, opened: list, data=(None, None)
 ) -> dict[str, Any]:
     if not world.is_main:
         log = _silent  # one voice: rank 0 reports for the whole run
+    if data[0] is not None and data[1] is None and (cfg["knn_every"] or cfg["final_eval"]):
+        log("dataset= without test_dataset=: no kNN queries, so knn_every=0 and final_eval=false")
+        cfg = dict(cfg, knn_every=0, final_eval=False)
     # rank 0's config is the run's config (a bare --resume reads config.yaml, which only rank 0's disk may hold)
     # what runs is what config.yaml records: this process's device (cuda:LOCAL_RANK under torchrun) and precision
-    run = build_run(decide_precision(dict(cfg, device=str(world.device)), world, log), world.device)
+    run = build_run(decide_precision(dict(cfg, device=str(world.device)), world, log), world.device, data[0])
+    test = _custom_test(run, data[1])
     cfg = run.cfg
     if world.size > 1:
         check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
@@ -440,7 +476,7 @@ def _pretrain(
     opened.append(logger)
     bank = _teacher_bank(run, run_dir, world, log)
     inputs = partial(_inputs, run, run.encoder(), world, bank, labels=run.objective.needs_labels)
-    monitor = KnnMonitor(cfg, run.train, run.student, world.device)
+    monitor = KnnMonitor(cfg, run.train, run.student, world.device, test)
     result = fit(
         run.student,
         run.objective,
@@ -469,6 +505,24 @@ def _pretrain(
             return {"interrupted": True, "step": result.step}
         return {"method": cfg["method"], "steps": run.total_steps, "rank": world.rank}
     return _finish(run, run_dir, start, result, monitor, logger)
+
+
+def _custom_test(run: Run, test_dataset):
+    """The kNN queries of a run on a Python dataset: ``test_dataset`` at the run's resolution and channels,
+    normalised with the train images' mean/std; refused before the run directory is touched."""
+    if test_dataset is None:
+        return None
+    train = run.train
+    if not bool((train.labels >= 0).any()) and (run.cfg["knn_every"] or run.cfg["final_eval"]):
+        raise SnsError(
+            "dataset= has no labelled images, so the kNN monitor has no memory bank: give it labels, or "
+            "drop test_dataset= (or set knn_every=0 final_eval=false)"
+        )
+    res = run.cfg["resolution"]
+    test = as_image_dataset(test_dataset, res, train.channels, train.mean, train.std, split="test", what="test_dataset")
+    if not bool((test.labels >= 0).all()):
+        raise SnsError("test_dataset: every image needs a label (the kNN monitor scores its predictions)")
+    return test
 
 
 def _inputs(run: Run, encode, world: World, bank: TeacherBank | None, step: int, labels: bool = False):

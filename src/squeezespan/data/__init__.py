@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from .augment import Augment, AugmentConfig
+from .custom import as_image_dataset, dataset_fingerprint
 from .datasets import (
+    CUSTOM_PREFIX,
     DATASETS,
     DatasetSpec,
     ImageDataset,
@@ -23,6 +25,9 @@ __all__ = [
     "ImageDataset",
     "FolderDataset",
     "load_dataset",
+    "as_image_dataset",
+    "dataset_fingerprint",
+    "CUSTOM_PREFIX",
     "batches",
     "normalize",
     "dataset_info",

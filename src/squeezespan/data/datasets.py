@@ -16,6 +16,9 @@ from .pixels import channel_stats, convert_channels, resize_uint8
 from .readers import CIFAR, STL10_URL, RawSplit, read_cifar, read_digits, read_idx_split, read_stl10
 
 DATA_ROOT_ENV = "SNS_DATA_ROOT"
+# config.yaml's `data:` of a run trained on a dataset passed from Python (pretrain(cfg, run, dataset=...)):
+# custom:<name>@<fingerprint>, a record of what ran, not a name load_dataset can load
+CUSTOM_PREFIX = "custom:"
 FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
 
 
@@ -267,6 +270,11 @@ _ALIASES = {
 def get_spec(name: str) -> DatasetSpec:
     """The registry entry for `name` (case-insensitive, a few aliases), or an SnsError listing valid names."""
     key = str(name).strip().lower()
+    if key.startswith(CUSTOM_PREFIX):
+        raise SnsError(
+            f"data={name}: that run trained on a dataset passed from Python, which no name loads; pass the same "
+            "dataset object again (pretrain(cfg, run_dir, resume=True, dataset=...)) or a registered --data"
+        )
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise SnsError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import SnsError
+from . import losses
 from .base import Objective, StepInputs
 from .encode import LatentEncoding, check_config
 from .simsiam import SimSiam
@@ -123,6 +124,7 @@ __all__ = [
     "SimSiam",
     "LatentEncoding",
     "Supervised",
+    "losses",
     "build_objective",
     "method_settings",
     "resolve_method",
