@@ -13,6 +13,7 @@ from .engine.device import PRECISIONS
 from .engine.trackers import LOGGERS, TRACKERS, require_tracker
 from .errors import SnsError
 from .methods import METHODS
+from .models import check_arch
 
 __all__ = ["INT_LIMIT", "SEED_LIMIT", "check_choice", "check_flag", "check_real", "check_whole"]
 
@@ -165,6 +166,8 @@ def check_pretrain_config(cfg: Mapping[str, Any]) -> None:
     for key in _PRETRAIN_FLAGS:
         if key in cfg:
             check_flag(cfg, key)
+    if "arch" in cfg:  # resnet18/34/50, timm:NAME (timm installed, model known) or package.module:factory (imports)
+        check_arch(cfg["arch"], cfg.get("arch_kwargs"), cfg.get("width", 1.0))
     for key, choices in _PRETRAIN_CHOICES.items():
         if key in cfg:
             check_choice(cfg, key, choices)

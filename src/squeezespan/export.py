@@ -1,4 +1,8 @@
-"""Exported student backbones: a safetensors file plus a JSON of metadata, and loaders (ours and torchvision's)."""
+"""Exported student backbones: a safetensors file plus a JSON of metadata, and loaders (ours and torchvision's).
+
+Any student exports: a built-in ResNet, a ``timm:NAME`` model or a ``package.module:factory`` network
+(models/student.py); the JSON records ``arch`` and ``arch_kwargs``, from which ``load_backbone`` rebuilds it.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
+import torch.nn.functional as F
 import torchvision
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -17,7 +22,7 @@ from torch import nn
 
 from .errors import SnsError
 from .files import atomic_write_bytes, atomic_write_text, safetensors_bytes
-from .models.resnet import ARCHS, ResNet, build_student
+from .models import ARCHS, ExternalStudent, ResNet, build_student
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -25,7 +30,7 @@ FORMAT = "squeezespan-backbone/1"
 # The key under which the JSON document is also embedded in the safetensors header, so the weights
 # file alone still says what it is if the JSON gets lost.
 EMBEDDED_KEY = "squeezespan"
-ARCH_KEYS = ("arch", "variant", "width", "in_channels", "feature_dim")
+ARCH_KEYS = ("arch", "variant", "width", "in_channels", "feature_dim")  # variant, width: null for non-ResNets
 INPUT_NOTE = "float images in [0, 1] of shape (N, in_channels, H, W); load_backbone's module normalises with mean/std"
 TORCHVISION_NOTE = (
     "state_dict keys are torchvision.models.<arch>'s without fc. Width 1.0 only: build "
@@ -34,6 +39,15 @@ TORCHVISION_NOTE = (
     "'imagenet' with in_channels != 3 set conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False); then "
     "load_state_dict(strict=True) and feed it images normalised with mean/std. "
     "squeezespan.export.torchvision_resnet(path) does exactly this."
+)
+TIMM_NOTE = (
+    "state_dict keys are timm's: timm.create_model(<arch without 'timm:'>, num_classes=0, in_chans=<in_channels>, "
+    "**arch_kwargs).load_state_dict(strict=True), then feed it images normalised with mean/std; "
+    "squeezespan.load_backbone(path) does exactly this."
+)
+FACTORY_NOTE = (
+    "state_dict keys are those of <arch>'s factory(in_channels=<in_channels>, **arch_kwargs); "
+    "squeezespan.load_backbone(path) imports the factory, builds it and loads them strictly."
 )
 
 
@@ -59,10 +73,10 @@ def export_paths(path: PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
 
 
-def _unwrap(student: nn.Module) -> ResNet:
+def _unwrap(student: nn.Module) -> ResNet | ExternalStudent:
     # DDP keeps the model in .module, torch.compile in ._orig_mod, a loaded Backbone in .student.
     for _ in range(4):
-        if isinstance(student, ResNet):
+        if isinstance(student, (ResNet, ExternalStudent)):
             return student
         inner = next((getattr(student, a) for a in ("module", "_orig_mod", "student") if hasattr(student, a)), None)
         if not isinstance(inner, nn.Module):
@@ -96,7 +110,8 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
     """
     net = _unwrap(student)
     facts = {k: getattr(net, k) for k in ARCH_KEYS}
-    for k in ARCH_KEYS:
+    facts["arch_kwargs"] = dict(getattr(net, "arch_kwargs", {}))  # the resolved ones (timm: img_size included)
+    for k in facts:
         if k in meta and meta[k] != facts[k]:
             raise SnsError(f"export meta says {k}={meta[k]!r} but the student has {k}={facts[k]!r}")
     for k in ("mean", "std"):
@@ -116,9 +131,12 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
     )
     doc.update({k: v for k, v in meta.items() if k not in doc})
     st_path, json_path = export_paths(path)
-    doc.update(
-        squeezespan_version=_version(), weights=st_path.name, input=INPUT_NOTE, torchvision_compat=TORCHVISION_NOTE
-    )
+    doc.update(squeezespan_version=_version(), weights=st_path.name, input=INPUT_NOTE)
+    if isinstance(net, ResNet):
+        doc.update(torchvision_compat=TORCHVISION_NOTE)
+    else:
+        doc.pop("torchvision_compat", None)
+        doc.update(rebuild=TIMM_NOTE if net.arch.startswith("timm:") else FACTORY_NOTE)
     try:
         text = json.dumps(doc, indent=2, allow_nan=False)
     except (TypeError, ValueError) as e:
@@ -129,7 +147,7 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
     # Floats stored as float32 whatever the training precision; clone so no two entries share storage.
     tensors = {
         k: (v.detach().float() if v.is_floating_point() else v.detach()).to("cpu").contiguous().clone()
-        for k, v in net.state_dict().items()
+        for k, v in _weights_module(net).state_dict().items()
     }
     check_finite(tensors, f"export to {st_path}")
     # Atomic writes, weights first: a crash never leaves a half-written export, and a JSON beside the weights
@@ -137,6 +155,11 @@ def export_backbone(student: nn.Module, path: PathLike, meta: Mapping[str, Any])
     atomic_write_bytes(st_path, safetensors_bytes(tensors, metadata={"format": "pt", EMBEDDED_KEY: text}))
     atomic_write_text(json_path, text + "\n")
     return st_path, json_path
+
+
+def _weights_module(net: nn.Module) -> nn.Module:
+    """The module whose state_dict an export holds: a timm or factory network without squeezespan's wrapper."""
+    return net.net if isinstance(net, ExternalStudent) else net
 
 
 def read_meta(path: PathLike) -> dict[str, Any]:
@@ -214,17 +237,21 @@ def _check_fits(model: nn.Module, tensors: Mapping[str, torch.Tensor], st_path: 
     if wrong:
         k = wrong[0]
         problems.append(f"{len(wrong)} shape mismatches (e.g. {k}: file {got[k]}, model {want[k]})")
+    if meta.get("variant") is None:  # timm or factory: its kwargs decide the shapes
+        what = f"{meta['arch']} (arch_kwargs {meta.get('arch_kwargs') or {}}, {meta['in_channels']} channels)"
+    else:
+        what = f"{meta['arch']} ({meta['variant']}, width {meta['width']}, {meta['in_channels']} channels)"
     raise SnsError(
-        f"{st_path} does not fit a {meta['arch']} ({meta['variant']}, width {meta['width']}, "
-        f"{meta['in_channels']} channels) as its metadata says: {'; '.join(problems)}; "
-        "it is a checkpoint of another architecture or the .json belongs to another export"
+        f"{st_path} does not fit a {what} as its metadata says: {'; '.join(problems)}; "
+        "it is a checkpoint of another architecture, the .json belongs to another export, or the model's "
+        "definition changed since (another timm version or factory)"
     )
 
 
 class Backbone(nn.Module):
     """A loaded export: float images in [0, 1] (N, C, H, W) -> features (N, feature_dim), normalisation inside."""
 
-    def __init__(self, student: ResNet, mean: list[float], std: list[float], meta: Mapping[str, Any]):
+    def __init__(self, student: nn.Module, mean: list[float], std: list[float], meta: Mapping[str, Any]):
         super().__init__()
         self.student = student
         # Not persistent: the file format keeps them in the metadata, and the state_dict stays the student's.
@@ -234,6 +261,8 @@ class Backbone(nn.Module):
         self.in_channels = student.in_channels
         self.feature_dim = student.feature_dim
         self.resolution = meta.get("resolution")
+        # a network built for one image size (a timm ViT) gets other sizes resized to it, as in training
+        self.fixed_size = getattr(student, "fixed_size", None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -244,6 +273,9 @@ class Backbone(nn.Module):
         if not x.is_floating_point():
             raise SnsError(f"backbone expects float images in [0, 1], got dtype {x.dtype}: pass x.float() / 255")
         x = x.to(self.mean.dtype)
+        if self.fixed_size and tuple(x.shape[-2:]) != (self.fixed_size, self.fixed_size):
+            size = (self.fixed_size, self.fixed_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return self.student((x - self.mean) / self.std)
 
     def extra_repr(self) -> str:
@@ -251,13 +283,25 @@ class Backbone(nn.Module):
 
 
 def load_backbone(path: PathLike, device: str | torch.device = "cpu") -> Backbone:
-    """Load an export (either file, their common stem, or a directory holding one) as an eval-mode Backbone."""
+    """Load an export (either file, their common stem, or a directory holding one) as an eval-mode Backbone.
+
+    A ``timm:NAME`` export needs timm installed (``squeezespan[timm]``); a ``package.module:factory`` export needs
+    the factory importable (on PYTHONPATH): both are rebuilt from ``arch`` and ``arch_kwargs``, then loaded strictly.
+    """
     meta = read_meta(path)
     st_path, _ = export_paths(path)
     tensors = _read_weights(path)
-    student = build_student(meta["arch"], meta["variant"], meta["width"], meta["in_channels"])
-    _check_fits(student, tensors, st_path, meta)
-    student.load_state_dict(tensors, strict=True)
+    student = build_student(
+        meta["arch"],
+        meta["variant"] or "cifar",
+        meta["width"] or 1.0,
+        meta["in_channels"],
+        arch_kwargs=meta.get("arch_kwargs"),
+        resolution=meta.get("resolution"),
+    )
+    weights = _weights_module(student)
+    _check_fits(weights, tensors, st_path, meta)
+    weights.load_state_dict(tensors, strict=True)
     return Backbone(student, meta["mean"], meta["std"], meta).to(device).eval()
 
 
@@ -269,7 +313,10 @@ def torchvision_resnet(path: PathLike, device: str | torch.device = "cpu") -> nn
     """
     meta = read_meta(path)
     if meta["arch"] not in ARCHS:
-        raise SnsError(f"{path} has arch {meta['arch']!r}: expected one of {', '.join(ARCHS)}")
+        raise SnsError(
+            f"{path} has arch {meta['arch']!r}: torchvision_resnet loads the built-in {', '.join(ARCHS)} only; "
+            "use squeezespan.load_backbone(path)"
+        )
     if float(meta["width"]) != 1.0:
         raise SnsError(
             f"{path} has width {meta['width']}: torchvision's ResNet has no width multiplier, use load_backbone instead"

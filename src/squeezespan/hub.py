@@ -1,8 +1,9 @@
 """Hub-format export: a folder with model.safetensors, a timm-style config.json and a README.md model card.
 
 `sns export RUN_DIR --format hub --out DIR` writes it. The folder loads with
-``timm.create_model("local-dir:DIR", pretrained=True)`` where timm knows the architecture (ResNet-18/34/50,
-ImageNet stem, width 1), and always with ``squeezespan.load_backbone(DIR)``: model.safetensors is a regular
+``timm.create_model("local-dir:DIR", pretrained=True)`` where timm knows the architecture (every ``timm:NAME``
+student; ResNet-18/34/50 with the ImageNet stem at width 1), and always with ``squeezespan.load_backbone(DIR)``
+(a ``package.module:factory`` student needs its factory importable): model.safetensors is a regular
 squeezespan export whose metadata rides in its safetensors header. The weights are the student's state_dict
 without a classifier, so timm builds the model with ``num_classes=0`` (pooled features out).
 
@@ -23,6 +24,7 @@ import yaml
 from .errors import SnsError
 from .export import export_backbone, export_paths, load_backbone, read_meta
 from .files import atomic_write_text, write_json
+from .models.student import TIMM_PREFIX
 
 __all__ = ["TIMM_ARCHS", "export_hub", "hub_config", "resolve_export", "timm_compatible"]
 
@@ -44,8 +46,16 @@ def resolve_export(source: str | os.PathLike) -> Path:
     return export_paths(path)[0]
 
 
+def _timm_name(meta: dict[str, Any]) -> str | None:
+    """The timm model name of a ``timm:NAME`` student, None for other arches."""
+    arch = str(meta.get("arch"))
+    return arch[len(TIMM_PREFIX) :] if arch.startswith(TIMM_PREFIX) else None
+
+
 def timm_compatible(meta: dict[str, Any]) -> tuple[bool, str]:
     """(True, "") when timm's own model of meta['arch'] takes these weights; else (False, why not)."""
+    if _timm_name(meta):
+        return True, ""  # trained as timm's model: its state_dict keys are timm's
     if meta.get("arch") not in TIMM_ARCHS:
         return False, f"timm has no model matching squeezespan's {meta.get('arch')}"
     if meta.get("variant") != "imagenet":
@@ -62,6 +72,7 @@ def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
     """config.json for the hub folder, in timm's layout, from an export's metadata."""
     channels, res = int(meta["in_channels"]), meta.get("resolution") or 224
     ok, why = timm_compatible(meta)
+    timm_name = _timm_name(meta)
     pretrained_cfg = {
         "tag": f"squeezespan_{meta.get('method') or 'unknown'}_{meta.get('dataset') or 'unknown'}",
         "custom_load": False,
@@ -77,12 +88,22 @@ def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
         "first_conv": "conv1",
         "classifier": "fc",
     }
+    model_args: dict[str, Any] = {"in_chans": channels}
+    config: dict[str, Any] = {"architecture": meta["arch"], "global_pool": "avg"}
+    if timm_name:  # timm's own names for its model's first conv, classifier and pooling
+        model_args.update(meta.get("arch_kwargs") or {})
+        config = {"architecture": timm_name}
+        for key in ("pool_size", "first_conv", "classifier", "fixed_input_size"):
+            pretrained_cfg.pop(key)
+            value = _timm_default_cfg(timm_name).get(key)
+            if value is not None:
+                pretrained_cfg[key] = value
     return {
-        "architecture": meta["arch"],
+        "architecture": config["architecture"],
         "num_classes": 0,
         "num_features": int(meta["feature_dim"]),
-        "global_pool": "avg",
-        "model_args": {"in_chans": channels},
+        **({"global_pool": config["global_pool"]} if "global_pool" in config else {}),
+        "model_args": model_args,
         "pretrained_cfg": pretrained_cfg,
         "squeezespan": {
             "variant": meta.get("variant"),
@@ -99,6 +120,17 @@ def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
             "squeezespan.load_backbone(DIR) takes [0, 1] images and normalises inside",
         },
     }
+
+
+def _timm_default_cfg(name: str) -> dict[str, Any]:
+    """timm's default pretrained_cfg of a model as a dict ({} when timm is absent or knows none)."""
+    try:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:
+        return {}
+    return cfg.to_dict() if cfg is not None else {}
 
 
 def _read_json(path: Path) -> Any:
@@ -150,7 +182,13 @@ def _card(meta: dict[str, Any], config: dict[str, Any] | None, run_dir: Path | N
     res, channels = meta.get("resolution"), meta["in_channels"]
     tags = ["image-feature-extraction", "squeezespan", f"method-{method}", f"dataset-{dataset}"]
     front = ["---", *(["library_name: timm"] if ok else []), "tags:", *(f"- {t}" for t in tags), "---", ""]
-    out = [*front, f"# {arch} ({meta['variant']} stem, width {meta['width']:g}) distilled with squeezespan", ""]
+    if meta.get("variant") is None:  # a timm:NAME or package.module:factory student
+        title = f"# {arch} distilled with squeezespan"
+        if meta.get("arch_kwargs"):
+            title += f" (arch_kwargs {json.dumps(meta['arch_kwargs'])})"
+    else:
+        title = f"# {arch} ({meta['variant']} stem, width {meta['width']:g}) distilled with squeezespan"
+    out = [*front, title, ""]
     out += [
         f"A {arch} image encoder trained with **{method}** on **{dataset}** by "
         "squeezespan (Squeeze and Span: representations distilled from a GAN generator). "
@@ -195,13 +233,15 @@ def _card(meta: dict[str, Any], config: dict[str, Any] | None, run_dir: Path | N
     ]
     if not ok:
         out += [f"Not loadable by timm: {timm_compatible(meta)[1]}. Use `squeezespan.load_backbone`.", ""]
-    out += [
-        "torch.hub (a squeezespan checkout, no download): "
-        f'`torch.hub.load(REPO_DIR, "squeezespan_{arch}", weights="PATH/TO/THIS/FOLDER", source="local")`.',
-        "",
-        "## Reproduce",
-        "",
-    ]
+    if meta.get("variant") is not None:  # hubconf.py has an entry per built-in ResNet
+        out += [
+            "torch.hub (a squeezespan checkout, no download): "
+            f'`torch.hub.load(REPO_DIR, "squeezespan_{arch}", weights="PATH/TO/THIS/FOLDER", source="local")`.',
+            "",
+        ]
+    elif not _timm_name(meta):
+        out += [f"`squeezespan.load_backbone` imports the factory `{arch}`: it must be importable (PYTHONPATH).", ""]
+    out += ["## Reproduce", ""]
     if config:
         out += [
             "Save this run configuration as `config.yaml` (the `teacher` path must point at the same teacher) and run "

@@ -60,9 +60,10 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     "taps": r".*synthesis\.b(\d+)$",  # regex over the generator's module names
     "tap_w": False,  # tap the latent w instead (latent-target rows of Table 1)
     "teacher_bank": 0,  # 0 = run the teacher live every step; N > 0 = sample N images + pooled taps once
-    "arch": "resnet18",
-    "variant": "cifar",  # cifar (3x3 conv1, no max-pool) | imagenet
-    "width": 1.0,
+    "arch": "resnet18",  # resnet18 | resnet34 | resnet50 | timm:NAME (squeezespan[timm]) | package.module:factory
+    "arch_kwargs": None,  # timm:NAME / factory keyword arguments, e.g. {patch_size: 4} (models/student.py)
+    "variant": "cifar",  # built-in ResNets: cifar (3x3 conv1, no max-pool) | imagenet
+    "width": 1.0,  # built-in ResNets: width multiplier
     "syn_ratio": None,  # share of the batch that is synthetic (sns 0.5, squeeze/kd 1.0, ssl and supervised 0.0)
     "proj_layers": None,
     "proj_hidden": 512,
@@ -271,7 +272,14 @@ def build_run(cfg: dict[str, Any], device: torch.device, dataset=None) -> Run:
     total = cfg["steps"] or max(1, int(round(cfg["epochs"] * max(1, n_pool // B))))
 
     torch.manual_seed(cfg["seed"])
-    student = build_student(cfg["arch"], cfg["variant"], cfg["width"], in_channels=train.channels).to(device)
+    student = build_student(
+        cfg["arch"],
+        cfg["variant"],
+        cfg["width"],
+        in_channels=train.channels,
+        arch_kwargs=cfg.get("arch_kwargs"),
+        resolution=cfg["resolution"],
+    ).to(device)
     tap_channels = teacher.feature_channels if teacher is not None else []
     objective = build_objective(cfg, student.feature_dim, tap_channels, num_classes=train.num_classes).to(device)
     if cfg["channels_last"]:
@@ -384,10 +392,7 @@ def export_run_backbone(cfg: dict[str, Any], student: nn.Module, train, run_dir:
     Returns:
         The path of the safetensors file.
     """
-    meta = dict(
-        arch=cfg["arch"],
-        variant=cfg["variant"],
-        width=cfg["width"],
+    meta = dict(  # arch, arch_kwargs, variant and width: the student's own (export_backbone)
         in_channels=train.channels,
         resolution=cfg["resolution"],
         mean=list(train.mean),

@@ -207,21 +207,45 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         return y.to(x.dtype)
 
 
+class GlobalBatchNormAct(GlobalBatchNorm):
+    """GlobalBatchNorm, then the dropout and activation of a fused BatchNorm + activation layer (timm's
+    BatchNormAct2d, in EfficientNets, RegNets, ...), which a plain conversion would silently drop. Same
+    parameters, buffers and ``drop``/``act`` children as the layer it replaces."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+_PLAIN_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
 def convert_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
-    """BatchNorm layers -> global-batch ones: torch's SyncBatchNorm on GPU, GlobalBatchNorm elsewhere."""
-    if device.type == "cuda":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
-    return _to_global_bn(module)
+    """BatchNorm layers -> global-batch ones: torch's SyncBatchNorm on GPU, GlobalBatchNorm elsewhere.
+
+    A fused BatchNorm + activation (timm's BatchNormAct2d: ``drop`` and ``act`` children) becomes a
+    GlobalBatchNormAct on any device; any other BatchNorm subclass (its own forward, which a conversion would
+    lose) is a one-line SnsError naming the layer.
+    """
+    return _to_global_bn(module, device.type == "cuda")
 
 
-def _to_global_bn(module: nn.Module) -> nn.Module:
+def _to_global_bn(module: nn.Module, cuda: bool = False, name: str = "") -> nn.Module:
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(
         module, (GlobalBatchNorm, nn.SyncBatchNorm)
     ):
-        out = GlobalBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
-        )
+        if type(module) in _PLAIN_BN:
+            kind = GlobalBatchNorm
+        elif all(isinstance(getattr(module, a, None), nn.Module) for a in ("drop", "act")):
+            kind = GlobalBatchNormAct
+        else:
+            raise SnsError(
+                f"layer {name or type(module).__name__} is a {type(module).__name__}, a BatchNorm with a forward of "
+                "its own that cannot be made to use the global batch over processes; train it in one process"
+            )
+        if cuda and kind is GlobalBatchNorm:
+            return nn.SyncBatchNorm.convert_sync_batchnorm(module)  # a leaf: no children to carry over
+        out = kind(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         if module.affine:
             with torch.no_grad():
                 out.weight = module.weight
@@ -230,8 +254,8 @@ def _to_global_bn(module: nn.Module) -> nn.Module:
         out.running_var = module.running_var
         out.num_batches_tracked = module.num_batches_tracked
         out.training = module.training
-    for name, child in module.named_children():
-        out.add_module(name, _to_global_bn(child))
+    for child_name, child in module.named_children():
+        out.add_module(child_name, _to_global_bn(child, cuda, f"{name}.{child_name}" if name else child_name))
     return out
 
 

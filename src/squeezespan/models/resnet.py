@@ -95,11 +95,3 @@ def _make_stage(block, inplanes: int, planes: int, blocks: int, stride: int) -> 
     layers = [block(inplanes, planes, stride, downsample)]
     layers += [block(out, planes) for _ in range(1, blocks)]
     return nn.Sequential(*layers), out
-
-
-def build_student(arch: str = "resnet18", variant: str = "cifar", width: float = 1.0, in_channels: int = 3) -> ResNet:
-    """The student encoder S: a ResNet without its classifier, returning (N, feature_dim).
-
-    See docs/method.md, "Student and projector".
-    """
-    return ResNet(arch=arch, variant=variant, width=width, in_channels=in_channels)
