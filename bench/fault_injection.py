@@ -1,16 +1,20 @@
-"""SIGKILL a real `sns pretrain` run at random moments, resume each with --resume, count bit-identical endings.
+"""Interrupt a real `sns pretrain` or `sns train-gan` run at random moments, resume it, count bit-identical endings.
 
-Every trial starts the same tiny Squeeze-and-Span run (digits, 16 px, tiny random StyleGAN2 teacher,
-ckpt_every=1, kNN monitor and final evaluation on) as a subprocess, kills it and every process it started
-(torchrun's workers too) with SIGKILL, then runs the same command with --resume (or, if the kill came
-before the run directory held anything, the plain command again) and compares the result with one uninterrupted run:
-exported backbone,
-and the final checkpoint's student, objective (projector, squeeze module) and optimizer state, all with
-torch.equal. Kill moments are uniform over the uninterrupted run's wall time; --targeted adds kills aimed
-at the moments most likely to tear a file (while a checkpoint or the export is being written).
-Writes bench/results/fault_injection.json.
+Every trial starts the same tiny run as a subprocess: `pretrain` is Squeeze and Span on digits at 16 px with a
+tiny random StyleGAN2 teacher (ckpt_every=1, kNN monitor and final evaluation on); `train-gan` is a tiny StyleGAN2
+on digits at 16 px (a checkpoint every iteration, teacher export at the end). The trial interrupts it:
+- kill: SIGKILL to it and every process it started (torchrun's workers too): nothing gets to clean up;
+- term / int: SIGTERM or SIGINT to the launcher, which must save a checkpoint, say so and exit 143 / 130;
+- corrupt: SIGKILL, then the newest checkpoint left behind is damaged (bytes flipped), so --resume must fall back.
+Then it runs the same command with --resume (or, if the run directory held nothing yet, the plain command again)
+and compares the result with one uninterrupted run: pretrain's exported backbone and the final checkpoint's
+student, objective and optimizer; train-gan's exported teacher (G_ema) and the final checkpoint's G, D, G_ema and
+both optimizers, all with torch.equal. Moments are uniform over the uninterrupted run's wall time; --targeted adds
+kills aimed at the moments most likely to tear a file (while a checkpoint or the export is being written).
+Writes bench/results/fault_injection[_gan][_nprocN].json.
 
-Usage: python bench/fault_injection.py [--trials 8] [--targeted] [--nproc 1] [--steps 60] [--seed 0] [--out PATH]
+Usage: python bench/fault_injection.py [--command pretrain|train-gan] [--trials 8] [--signals kill,term,int,corrupt]
+                                       [--targeted] [--nproc 1] [--steps 60] [--seed 0] [--out PATH]
 """
 
 from __future__ import annotations
@@ -73,9 +77,40 @@ def run_args(steps: int) -> list[str]:
     ]
 
 
-def command(nproc: int) -> list[str]:
+def gan_args(steps: int) -> list[str]:
+    """A tiny StyleGAN2 on digits: batch 8, so ``steps`` iterations are steps * 8 / 1000 kimg."""
+    return [
+        "--data",
+        "digits",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--seed",
+        "0",
+        "resolution=16",
+        "channel_base=256",
+        "channel_max=16",
+        "z_dim=16",
+        "w_dim=16",
+        "mapping_layers=1",
+        "batch_size=8",
+        "mbstd_group_size=4",
+        f"kimg={steps * 8 / 1000:g}",
+        "ckpt_every=1",
+        "keep_ckpts=2",
+        "log_every=1",
+        "sample_kimg=null",
+        "fd_ref_kimg=null",
+        "precision=fp32",
+    ]
+
+
+COMMANDS = {"pretrain": run_args, "train-gan": gan_args}
+
+
+def command(nproc: int, sub: str = "pretrain") -> list[str]:
     if nproc == 1:
-        return [sys.executable, "-m", "squeezespan", "pretrain"]
+        return [sys.executable, "-m", "squeezespan", sub]
     return [
         sys.executable,
         "-m",
@@ -84,7 +119,7 @@ def command(nproc: int) -> list[str]:
         f"--nproc_per_node={nproc}",
         "-m",
         "squeezespan",
-        "pretrain",
+        sub,
     ]
 
 
@@ -97,8 +132,10 @@ def environment(work: Path) -> dict[str, str]:
     return env
 
 
-def start(nproc: int, out: Path, steps: int, env: dict, resume: bool = False) -> subprocess.Popen:
-    cmd = command(nproc) + ["--out", str(out)] + run_args(steps) + (["--resume"] if resume else [])
+def start(
+    nproc: int, out: Path, steps: int, env: dict, resume: bool = False, sub: str = "pretrain"
+) -> subprocess.Popen:
+    cmd = command(nproc, sub) + ["--out", str(out)] + COMMANDS[sub](steps) + (["--resume"] if resume else [])
     return subprocess.Popen(
         cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -139,6 +176,32 @@ def kill(proc: subprocess.Popen) -> bool:
     return alive
 
 
+def interrupt(proc: subprocess.Popen, sig: signal.Signals) -> tuple[bool, int | None]:
+    """SIGTERM or SIGINT to the launcher alone (torchrun passes it on to its workers), as Slurm or Ctrl-C would;
+    then wait for the run to save and exit. (was it running, its exit status)"""
+    alive = proc.poll() is None
+    if alive:
+        proc.send_signal(sig)
+    try:
+        proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+    return alive, proc.returncode
+
+
+def corrupt_newest(out: Path) -> str | None:
+    """Flip bytes in the middle of the newest checkpoint (a disk error after the write): its checksum no longer
+    matches, so --resume must report it and fall back to the previous one. The file's name, or None."""
+    ckpts = sorted((out / "checkpoints").glob("ckpt-*.pt")) if (out / "checkpoints").is_dir() else []
+    if not ckpts:
+        return None
+    data = bytearray(ckpts[-1].read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 16] = bytes(b ^ 0xFF for b in data[mid : mid + 16])
+    ckpts[-1].write_bytes(bytes(data))
+    return ckpts[-1].name
+
+
 def snapshot(out: Path) -> dict[str, Any]:
     """What the killed run left behind."""
     ck = out / "checkpoints"
@@ -150,7 +213,7 @@ def snapshot(out: Path) -> dict[str, Any]:
         "config": (out / "config.yaml").exists(),
         "checkpoints": ckpts,
         "temporaries": temps,
-        "export": (out / "backbone.safetensors").exists(),
+        "export": (out / "backbone.safetensors").exists() or (out / "teacher" / "G_ema.safetensors").exists(),
         "summary": (out / "summary.json").exists(),
     }
 
@@ -168,24 +231,31 @@ def phase(snap: dict[str, Any], steps: int) -> str:
     return "final evaluation" if not snap["summary"] else "exiting (summary.json written)"
 
 
-def final_state(out: Path) -> dict[str, Any]:
+def optimizer_tensors(opt: dict[str, Any]) -> dict[str, Any]:
     import torch
+
+    return {f"{i}.{k}": v for i, s in opt["state"].items() for k, v in s.items() if isinstance(v, torch.Tensor)}
+
+
+def final_state(out: Path, sub: str = "pretrain") -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint
 
     state = load_checkpoint(list_checkpoints(out / "checkpoints")[-1])
+    if sub == "train-gan":
+        return {
+            "teacher": load_file(str(out / "teacher" / "G_ema.safetensors")),
+            "step": state["step"],
+            **{k: state[k] for k in ("G", "D", "G_ema")},
+            **{k: optimizer_tensors(state[k]) for k in ("opt_G", "opt_D")},
+        }
     return {
         "backbone": load_file(str(out / "backbone.safetensors")),
         "step": state["step"],
         "student": state["student"],
         "objective": state["objective"],
-        "optimizer": {
-            f"{i}.{k}": v
-            for i, s in state["optimizer"]["state"].items()
-            for k, v in s.items()
-            if isinstance(v, torch.Tensor)
-        },
+        "optimizer": optimizer_tensors(state["optimizer"]),
     }
 
 
@@ -193,20 +263,22 @@ def identical(a: dict[str, Any], b: dict[str, Any]) -> dict[str, bool]:
     import torch
 
     out = {"step": a["step"] == b["step"]}
-    for part in ("backbone", "student", "objective", "optimizer"):
-        x, y = a[part], b[part]
+    for part in sorted(set(a) - {"step"}):
+        x, y = a[part], b.get(part, {})
         out[part] = x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
     return out
 
 
-def metric_steps(out: Path) -> list[int]:
+def metric_steps(out: Path, sub: str = "pretrain") -> list[int]:
+    """The steps of the training lines of metrics.jsonl (pretrain: "loss"; train-gan: "loss/G")."""
+    key = "loss/G" if sub == "train-gan" else "loss"
     steps = []
     for ln in (out / "metrics.jsonl").read_text().splitlines():
         try:
             rec = json.loads(ln)
         except json.JSONDecodeError:
             return [-1]
-        if "loss" in rec:
+        if key in rec:
             steps.append(rec["step"])
     return steps
 
@@ -220,6 +292,9 @@ def wait_for(proc: subprocess.Popen, cond, timeout: float, poll: float = 0.0005)
     return False
 
 
+SIGNALS = {"term": signal.SIGTERM, "int": signal.SIGINT}
+
+
 def trial(
     i: int,
     how: str,
@@ -230,11 +305,13 @@ def trial(
     env: dict,
     reference: dict[str, Any],
     seed: int,
+    sub: str = "pretrain",
+    fault: str = "kill",
 ) -> dict[str, Any]:
     out = work / f"trial-{i:02d}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    proc = start(nproc, out, steps, env)
+    proc = start(nproc, out, steps, env, sub=sub)
     ck = out / "checkpoints"
     if how == "random":
         while time.time() - t0 < when and proc.poll() is None:
@@ -246,18 +323,27 @@ def trial(
         wait_for(proc, lambda: any(ck.glob(".ckpt-*")), 60)
     elif how == "export-write":
         # the export's temporary files exist only for milliseconds: poll fast, give up once the export is done
-        done = out / "backbone.json"
-        wait_for(proc, lambda: any(out.glob(".backbone.*.tmp-*")) or done.exists(), 900, 0.0002)
+        done = out / ("teacher" if sub == "train-gan" else "backbone.json")
+        pattern = ".*.tmp-*" if sub == "train-gan" else ".backbone.*.tmp-*"
+        wait_for(
+            proc, lambda: any(out.glob(pattern)) or any(out.glob(f"teacher/{pattern}")) or done.exists(), 900, 2e-4
+        )
     killed_at = time.time() - t0
     snap = snapshot(out)
-    was_running = kill(proc)
+    exit_status = None
+    if fault in SIGNALS:
+        was_running, exit_status = interrupt(proc, SIGNALS[fault])
+    else:
+        was_running = kill(proc)
     snap_after = snapshot(out)  # (the kill itself may have raced one more file operation)
+    damaged = corrupt_newest(out) if fault == "corrupt" else None
     resume = snap_after["files"]
     t1 = time.time()
-    code, tail = finish(start(nproc, out, steps, env, resume=resume))
+    code, tail = finish(start(nproc, out, steps, env, resume=resume, sub=sub))
     rec = {
         "trial": i,
         "how": how,
+        "fault": fault,
         "kill_after_s": round(killed_at, 3),
         "was_running": was_running,
         "phase": phase(snap_after, steps),
@@ -267,29 +353,48 @@ def trial(
         "resume_exit": code,
         "resume_s": round(time.time() - t1, 1),
     }
+    if fault in SIGNALS:
+        # a run the signal stopped exits 128 + signal after its checkpoint; one that had finished exits 0
+        expected = (0, 128 + SIGNALS[fault].value)
+        rec.update(exit_status=exit_status, exit_status_ok=exit_status in expected)
+    if damaged:
+        rec.update(corrupted=damaged, fell_back="falling back to the previous checkpoint" in tail or not resume)
     if code != 0:
         rec.update(identical=False, error=tail)
         return rec
-    same = identical(reference, final_state(out))
+    same = identical(reference, final_state(out, sub))
     rec.update(
-        checks=same, identical=all(same.values()), log_reads_as_one_run=metric_steps(out) == list(range(1, steps + 1))
+        checks=same,
+        identical=all(same.values()) and rec.get("exit_status_ok", True),
+        log_reads_as_one_run=metric_steps(out, sub) == list(range(1, steps + 1)),
     )
     return rec
 
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=8, help="kills at uniformly random moments")
+    ap.add_argument("--command", choices=sorted(COMMANDS), default="pretrain", help="the sns command to interrupt")
+    ap.add_argument("--trials", type=int, default=8, help="interruptions at uniformly random moments")
+    ap.add_argument(
+        "--signals",
+        default="kill",
+        help="comma list of kill, term, int, corrupt: the random trials cycle through them (default kill)",
+    )
     ap.add_argument("--targeted", action="store_true", help="also kill mid-checkpoint-write (2x) and mid-export (1x)")
     ap.add_argument("--nproc", type=int, default=1, help="processes per run (torchrun, gloo) ")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", default=None, help="scratch directory (default: a temporary one, deleted)")
-    ap.add_argument("--out", default=None, help="default bench/results/fault_injection[_nprocN].json")
+    ap.add_argument("--out", default=None, help="default bench/results/fault_injection[_gan][_nprocN].json")
     args = ap.parse_args()
+    faults = [f.strip() for f in args.signals.split(",") if f.strip()]
+    if not faults or any(f not in ("kill", "corrupt", *SIGNALS) for f in faults):
+        ap.error(f"--signals {args.signals}: expected a comma list of kill, term, int, corrupt")
+    sub = args.command
     if args.out is None:
-        name = "fault_injection.json" if args.nproc == 1 else f"fault_injection_nproc{args.nproc}.json"
-        args.out = str(Path(__file__).parent / "results" / name)
+        name = "fault_injection" + ("_gan" if sub == "train-gan" else "")
+        name += "" if args.nproc == 1 else f"_nproc{args.nproc}"
+        args.out = str(Path(__file__).parent / "results" / f"{name}.json")
 
     import torch
 
@@ -301,41 +406,43 @@ def main() -> None:
         ref_dir = work / "uninterrupted"
         shutil.rmtree(ref_dir, ignore_errors=True)
         t0 = time.time()
-        code, tail = finish(start(args.nproc, ref_dir, args.steps, env))
+        code, tail = finish(start(args.nproc, ref_dir, args.steps, env, sub=sub))
         wall = time.time() - t0
         if code != 0:
             raise SystemExit(f"the uninterrupted run failed:\n{tail}")
-        reference = final_state(ref_dir)
+        reference = final_state(ref_dir, sub)
         print(f"uninterrupted run: {wall:.1f} s, {args.steps} steps", flush=True)
 
         rng = random.Random(args.seed)
-        plan = [("random", rng.uniform(0.0, wall)) for _ in range(args.trials)]
+        plan = [("random", rng.uniform(0.0, wall), faults[k % len(faults)]) for k in range(args.trials)]
         if args.targeted:
-            plan += [("checkpoint-write", None), ("checkpoint-write", None), ("export-write", None)]
+            plan += [("checkpoint-write", None, "kill"), ("checkpoint-write", None, "kill")]
+            plan += [("export-write", None, "kill")]
         trials = []
-        for i, (how, when) in enumerate(plan):
-            rec = trial(i, how, when, args.nproc, args.steps, work, env, reference, args.seed)
+        for i, (how, when, fault) in enumerate(plan):
+            rec = trial(i, how, when, args.nproc, args.steps, work, env, reference, args.seed, sub, fault)
             trials.append(rec)
             print(
-                f"trial {i:2d} {how:16s} kill at {rec['kill_after_s']:6.2f} s  {rec['phase']:<48s} "
+                f"trial {i:2d} {how:16s} {fault:7s} at {rec['kill_after_s']:6.2f} s  {rec['phase']:<48s} "
                 f"{rec['resumed_with']:<10s} -> {'bit-identical' if rec['identical'] else 'DIFFERENT'}",
                 flush=True,
             )
         killed = [t for t in trials if t["was_running"]]
+        by_fault = {
+            f: {
+                "trials": sum(t["fault"] == f for t in trials),
+                "interrupted_while_running": sum(t["fault"] == f for t in killed),
+                "resumed_bit_identical": sum(t["fault"] == f and t["identical"] for t in killed),
+            }
+            for f in dict.fromkeys(t["fault"] for t in trials)
+        }
+        launcher = f"sns {sub}" if args.nproc == 1 else f"torchrun --nproc_per_node {args.nproc} -m squeezespan {sub}"
         result = {
-            "what": "SIGKILL a real `sns pretrain` run (subprocess and all its descendants) at random moments, "
-            "resume it, "
-            "compare exported backbone + final checkpoint (student, objective, optimizer) with torch.equal "
-            "against one uninterrupted run",
-            "command": " ".join(
-                [
-                    "sns pretrain"
-                    if args.nproc == 1
-                    else f"torchrun --nproc_per_node {args.nproc} -m squeezespan pretrain",
-                    "--out RUN",
-                ]
-                + run_args(args.steps)
-            ),
+            "what": f"interrupt a real `sns {sub}` run (SIGKILL to the subprocess and all its descendants, "
+            "SIGTERM/SIGINT to the launcher, or SIGKILL then a damaged newest checkpoint) at random moments, resume "
+            "it, compare the export and the final checkpoint with torch.equal against one uninterrupted run",
+            "command": " ".join([launcher, "--out RUN"] + COMMANDS[sub](args.steps)),
+            "sns_command": sub,
             "nproc": args.nproc,
             "steps": args.steps,
             "seed": args.seed,
@@ -347,11 +454,12 @@ def main() -> None:
             "killed_while_running": len(killed),
             "resumed_bit_identical": sum(t["identical"] for t in killed),
             "all_bit_identical": all(t["identical"] for t in trials),
+            "by_fault": by_fault,
             "details": trials,
         }
         print(
-            f"{result['resumed_bit_identical']}/{len(killed)} runs killed mid-run ended bit-identical "
-            f"to the uninterrupted one",
+            f"{result['resumed_bit_identical']}/{len(killed)} runs interrupted mid-run ended bit-identical "
+            f"to the uninterrupted one; by fault: {by_fault}",
             flush=True,
         )
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

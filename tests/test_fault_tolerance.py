@@ -99,6 +99,29 @@ def _sns(out: Path, *extra: str) -> list:
     ]
 
 
+def test_sigterm_saves_says_so_exits_143_and_resume_ends_bit_identical(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    assert subprocess.run(_sns(tmp_path / "straight"), env=env, capture_output=True, timeout=240).returncode == 0
+    out = tmp_path / "termed"
+    proc = subprocess.Popen(_sns(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while not checkpoint_path(out / "checkpoints", 2).exists():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be signalled"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived (a very slow poll)")
+    assert proc.returncode == 143, stderr[-2000:]  # 128 + SIGTERM: a scheduler sees the run did not finish
+    assert "SIGTERM: checkpoint saved at step" in stdout + stderr and not (out / "backbone.safetensors").exists()
+    done = subprocess.run(_sns(out, "--resume"), env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _same_weights(tmp_path / "straight", out)
+
+
 def test_sigkill_mid_run_then_resume_ends_bit_identical(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")  # bit-identical needs the same intra-op thread count
     assert subprocess.run(_sns(tmp_path / "straight"), env=env, capture_output=True, timeout=240).returncode == 0

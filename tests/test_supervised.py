@@ -72,7 +72,8 @@ def test_supervised_resume_equals_uninterrupted(tmp_path, tiny_pretrain_cfg):
     cfg = tiny_pretrain_cfg(method="supervised", steps=4, warmup_steps=1)
     straight, sliced = tmp_path / "straight", tmp_path / "sliced"
     pretrain(cfg, straight, progress=False, log=_quiet)
-    assert pretrain(cfg, sliced, progress=False, log=_quiet, stop_after=2) == {"interrupted": True, "step": 2}
+    stopped = {"interrupted": True, "step": 2, "signal": "stop_after"}
+    assert pretrain(cfg, sliced, progress=False, log=_quiet, stop_after=2) == stopped
     pretrain(cfg, sliced, resume=True, progress=False, log=_quiet)
     assert _same_weights(straight, sliced)
 

@@ -320,7 +320,7 @@ def _train_gan(out, *extra) -> list:
 
 
 def _signalled_run(out: Path, sig: int, env: dict) -> dict:
-    """Start a train-gan run, send ``sig`` once it is iterating; it must checkpoint, say so and exit 0."""
+    """Start a train-gan run, send ``sig`` once it is iterating; it must checkpoint, say so and exit 128 + sig."""
     proc = subprocess.Popen(_train_gan(out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
@@ -331,7 +331,7 @@ def _signalled_run(out: Path, sig: int, env: dict) -> dict:
         stdout, stderr = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 128 + sig, stderr[-2000:]  # 130 (Ctrl-C) or 143 (SIGTERM): not finished
     summary = json.loads(stdout[stdout.index("{") :])
     assert summary["interrupted"] is True and 3 <= summary["steps"] < 100
     assert [p.name for p in list_checkpoints(out / "checkpoints")][-1] == f"ckpt-{summary['steps']:08d}.pt"

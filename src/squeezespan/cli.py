@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -257,7 +258,14 @@ def cmd_pretrain(args) -> int:
             ending["status"] = "interrupted"
     if launched_rank() == 0:
         print(json.dumps(summary, indent=2))
-    return 0
+    return _exit_status(summary)
+
+
+def _exit_status(summary: Any) -> int:
+    """0, or 128 + the signal's number when SIGINT/SIGTERM stopped the run (after its checkpoint, which the run
+    said in a line): shells and schedulers see that it did not finish (130 for Ctrl-C, 143 for SIGTERM)."""
+    sig = summary.get("signal") if isinstance(summary, dict) and summary.get("interrupted") else None
+    return 128 + signal.Signals[sig].value if sig in ("SIGINT", "SIGTERM") else 0
 
 
 def cmd_train_gan(args) -> int:
@@ -269,7 +277,7 @@ def cmd_train_gan(args) -> int:
             ending["status"] = "interrupted"
     if launched_rank() == 0:
         print(json.dumps(summary, indent=2, default=str))
-    return 0
+    return _exit_status(summary)
 
 
 def cmd_demo(args) -> int:
@@ -297,6 +305,9 @@ def cmd_config_show(args) -> int:
     cfg = resolve_config(CONFIG_KINDS[kind], kind, args.preset, args.config, args.overrides, extra)
     if kind == "pretrain":
         cfg = resolve_method(cfg)  # what config.yaml of the run would record
+        check_pretrain_config(cfg)  # a config the run would refuse is refused here, with the same line
+    elif kind == "gan":
+        check_gan_config(cfg)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     return 0
 

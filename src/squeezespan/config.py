@@ -140,12 +140,15 @@ def _read_yaml(path: str | Path, what: str = "--config") -> dict[str, Any]:
         raise SnsError(f"{what} {path} does not exist") from None
     except OSError as e:
         raise SnsError(f"{what} {path} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SnsError(f"{what} {path} is not UTF-8 text (byte {e.start}): expected a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SnsError(f"{what} {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # PyYAML's own text spans lines
+        raise SnsError(f"{what} {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

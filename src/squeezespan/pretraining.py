@@ -25,7 +25,7 @@ from .engine.device import decide_precision
 from .engine.distributed import World, setup
 from .engine.fit import begin, fit
 from .engine.logging import MetricsLogger
-from .engine.run import RunDir
+from .engine.run import RunDir, tensors_sha256
 from .engine.step import RealStream, step_inputs
 from .errors import SnsError
 from .eval import KNN_CAP_FRACTION, extract_features, knn_eval, knn_settings
@@ -36,6 +36,7 @@ from .teachers.load import load_teacher
 
 __all__ = [
     "PRETRAIN_DEFAULTS",
+    "RESUME_FREE_KEYS",
     "KnnMonitor",
     "Run",
     "build_run",
@@ -123,6 +124,38 @@ def _check_split(cfg: dict[str, Any], n_syn: int) -> None:
             )
     if cfg.get("teacher_bank", 0) and syn_ratio > 0:  # refused here, before minutes of sampling the bank
         check_bank_size(cfg["teacher_bank"], n_syn)
+
+
+# What a resumed run may change (key=value on --resume; the rest decides what the run trains and is refused):
+# the budget, logging and checkpoints, evaluation, the hardware and precision, where data and teacher are found
+# (the teacher is compared by its weights' checksum instead).
+RESUME_FREE_KEYS = frozenset(
+    {
+        "steps",
+        "epochs",
+        "log_every",
+        "ckpt_every",
+        "keep_ckpts",
+        "knn_every",
+        "knn_k",
+        "knn_t",
+        "knn_cap",
+        "knn_bank",
+        "final_eval",
+        "monitor_split",
+        "test_split",
+        "num_workers",
+        "device",
+        "bf16",
+        "precision",
+        "channels_last",
+        "compile",
+        "loggers",
+        "data_root",
+        "teacher",
+        "teacher_weights",
+    }
+)
 
 
 def check_divisible(batch: int, n_syn: int, n_real: int, world_size: int) -> None:
@@ -469,7 +502,8 @@ def _pretrain(
     cfg = run.cfg
     if world.size > 1:
         check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
-    run_files = RunDir(run_dir, world, keep=cfg["keep_ckpts"], log=log)
+    identity = dict(cfg, teacher_sha256=tensors_sha256(run.teacher.generator) if run.teacher is not None else None)
+    run_files = RunDir(run_dir, world, keep=cfg["keep_ckpts"], log=log, identity=identity, free=RESUME_FREE_KEYS)
     run_files.prepare()
     start = begin(run_files, run.student, run.objective, run.optimizer, cfg["seed"], resume)
     if start.path is not None:
@@ -507,7 +541,7 @@ def _pretrain(
     if result.interrupted or not world.is_main:
         logger.close("interrupted")
         if result.interrupted:
-            return {"interrupted": True, "step": result.step}
+            return {"interrupted": True, "step": result.step, "signal": result.reason}
         return {"method": cfg["method"], "steps": run.total_steps, "rank": world.rank}
     return _finish(run, run_dir, start, result, monitor, logger)
 

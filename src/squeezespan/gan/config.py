@@ -90,6 +90,33 @@ ARCH_KEYS = (
     "conv_clamp",
 )
 
+# What a resumed train-gan may change (key=value on --resume; every other key decides what it trains and is
+# refused): the length, logging, checkpoints, samples and FD-ref measurement, the hardware and precision, where
+# the data is found.
+GAN_RESUME_FREE_KEYS = frozenset(
+    {
+        "kimg",
+        "max_minutes",
+        "log_every",
+        "ckpt_every",
+        "keep_ckpts",
+        "export_snapshots",
+        "sample_kimg",
+        "grid_size",
+        "fd_ref_kimg",
+        "fd_ref_num",
+        "fd_ref_real",
+        "fd_ref_cache",
+        "teacher_pick",
+        "device",
+        "bf16",
+        "precision",
+        "threads",
+        "loggers",
+        "data_root",
+    }
+)
+
 # The run's counters, saved as the checkpoint's "state".
 COUNTERS = ("cur_nimg", "step", "ada_sum", "ada_count", "best_fd", "best_kimg", "last_fd")
 

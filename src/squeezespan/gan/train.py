@@ -43,7 +43,7 @@ from ..eval.fdref import frechet_distance, generator_stats, real_stats_cached, t
 from ..files import write_json
 from ..report.grid import save_image_grid
 from ..teachers.directory import save_teacher_dir
-from .config import check_config
+from .config import GAN_RESUME_FREE_KEYS, check_config
 from .state import GanRun, ImagesView, build_gan, check_world_split, load_images, resume_gan
 from .steps import train_iteration
 
@@ -234,7 +234,7 @@ def finish(gan: GanRun, run_dir: Path, fd: FdRef | None, ended: dict, t_start: f
     if not gan.world.is_main:
         return dict(run_dir=str(run_dir), steps=gan.step, rank=gan.world.rank)
     if ended["interrupted"]:
-        return dict(run_dir=str(run_dir), interrupted=True, steps=gan.step, kimg=gan.kimg)
+        return dict(run_dir=str(run_dir), interrupted=True, steps=gan.step, kimg=gan.kimg, signal=ended["interrupted"])
     if fd is None or gan.cfg["teacher_pick"] == "last" or not (run_dir / "teacher" / "teacher.json").exists():
         export_teacher(gan, run_dir / "teacher", gan.last_fd, fd)
     summary = dict(
@@ -315,7 +315,7 @@ def _train(cfg, run_dir: Path, resume: bool, progress: bool, dataset, log, world
         std=list(getattr(ds, "std", ())),
     )
     gan = build_gan(cfg, images.to(world.device), world, meta)
-    run = RunDir(run_dir, world, keep=int(cfg["keep_ckpts"]), log=log)
+    run = RunDir(run_dir, world, keep=int(cfg["keep_ckpts"]), log=log, identity=cfg, free=GAN_RESUME_FREE_KEYS)
     run.prepare()
     resumed_from = resume_gan(gan, run, log) if resume else None
     run.write_config(cfg)
