@@ -5,7 +5,8 @@
 ``weights`` is an exported backbone (a `sns pretrain` run directory, backbone.safetensors/.json, or a hub folder
 from `sns export --format hub`); the model then takes float images in [0, 1] and normalises them itself, as
 ``squeezespan.load_backbone`` does. Without ``weights`` the encoder is randomly initialised (keyword arguments
-``variant``, ``width``, ``in_channels``) and takes normalised images.
+``variant``, ``width``, ``in_channels``) and takes normalised images. ``squeezespan_backbone`` loads an export of
+any student (a built-in ResNet, ``timm:NAME`` or ``package.module:factory``).
 """
 
 from __future__ import annotations
@@ -32,10 +33,18 @@ def _encoder(arch: str, weights=None, device="cpu", **kwargs):
         raise SnsError(f"{', '.join(kwargs)}: the architecture comes from the weights' metadata; pass weights only")
     backbone = load_backbone(resolve_export(weights), device=device)
     if backbone.meta.get("arch") != arch:
-        raise SnsError(
-            f"{weights} holds a {backbone.meta.get('arch')}; load it with squeezespan_{backbone.meta.get('arch')}"
-        )
+        held = backbone.meta.get("arch")
+        entry = f"squeezespan_{held}" if held in ("resnet18", "resnet34", "resnet50") else "squeezespan_backbone"
+        raise SnsError(f"{weights} holds a {held}; load it with {entry}")
     return backbone
+
+
+def squeezespan_backbone(weights, device="cpu"):
+    """Any exported student (ResNet, timm:NAME, package.module:factory): [0, 1] images in, pooled features out."""
+    from squeezespan.export import load_backbone
+    from squeezespan.hub import resolve_export
+
+    return load_backbone(resolve_export(weights), device=device)
 
 
 def squeezespan_resnet18(weights=None, device="cpu", **kwargs):

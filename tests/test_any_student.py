@@ -108,6 +108,29 @@ def test_export_and_load_backbone_give_the_runs_outputs(tmp_path, tiny_pretrain_
 
     with pytest.raises(SnsError, match="built-in resnet18, resnet34, resnet50 only; use squeezespan.load_backbone"):
         torchvision_resnet(tmp_path)
+    # torch.hub from a checkout: the generic entry loads any student; the ResNet entries point to it
+    repo = str(Path(__file__).resolve().parents[1])
+    with torch.no_grad():
+        hubbed = torch.hub.load(repo, "squeezespan_backbone", weights=str(tmp_path), source="local")
+        torch.testing.assert_close(hubbed(x), want, atol=1e-6, rtol=0)
+    with pytest.raises(SnsError, match="holds a timm:vit_tiny_patch16_224; load it with squeezespan_backbone"):
+        torch.hub.load(repo, "squeezespan_resnet18", weights=str(tmp_path), source="local")
+    assert 'torch.hub.load(REPO_DIR, "squeezespan_backbone"' in (hub / "README.md").read_text()
+
+
+def test_sns_eval_random_baseline_of_a_timm_student():
+    """`sns eval arch=timm:... arch_kwargs=...`: the random-init baseline is the student a run would start from."""
+    from squeezespan.eval import random_init_student
+
+    a = random_init_student(
+        "timm:vit_tiny_patch16_224", in_channels=1, seed=3, arch_kwargs=VIT["arch_kwargs"], resolution=16
+    )
+    b = random_init_student(
+        "timm:vit_tiny_patch16_224", in_channels=1, seed=3, arch_kwargs=VIT["arch_kwargs"], resolution=16
+    )
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert a(x).shape == (2, 192) and torch.equal(a(x), b(x)) and not a.training
 
 
 def test_module_factory_end_to_end_from_the_command_line(tmp_path):

@@ -233,13 +233,13 @@ def _card(meta: dict[str, Any], config: dict[str, Any] | None, run_dir: Path | N
     ]
     if not ok:
         out += [f"Not loadable by timm: {timm_compatible(meta)[1]}. Use `squeezespan.load_backbone`.", ""]
-    if meta.get("variant") is not None:  # hubconf.py has an entry per built-in ResNet
-        out += [
-            "torch.hub (a squeezespan checkout, no download): "
-            f'`torch.hub.load(REPO_DIR, "squeezespan_{arch}", weights="PATH/TO/THIS/FOLDER", source="local")`.',
-            "",
-        ]
-    elif not _timm_name(meta):
+    entry = f"squeezespan_{arch}" if meta.get("variant") is not None else "squeezespan_backbone"  # hubconf.py
+    out += [
+        "torch.hub (a squeezespan checkout, no download): "
+        f'`torch.hub.load(REPO_DIR, "{entry}", weights="PATH/TO/THIS/FOLDER", source="local")`.',
+        "",
+    ]
+    if meta.get("variant") is None and not _timm_name(meta):
         out += [f"`squeezespan.load_backbone` imports the factory `{arch}`: it must be importable (PYTHONPATH).", ""]
     out += ["## Reproduce", ""]
     if config:

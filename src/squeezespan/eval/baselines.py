@@ -43,13 +43,20 @@ class RawPixels(nn.Module):
 
 
 def random_init_student(
-    arch: str = "resnet18", variant: str = "cifar", width: float = 1.0, in_channels: int = 3, seed: int = 0
+    arch: str = "resnet18",
+    variant: str = "cifar",
+    width: float = 1.0,
+    in_channels: int = 3,
+    seed: int = 0,
+    arch_kwargs: dict | None = None,
+    resolution: int | None = None,
 ) -> nn.Module:
-    """A student exactly as training would start it (``seed`` fixes the init), in eval mode.
+    """A student exactly as training would start it (``seed`` fixes the init), in eval mode; ``arch_kwargs`` and
+    ``resolution`` as ``models.build_student`` takes them (timm and factory students).
 
     The global RNG is forked, so building it leaves everyone else's random stream untouched.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        student = build_student(arch=arch, variant=variant, width=width, in_channels=in_channels)
+        student = build_student(arch, variant, width, in_channels, arch_kwargs=arch_kwargs, resolution=resolution)
     return student.eval()

@@ -11,6 +11,7 @@ from ..engine.device import resolve_bf16, resolve_device
 from ..engine.run import save_config
 from ..errors import SnsError
 from ..export import load_backbone
+from ..models import ARCHS
 from . import KNN_CAP_FRACTION, PROTOCOLS, evaluate, format_table
 from .baselines import random_init_student
 from .disc import disc_backbone
@@ -31,7 +32,8 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "paper_epochs": 90,  # paper protocol (SGD lr 30, batch 256, cosine)
     "paper_lr": 30.0,
     "batch_size": 256,
-    "arch": "resnet18",  # for the 'random' baseline
+    "arch": "resnet18",  # for the 'random' baseline: resnet18/34/50, timm:NAME or package.module:factory
+    "arch_kwargs": None,
     "variant": "cifar",
     "width": 1.0,
     "bf16": False,
@@ -45,8 +47,16 @@ def resolve_backbone(spec: str, train, cfg: dict[str, Any], device):
     if spec == "raw":
         return "raw pixels", None, True
     if spec == "random":
-        m = random_init_student(cfg["arch"], cfg["variant"], cfg["width"], train.channels, seed=cfg["seed"])
-        return f"random-init {cfg['arch']} x{cfg['width']:g}", m, True
+        m = random_init_student(
+            cfg["arch"],
+            cfg["variant"],
+            cfg["width"],
+            train.channels,
+            seed=cfg["seed"],
+            arch_kwargs=cfg.get("arch_kwargs"),
+            resolution=cfg["resolution"],
+        )
+        return f"random-init {cfg['arch']}" + (f" x{cfg['width']:g}" if cfg["arch"] in ARCHS else ""), m, True
     if spec.startswith("disc:"):  # disc:TEACHER[:single|:multi], the teacher's D used directly (Table 1)
         return (*disc_backbone(spec, train.channels, device), False)  # takes [0, 1] images
     path = Path(spec)
