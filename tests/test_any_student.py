@@ -227,3 +227,36 @@ def test_a_batchnorm_subclass_with_its_own_forward_is_refused_by_name():
 
     with pytest.raises(SnsError, match=r"layer 1 is a OddNorm, a BatchNorm with a forward of its own"):
         convert_batchnorm(torch.nn.Sequential(torch.nn.Identity(), OddNorm(3)), torch.device("cpu"))
+
+
+def _timm_bn_worker(rank: int, rendezvous: str, x: torch.Tensor, out: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=2)
+    try:
+        torch.manual_seed(0)
+        student = build_student("timm:efficientnet_b0", in_channels=3, resolution=32)
+        convert_batchnorm(student, torch.device("cpu"))
+        y = student.train()(x[rank * 4 : (rank + 1) * 4])
+        kinds = sorted({type(m).__name__ for m in student.modules() if "Norm" in type(m).__name__})
+        torch.save(dict(y=y.detach(), state=student.state_dict(), kinds=kinds), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_normalise_a_timm_efficientnet_with_the_global_batch(tmp_path):
+    """BatchNormAct2d layers, converted, give one process's outputs and running statistics over two processes."""
+    import torch.multiprocessing as mp
+
+    x = torch.randn(8, 3, 32, 32)
+    rendezvous = f"file://{tmp_path / 'rendezvous'}"
+    mp.start_processes(_timm_bn_worker, args=(rendezvous, x, str(tmp_path / "res")), nprocs=2, start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"res.{r}") for r in range(2))
+    assert r0["kinds"] == ["GlobalBatchNormAct"]
+    torch.manual_seed(0)  # the workers' initialisation
+    one = build_student("timm:efficientnet_b0", in_channels=3, resolution=32).train()
+    torch.testing.assert_close(torch.cat([r0["y"], r1["y"]]), one(x).detach(), atol=1e-4, rtol=1e-4)
+    for k, v in one.state_dict().items():
+        if "running" in k:
+            torch.testing.assert_close(r0["state"][k], v, atol=1e-4, rtol=1e-4)
