@@ -194,3 +194,24 @@ def test_every_key_value_example_in_the_help_resolves():
             resolve_config(defaults, kind, overrides=[example])
             checked.append((path, example))
     assert {p for p, _ in checked} >= {("eval",), ("pretrain",), ("train-gan",), ("demo",)}, checked
+
+
+def test_sigterm_outside_the_training_loop_ends_the_command_with_143(monkeypatch, capsys):
+    """During set-up, evaluation or export (the loop's own handler checkpoints during training) SIGTERM ends the
+    command like Ctrl-C: one line saying nothing is lost, exit 143, and the previous handler comes back."""
+    import os
+    import signal
+    import time
+
+    import squeezespan.cli as cli
+
+    def setting_up(args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli, "cmd_pretrain", setting_up)
+    assert main(["pretrain", "--out", "unused"]) == 143
+    assert "interrupted by SIGTERM before or after training" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -348,6 +348,23 @@ def cmd_presets(args) -> int:
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (set-up, evaluation, export): ends the command like Ctrl-C does."""
+
+
+def _raise_on_sigterm():
+    """SIGTERM raises Terminated from here on (the loop's StopSignal takes over while it trains); the previous
+    handler, or None where handlers cannot be set (not the main thread)."""
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
@@ -382,14 +399,18 @@ def main(argv: list[str] | None = None) -> int:
         handler = cmd_config_show
     else:
         handler = handlers[args.command]
+    previous = _raise_on_sigterm()
     try:
         return handler(args)
     except SnsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, Terminated) as e:
+        # outside the training loop (which checkpoints and exits itself): nothing half-written stays, since every
+        # file is written atomically; the run directory keeps its last checkpoint
+        name = "SIGTERM" if isinstance(e, Terminated) else "SIGINT"
+        print(f"interrupted by {name} before or after training; nothing to save (files are written atomically)")
+        return 143 if isinstance(e, Terminated) else 130
     except BrokenPipeError:
         return 0
     except OSError as e:
@@ -399,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.strerror or e} ({e.filename})" if e.filename else f"error: {e}", file=sys.stderr)
         return 1
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         release_run_dirs()  # the run directory's lock (engine.run.RunLock) ends with the command
 
 
