@@ -171,7 +171,9 @@ def _inputs(cfg: dict, n: int, seed: int):
 
 
 def _run(G, D, z, c, block_kwargs: dict) -> dict:
-    """Images (truncation 1 and 0.7), each synthesis block's (x, img), fused and unfused, and D logits."""
+    """Images (truncation 1 and 0.7), each synthesis block's (x, img), and D logits, in each side's own sampling
+    form (ours: the faster one for the device, batched on a CPU; NVIDIA's: grouped in fp32); the image again
+    explicitly grouped (fused) and unfused."""
     import torch
 
     out = {}
@@ -190,6 +192,7 @@ def _run(G, D, z, c, block_kwargs: dict) -> dict:
             h.remove()
         out["img_psi0.7"] = G(z, c, truncation_psi=0.7, noise_mode="const", **block_kwargs)
         out["img_unfused"] = G(z, c, noise_mode="const", fused_modconv=False, **block_kwargs)
+        out["img_grouped"] = G(z, c, noise_mode="const", fused_modconv=True, **block_kwargs)
         out["D_logits"] = D(out["img"], c, **block_kwargs)
     return {k: v.contiguous() for k, v in out.items()}
 

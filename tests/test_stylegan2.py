@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from squeezespan.errors import SnsError
+from squeezespan.teachers import stylegan2 as sg2
 from squeezespan.teachers.stylegan2 import (
     Discriminator,
     Generator,
@@ -14,6 +15,7 @@ from squeezespan.teachers.stylegan2 import (
     build_stylegan2,
     conv2d_resample,
     downsample2d,
+    grouped_modconv_is_faster,
     make_resample_filter,
     modulated_conv2d,
     upfirdn2d,
@@ -219,8 +221,9 @@ def test_conv_with_downsampling_equals_filter_conv_decimate(kernel):
     assert torch.allclose(fast, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("grad", [True, False])  # without grad the unfused form demodulates from (N, I) sums
 @pytest.mark.parametrize("up,demodulate", [(1, True), (2, True), (1, False)])
-def test_fused_and_unfused_modulated_conv_agree(up, demodulate):
+def test_fused_and_unfused_modulated_conv_agree(up, demodulate, grad):
     torch.manual_seed(0)
     x, w, styles = torch.randn(3, 4, 6, 6), torch.randn(5, 4, 3, 3), torch.randn(3, 4)
     noise = torch.randn(3, 1, 6 * up, 6 * up)
@@ -232,15 +235,83 @@ def test_fused_and_unfused_modulated_conv_agree(up, demodulate):
         demodulate=demodulate,
         flip_weight=(up == 1),
     )
-    fused = modulated_conv2d(x, w, styles, fused_modconv=True, **kw)
-    split = modulated_conv2d(x, w, styles, fused_modconv=False, **kw)
+    with torch.set_grad_enabled(grad):
+        fused = modulated_conv2d(x, w, styles, fused_modconv=True, **kw)
+        split = modulated_conv2d(x, w, styles, fused_modconv=False, **kw)
     assert torch.allclose(fused, split, atol=1e-5)
     if demodulate:  # demodulation makes the output invariant to the style's overall scale
         assert torch.allclose(modulated_conv2d(x, w, styles * 7, fused_modconv=True, **kw), fused, atol=1e-4)
 
 
+def _images_and_block_features(G: Generator, z: torch.Tensor, noise_mode: str, **kw) -> list[torch.Tensor]:
+    """G's images and every synthesis block's feature map (the teacher's default taps), noise drawn from seed 7."""
+    feats = []
+    hooks = [
+        getattr(G.synthesis, f"b{r}").register_forward_hook(lambda m, i, o: feats.append(o[0]))
+        for r in G.synthesis.block_resolutions
+    ]
+    torch.manual_seed(7)
+    try:
+        img = G(z, None, noise_mode=noise_mode, **kw)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [img, *feats]
+
+
+@pytest.mark.parametrize("noise_mode", ["const", "random"])
+@pytest.mark.parametrize("arch", ["skip", "resnet"])
+def test_sampling_in_either_form_gives_the_grouped_images_and_taps(noise_mode, arch, monkeypatch):
+    # A frozen teacher samples (no grad) in the form its device runs faster; both must give what the grouped
+    # form (NVIDIA's inference path, the official parity reference) gives: images and tapped block features.
+    G = _perturb(_tiny_g(16, synthesis_kwargs=dict(channel_base=256, channel_max=16, architecture=arch))).eval()
+    z = torch.randn(5, 8)
+    with torch.no_grad():
+        grouped = _images_and_block_features(G, z, noise_mode, fused_modconv=True)
+        for faster_grouped in (False, True):
+            monkeypatch.setattr(sg2, "grouped_modconv_is_faster", lambda device, answer=faster_grouped: answer)
+            sampled = _images_and_block_features(G, z, noise_mode)
+            assert len(sampled) == len(grouped) == 4
+            for a, b in zip(sampled, grouped):
+                assert (a - b).abs().max() <= 1e-5 * max(1.0, b.abs().max().item())
+
+
+def test_sampling_on_a_cpu_runs_no_grouped_conv_and_training_keeps_the_per_sample_weights(monkeypatch):
+    assert not grouped_modconv_is_faster(torch.device("cpu"))
+    G = _perturb(_tiny_g(16, synthesis_kwargs=dict(channel_base=256, channel_max=16))).eval()
+    z = torch.randn(5, 8)  # 5 images: a conv grouped per image has groups=5 (resampling filters: one per channel)
+    seen, conv2d, conv_t = [], F.conv2d, F.conv_transpose2d
+    monkeypatch.setattr(F, "conv2d", lambda *a, **k: seen.append(k.get("groups", 1)) or conv2d(*a, **k))
+    monkeypatch.setattr(F, "conv_transpose2d", lambda *a, **k: seen.append(k.get("groups", 1)) or conv_t(*a, **k))
+    with torch.no_grad():
+        G(z, None, noise_mode="const")
+    assert seen and 5 not in seen
+    seen.clear()
+    G(z, None, noise_mode="const")  # eval with grad (a method differentiating through G): NVIDIA's grouped form
+    assert 5 in seen
+
+
+def test_training_gradients_equal_the_grouped_forms():
+    # Training (grad enabled) differentiates through NVIDIA's per-sample weights in the unfused form; its
+    # gradients must equal those of the grouped form, for the weights and for the input latents.
+    G = _perturb(_tiny_g(16, synthesis_kwargs=dict(channel_base=256, channel_max=16)))
+    ws = G.mapping(torch.randn(3, 8), None).detach()
+    probe = torch.randn(3, 3, 16, 16)
+    grads = []
+    for fused in (False, True):
+        G.zero_grad()
+        w = ws.clone().requires_grad_(True)
+        (G.train().synthesis(w, noise_mode="const", fused_modconv=fused) * probe).sum().backward()
+        grads.append([w.grad] + [p.grad for p in G.synthesis.parameters()])
+    unfused, grouped = grads
+    assert all(g is not None for g in unfused)
+    for a, b in zip(unfused, grouped):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    assert G.synthesis.b16.conv1.weight.grad.abs().sum() > 0
+
+
 def test_train_and_eval_modes_give_the_same_image():
-    # eval uses the fused grouped conv, train the unfused form: the image must not depend on it.
+    # eval samples in the device's faster form, train uses the unfused form: the image must not depend on it.
     G = _perturb(_tiny_g(16))
     z = torch.randn(3, 8)
     with torch.no_grad():
