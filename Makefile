@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# extra arguments for the demo, e.g. `make demo DEMO_ARGS=precision=fp32` (what a CPU without bf16 hardware runs)
+DEMO_ARGS ?=
+
 demo: $(STAMP)
-	$(SNS) demo
+	$(SNS) demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
