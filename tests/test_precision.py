@@ -208,6 +208,30 @@ def test_a_run_records_what_auto_chose_and_no_scaler_outside_fp16(tmp_path, tiny
     assert "scaler" not in load_checkpoint(list_checkpoints(tmp_path / "checkpoints")[-1])
 
 
+def test_teacher_precision_auto_is_bf16_where_native_and_a_run_keeps_it(tmp_path, tiny_pretrain_cfg, monkeypatch):
+    from safetensors import safe_open
+
+    warned = []
+    monkeypatch.setattr(engine_device, "_warned_emulated", set())
+    _cpu(monkeypatch, bf16=False)
+    assert engine_device.resolve_teacher_precision("auto", "cpu", warned.append) == "fp32" and not warned
+    assert engine_device.resolve_teacher_precision("bf16", "cpu", warned.append) == "bf16"
+    assert len(warned) == 1 and "teacher_precision=bf16 but this cpu has no bf16 hardware" in warned[0]
+    with pytest.raises(SnsError, match=r"^teacher_precision='fp16' must be one of 'auto', 'bf16', 'fp32'$"):
+        check_pretrain_config(resolve_method(_pretrain_cfg("teacher_precision=fp16")))
+    _cpu(monkeypatch, bf16=True)
+    assert engine_device.resolve_teacher_precision("auto", "cpu") == "bf16"
+    cfg = tiny_pretrain_cfg(method="squeeze", teacher="tiny_teacher:make", teacher_bank=16, steps=1)
+    assert cfg["teacher_precision"] == "fp32"  # the default: the targets of every earlier run
+    cfg = dict(cfg, teacher_precision="auto")
+    pretrain(cfg, tmp_path, progress=False, log=lambda *a: None)
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["teacher_precision"] == "bf16"
+    with safe_open(str(tmp_path / "bank.safetensors"), framework="pt") as f:  # a bf16 bank is not an fp32 one
+        assert json.loads(f.metadata()["sampling"])["precision"] == "bf16"
+    with pytest.raises(SnsError, match="teacher_precision='bf16' \\(now 'fp32'\\)"):  # other targets: not a resume
+        pretrain(dict(cfg, teacher_precision="fp32", steps=2), tmp_path, resume=True, progress=False, log=print)
+
+
 def test_fp16_train_gan_scales_both_networks_and_resumes_exactly(tmp_path):
     from test_train_gan import assert_same_tree, final_checkpoint, run
 

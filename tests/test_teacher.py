@@ -129,14 +129,19 @@ def test_teacher_is_frozen_and_builds_no_graph():
     assert not images.requires_grad and all(not f.requires_grad and f.grad_fn is None for f in feats)
 
 
-def test_bf16_autocast_returns_float32_close_to_fp32():
+def test_bf16_teacher_returns_float32_close_to_fp32_and_fp32_ignores_a_callers_autocast():
     teacher = Teacher(_tiny_g(16), tap_w=True)
     ref_img, ref_feats = teacher.sample(2, seed=0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # teacher_precision=fp32 means fp32, whatever the caller runs
         img, feats = teacher.sample(2, seed=0)
+    assert torch.equal(img, ref_img) and all(torch.equal(f, r) for f, r in zip(feats, ref_feats))
+    teacher = Teacher(_tiny_g(16), tap_w=True, precision="bf16")
+    img, feats = teacher.sample(2, seed=0)
     assert img.dtype == torch.float32 and all(f.dtype == torch.float32 for f in feats)
-    assert (img - ref_img).abs().max() < 0.1
+    assert 0 < (img - ref_img).abs().max() < 0.1
     assert all((f - r).abs().max() < 0.1 * r.abs().max() + 0.05 for f, r in zip(feats, ref_feats))
+    with pytest.raises(SnsError, match=r"teacher: precision 'fp16' is unknown; use one of \['fp32', 'bf16'\]"):
+        Teacher(_tiny_g(8), precision="fp16")
 
 
 def test_w_tap_gives_the_truncated_w():

@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .engine.device import PRECISIONS
+from .engine.device import PRECISIONS, TEACHER_PRECISIONS
 from .engine.trackers import LOGGERS, TRACKERS, require_tracker
 from .errors import SnsError
 from .methods import METHODS
@@ -140,7 +140,8 @@ _PRETRAIN_REAL = {  # key: (low, strictly above low, high, strictly below high, 
     "syn_ratio": (0, False, 1, False, True),
 }
 _PRETRAIN_FLAGS = ("tap_w", "augment_syn", "augment_real", "final_eval", "channels_last", "compile")
-_PRETRAIN_CHOICES = {"precision": PRECISIONS}  # key: its values (train-gan checks the same in gan/config.py)
+# key: its values (train-gan checks the same precision in gan/config.py)
+_PRETRAIN_CHOICES = {"precision": PRECISIONS, "teacher_precision": TEACHER_PRECISIONS}
 
 
 def check_pretrain_config(cfg: Mapping[str, Any]) -> None:

@@ -21,7 +21,7 @@ from .config import apply_aliases
 from .data import CUSTOM_PREFIX, Augment, AugmentConfig, as_image_dataset, dataset_fingerprint, load_dataset
 from .data.pixels import STD_FLOOR
 from .engine.bank import TeacherBank, check_bank_size, prepare_bank
-from .engine.device import decide_precision
+from .engine.device import decide_precision, resolve_teacher_precision
 from .engine.distributed import World, setup
 from .engine.fit import begin, fit
 from .engine.logging import MetricsLogger
@@ -92,6 +92,9 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     # auto | bf16 | fp16 | fp32 (auto: bf16 where the hardware computes it, fp16 + loss scaling on other CUDA GPUs,
     # else fp32; config.yaml records the choice). bf16=true/false/auto is the old spelling of bf16/fp32/auto
     "precision": "fp32",
+    # the frozen teacher's forward: fp32 | bf16 | auto (bf16 where the hardware computes it); config.yaml records
+    # the choice. bf16 changes the targets, so a resumed run keeps it (docs/teacher-cost.md)
+    "teacher_precision": "fp32",
     "channels_last": False,
     "compile": False,
     "knn_every": 0,  # steps between kNN monitor evaluations (0 = only at the end)
@@ -254,7 +257,12 @@ def _load_teacher(cfg: dict[str, Any], train, device: torch.device):
             "(a `sns train-gan` run dir, stylegan2-pkl:PATH or module:factory)"
         )
     teacher = load_teacher(
-        cfg["teacher"], weights=cfg["teacher_weights"], taps=cfg["taps"], tap_w=cfg["tap_w"], device=device
+        cfg["teacher"],
+        weights=cfg["teacher_weights"],
+        taps=cfg["taps"],
+        tap_w=cfg["tap_w"],
+        device=device,
+        precision=resolve_teacher_precision(cfg["teacher_precision"], device),
     )
     if teacher.image_shape[0] != train.channels:
         raise SnsError(

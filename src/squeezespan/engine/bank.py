@@ -43,7 +43,16 @@ def teacher_checksum(teacher) -> str:
 
 
 def bank_spec(cfg: dict[str, Any], teacher) -> dict[str, str]:
-    """Everything the bank's contents depend on; a saved bank is reused only when all of it matches."""
+    """Everything the bank's contents depend on; a saved bank is reused only when all of it matches (the teacher's
+    precision only when not fp32, so banks saved before teacher_precision existed are still reused)."""
+    sampling = {
+        "psi": teacher.truncation_psi,
+        "cutoff": teacher.truncation_cutoff,
+        "noise_mode": teacher.noise_mode,
+        "range": list(teacher.output_range),
+    }
+    if getattr(teacher, "precision", "fp32") != "fp32":
+        sampling["precision"] = teacher.precision
     return {
         "format": FORMAT,
         "n": str(int(cfg["teacher_bank"])),
@@ -53,14 +62,7 @@ def bank_spec(cfg: dict[str, Any], teacher) -> dict[str, str]:
         "teacher": str(cfg["teacher"]),
         "teacher_sha256": teacher_checksum(teacher),
         "taps": json.dumps(teacher.feature_names),
-        "sampling": json.dumps(
-            {
-                "psi": teacher.truncation_psi,
-                "cutoff": teacher.truncation_cutoff,
-                "noise_mode": teacher.noise_mode,
-                "range": list(teacher.output_range),
-            }
-        ),
+        "sampling": json.dumps(sampling),
     }
 
 
@@ -124,8 +126,8 @@ def quantize(images01: torch.Tensor) -> torch.Tensor:
 def build_bank(teacher, n: int, seed: int, spec: dict[str, str] | None = None) -> TeacherBank:
     """Sample ``n`` teacher images with their pooled taps, CHUNK at a time on the teacher's device.
 
-    Same handling as the live path: fp32 forward pass outside autocast. Global RNGs are left untouched,
-    so a run that builds its bank draws exactly what a run that loads it draws.
+    Same handling as the live path: the forward pass in the teacher's precision (fp32 unless teacher_precision).
+    Global RNGs are left untouched, so a run that builds its bank draws exactly what a run that loads it draws.
     """
     g = latent_generator(seed)
     images, taps = [], None

@@ -89,6 +89,8 @@ def _cpu_flags() -> set[str]:
 
 # what `precision` may be set to; a run resolves 'auto' when it starts and records one of the other three
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# what `teacher_precision` may be set to (the frozen teacher's forward; no fp16: nothing there needs a scaler)
+TEACHER_PRECISIONS = ("auto", "bf16", "fp32")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 _warned_emulated: set[str] = set()
@@ -158,11 +160,32 @@ def resolve_precision(value: str, device: torch.device | str, log=print) -> str:
     return value
 
 
+def resolve_teacher_precision(value: str, device: torch.device | str, log=print) -> str:
+    """The ``teacher_precision`` setting made concrete for ``device``: 'auto' -> bf16 where the hardware computes
+    it, else fp32; an explicit bf16 is kept where emulated, with a one-time warning."""
+    if value not in TEACHER_PRECISIONS:
+        raise SnsError(f"teacher_precision={value!r}: expected one of {', '.join(TEACHER_PRECISIONS)}")
+    device = torch.device(device)
+    if value == "auto":
+        return "bf16" if bf16_native(device) else "fp32"
+    if value == "bf16" and not bf16_native(device):
+        _warn_emulated(
+            f"{device.type}:teacher-bf16",
+            f"teacher_precision=bf16 but {_bf16_emulated_note(device)}; set teacher_precision=auto",
+            log,
+        )
+    return value
+
+
 def decide_precision(cfg: dict, world, log=print) -> dict:
-    """``cfg`` with ``precision`` decided once for the whole run: rank 0 resolves it for its own device (auto ->
-    bf16, fp16 or fp32, see ``resolve_precision``) and every rank of ``world`` takes rank 0's config, so on mixed
-    hardware all ranks still train in the one precision that config.yaml records."""
-    return world.broadcast(dict(cfg, precision=resolve_precision(cfg["precision"], world.device, log)))
+    """``cfg`` with ``precision`` (and ``teacher_precision``, when the config has one) decided once for the whole
+    run: rank 0 resolves them for its own device (auto -> bf16, fp16 or fp32, see ``resolve_precision``) and every
+    rank of ``world`` takes rank 0's config, so on mixed hardware all ranks still train in the one precision that
+    config.yaml records."""
+    cfg = dict(cfg, precision=resolve_precision(cfg["precision"], world.device, log))
+    if "teacher_precision" in cfg:
+        cfg["teacher_precision"] = resolve_teacher_precision(cfg["teacher_precision"], world.device, log)
+    return world.broadcast(cfg)
 
 
 def autocast(device: torch.device, precision: str | bool):

@@ -64,9 +64,11 @@ def load_teacher(
     taps: str | None = None,
     tap_w: bool = False,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ):
-    """A frozen Teacher on ``device`` whose ``sample`` gives [0,1] images and the tapped features."""
-    kw = {"tap_w": tap_w}
+    """A frozen Teacher on ``device`` whose ``sample`` gives [0,1] images and the tapped features, computed in
+    ``precision`` (fp32 or bf16)."""
+    kw = {"tap_w": tap_w, "precision": precision}
     if taps is not None:
         kw["taps"] = taps
     G = load_generator(spec)

@@ -20,6 +20,8 @@ from ..errors import SnsError
 DEFAULT_TAPS = r".*synthesis\.b(\d+)$"
 # Pseudo-tap for the latent w (Table 1's latent-target rows), read from the mapping network's output.
 W_TAP = "w"
+# what the generator's forward runs in: fp32, or bf16 autocast (images and taps still come back float32)
+TEACHER_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 _MAX_LISTED = 60
 
 
@@ -70,7 +72,8 @@ class Teacher:
       (a synthesis block gives its feature map x).
     output_range: the generator's image range, mapped linearly to [0, 1] and clamped.
     G is called as G(z, c, truncation_psi=..., noise_mode=...) when it has a c_dim attribute (the official
-    convention), else as G(z). Images and features come back float32, detached, even under bf16 autocast.
+    convention), else as G(z). precision: "fp32" runs G in fp32 (also inside a caller's autocast), "bf16" under
+    bf16 autocast. Images and features come back float32, detached.
     """
 
     def __init__(
@@ -86,6 +89,7 @@ class Teacher:
         img_channels: int | None = None,
         w_module: str = "mapping",
         device: str | torch.device | None = None,
+        precision: str = "fp32",
     ):
         if not isinstance(generator, nn.Module):
             raise SnsError(f"teacher: the generator must be a torch.nn.Module, got {type(generator).__name__}")
@@ -103,6 +107,9 @@ class Teacher:
         self.truncation_cutoff = truncation_cutoff
         self.noise_mode = noise_mode
         self.w_module = w_module
+        if precision not in TEACHER_DTYPES:
+            raise SnsError(f"teacher: precision {precision!r} is unknown; use one of {list(TEACHER_DTYPES)}")
+        self.precision = precision
 
         patterns = [taps] if isinstance(taps, str) else list(taps or [])
         self.tap_w = bool(tap_w) or W_TAP in patterns
@@ -243,8 +250,10 @@ class Teacher:
         handles = [modules[name].register_forward_hook(hook_for(name)) for name in self.tap_names]
         if self.tap_w:
             handles.append(modules[self.w_module].register_forward_hook(w_hook))
+        dtype = TEACHER_DTYPES[self.precision]
         try:
-            out = self._call_generator(z.to(self.device), c)
+            with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                out = self._call_generator(z.to(self.device), c)
         finally:
             for h in handles:
                 h.remove()
@@ -328,7 +337,7 @@ class Teacher:
     def __repr__(self) -> str:
         return (
             f"Teacher({type(self.generator).__name__}, z_dim={self.z_dim}, taps={self.feature_names}, "
-            f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi})"
+            f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi}, precision={self.precision!r})"
         )
 
 
