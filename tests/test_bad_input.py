@@ -294,6 +294,19 @@ def case_teacher_weights_corrupt(t):
     ], ["g.safetensors", "cannot read"]
 
 
+def case_teacher_json_not_an_object(t):  # found by bench/fuzz.py: was an AttributeError traceback
+    (t / "tdir").mkdir()
+    (t / "tdir" / "teacher.json").write_text("[1]\n")
+    return ["pretrain", "--method", "sns", "--teacher", str(t / "tdir")], ["teacher.json", "JSON list"]
+
+
+def case_teacher_json_kwargs_of_another_network(t):
+    (t / "tdir").mkdir()
+    doc = {"format": "squeezespan-teacher/1", "G_kwargs": {"bogus": 1}, "D_kwargs": {}}
+    (t / "tdir" / "teacher.json").write_text(json.dumps(doc))
+    return ["pretrain", "--method", "sns", "--teacher", str(t / "tdir")], ["teacher.json", "do not build"]
+
+
 def case_teacher_spec_unknown_kind(t):
     (t / "teacher.txt").write_text("a teacher?\n")
     return ["pretrain", "--method", "sns", "--teacher", str(t / "teacher.txt")], [

@@ -109,13 +109,22 @@ def load_teacher_dir(
         )
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise SnsError(f"{meta_path} cannot be read as JSON ({type(e).__name__}); re-export the teacher") from None
+    if not isinstance(meta, dict):
+        raise SnsError(f"{meta_path} holds a JSON {type(meta).__name__}, expected an object; re-export the teacher")
     if meta.get("format") != TEACHER_FORMAT:
         raise SnsError(f"{meta_path}: format {meta.get('format')!r} is not {TEACHER_FORMAT!r}")
     if generator not in ("G", "G_ema"):
         raise SnsError(f"generator={generator!r}: expected 'G_ema' or 'G'")
-    G, D = build_networks(meta["G_kwargs"], meta["D_kwargs"])
+    bad = [k for k in ("G_kwargs", "D_kwargs") if not isinstance(meta.get(k), dict)]
+    if bad:
+        raise SnsError(f"{meta_path}: {', '.join(bad)} missing or not an object; re-export the teacher")
+    try:
+        G, D = build_networks(meta["G_kwargs"], meta["D_kwargs"])
+    except (TypeError, ValueError, RuntimeError, OverflowError, MemoryError) as e:  # kwargs of another shape
+        problem = " ".join(str(e).split())[:200]
+        raise SnsError(f"{meta_path}: its network kwargs do not build a StyleGAN2 ({problem}); re-export") from None
     for name, module in ((generator, G), ("D", D)):
         file = path / f"{name}.safetensors"
         try:
