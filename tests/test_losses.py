@@ -58,3 +58,23 @@ def test_negative_cosine_stops_gradient_on_target():
     loss.backward()
     assert z.grad is None and p.grad is not None
     assert losses.negative_cosine(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]])).item() == -1.0
+
+
+def test_w_var_half_is_the_official_vicreg_halved_variance():
+    """docs/method.md: official VICReg and lightly average the two views' variance terms; w_var=12.5 here is
+    exactly that loss (written out independently of losses.vicreg)."""
+    torch.manual_seed(0)
+    z1, z2 = torch.randn(16, 8) * 0.3, torch.randn(16, 8) * 2.0  # one view collapses a little: the hinge bites
+
+    def std_hinge(z):
+        return torch.relu(1 - torch.sqrt(z.var(dim=0) + 1e-4)).mean()
+
+    def cov_term(z):
+        zc = z - z.mean(dim=0)
+        c = zc.T @ zc / (z.shape[0] - 1)
+        return (c - torch.diag(torch.diag(c))).pow(2).sum() / z.shape[1]
+
+    official = 25 * torch.nn.functional.mse_loss(z1, z2) + 25 * (std_hinge(z1) + std_hinge(z2)) / 2
+    official = official + 1.0 * (cov_term(z1) + cov_term(z2))
+    ours, _ = losses.vicreg(z1, z2, w_mse=25.0, w_var=12.5, w_cov=1.0)
+    assert torch.allclose(ours, official, rtol=1e-5)
