@@ -178,3 +178,6 @@ def test_sitting_cells_are_the_fashion_benchs_and_reuse_its_results(tmp_path, fa
     fake_runs.clear()
     cells.run_teacher_quality(**kw)
     assert fake_runs == []
+    table = cells.run_teacher_quality(**dict(kw, seeds=3, render_only=True))  # a third seed: nothing runs
+    assert fake_runs == [] and table["complete"] is False
+    assert "**Incomplete: 10 of 15 cells so far.**" in (tmp_path / "res" / "tq.md").read_text()

@@ -121,6 +121,7 @@ def run_teacher_quality(
     progress: bool = False,
     threads: int | None = 1,
     sitting: bool = False,
+    render_only: bool = False,
     log: Callable = print,
 ) -> dict[str, Any]:
     """Run every (teacher, row, seed) cell without a valid cached result; then rewrite table, Markdown and PNG.
@@ -148,7 +149,7 @@ def run_teacher_quality(
     if threads:
         torch.set_num_threads(int(threads))  # one thread: see bench.fashion.cli.run_bench
     try:
-        stopped = run_cells(cells, quick, budget, force, work, progress, log)
+        stopped = True if render_only else run_cells(cells, quick, budget, force, work, progress, log)
     finally:
         torch.set_num_threads(threads_before)
     all_rows = METHOD_ROWS + (REFERENCE_ROWS if sitting else ())

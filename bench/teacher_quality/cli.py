@@ -54,6 +54,11 @@ def build_parser(prog: str = "python -m bench.teacher_quality") -> ArgumentParse
         "bench already ran reused, and the rho=0 row vicreg-real allowed in --rows: 'when does span pay?'; "
         "results bench/results/span_pays.{json,md}",
     )
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="run nothing: rewrite the table, Markdown and figure from the cells cached so far (marked incomplete)",
+    )
     ap.add_argument("--progress", action="store_true", help="progress bars during training")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 keeps torch's default)")
     return ap
@@ -77,5 +82,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.teacher_qua
         progress=args.progress,
         threads=args.threads or None,
         sitting=args.sitting,
+        render_only=args.render_only,
     )
     return 0

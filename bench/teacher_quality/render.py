@@ -45,6 +45,13 @@ def render_span(table: dict[str, Any]) -> list[str]:
         "already ran with the same config and teacher is the same run and is reused. Differences: mean, and "
         "in brackets the range over seed pairs.",
         "",
+    ]
+    done = sum(len(r.get("seeds", [])) for t in table["teachers"] for r in t["rows"].values())
+    done += sum(len(r.get("seeds", [])) for r in refs.values())
+    planned = int(table.get("seeds", 1)) * (2 * len(table["teachers"]) + 1)
+    if done < planned:
+        lines += [f"**Incomplete: {done} of {planned} cells so far.** Re-run the command to continue.", ""]
+    lines += [
         "| kimg | FD-ref | rho = 1 (squeeze): linear / kNN | rho = 0.5 (sns): linear / kNN | span pays? sns - squeeze "
         "(linear) | sns - vicreg-real (linear) | seeds | G_ema sha256 |",
         "|---:|---:|---:|---:|---:|---:|---:|---|",
