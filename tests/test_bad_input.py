@@ -307,6 +307,13 @@ def case_teacher_json_kwargs_of_another_network(t):
     return ["pretrain", "--method", "sns", "--teacher", str(t / "tdir")], ["teacher.json", "do not build"]
 
 
+def case_teacher_factory_raises(t):  # found by bench/fuzz.py
+    return ["pretrain", "--method", "sns", "--teacher", "tiny_teacher:make_failing"], [
+        "tiny_teacher:make_failing",
+        "raised RuntimeError: this factory fails on two lines",
+    ]
+
+
 def case_teacher_spec_unknown_kind(t):
     (t / "teacher.txt").write_text("a teacher?\n")
     return ["pretrain", "--method", "sns", "--teacher", str(t / "teacher.txt")], [

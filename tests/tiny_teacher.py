@@ -25,3 +25,8 @@ def make_nan(resolution: int = 16, channels: int = 1):
     with torch.no_grad():
         next(p for name, p in G.named_parameters() if name.startswith("synthesis")).fill_(float("nan"))
     return G
+
+
+def make_failing():
+    """A factory that fails the way a user's own code can (found by bench/fuzz.py: it used to escape as a traceback)."""
+    raise RuntimeError("this factory fails\non two lines")

@@ -63,6 +63,10 @@ def _accepts(fn: Any, name: str) -> bool:
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+
+
 class Teacher:
     """A frozen generator G (eval mode, no grad) with forward hooks on the modules whose names match `taps`.
 
@@ -165,6 +169,8 @@ class Teacher:
                 f"teacher factory {spec!r}: cannot import module {module_name!r} ({e}); "
                 "install it or add its folder to PYTHONPATH"
             ) from None
+        except Exception as e:  # the user's module failing while it imports (SyntaxError, its own errors)
+            raise SnsError(f"teacher factory {spec!r}: importing {module_name!r} failed: {_one_line(e)}") from None
         factory = module
         for part in attr.split("."):
             if not hasattr(factory, part):
@@ -172,7 +178,12 @@ class Teacher:
             factory = getattr(factory, part)
         if not callable(factory):
             raise SnsError(f"teacher factory {spec!r}: {attr!r} is not callable")
-        generator = factory(**(factory_kwargs or {}))
+        try:
+            generator = factory(**(factory_kwargs or {}))
+        except SnsError:
+            raise
+        except Exception as e:  # the user's factory failing: its message, in one line
+            raise SnsError(f"teacher factory {spec!r} raised {_one_line(e)}") from None
         if not isinstance(generator, nn.Module):
             raise SnsError(f"teacher factory {spec!r} returned {type(generator).__name__}, expected a torch.nn.Module")
         if weights is not None:
