@@ -144,6 +144,24 @@ _PRETRAIN_FLAGS = ("tap_w", "augment_syn", "augment_real", "final_eval", "channe
 _PRETRAIN_CHOICES = {"precision": PRECISIONS, "teacher_precision": TEACHER_PRECISIONS}
 
 
+def check_eval_config(cfg: Mapping[str, Any]) -> None:
+    """`sns eval`'s values (types, ranges, finiteness, the seed), checked before --out is touched: a bad
+    ``linear_epochs`` used to be refused only after every backbone's features were extracted."""
+    for key, low in (("resolution", 1), ("knn_k", 1), ("linear_epochs", 1), ("paper_epochs", 1), ("batch_size", 1)):
+        check_whole(cfg, key, low)
+    check_whole(cfg, "seed", 0, SEED_LIMIT)
+    check_real(cfg, "knn_t", 0, above=True)
+    check_real(cfg, "knn_cap", 0, high=1)
+    check_real(cfg, "paper_lr", 0, above=True)
+    check_real(cfg, "width", 0, above=True)
+    check_flag(cfg, "knn")
+    check_flag(cfg, "bf16")
+    check_choice(cfg, "protocol", ("fast", "paper"))
+    backbones = cfg.get("backbones")
+    if not isinstance(backbones, (list, tuple)) or not backbones or not all(isinstance(b, str) for b in backbones):
+        raise SnsError(f"backbones={backbones!r} must be a non-empty list of backbone specs (--backbone PATH, raw)")
+
+
 def check_pretrain_config(cfg: Mapping[str, Any]) -> None:
     """Every limit of a pretrain config (after ``methods.resolve_method``): types, ranges, finiteness, seeds.
 

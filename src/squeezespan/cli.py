@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from . import bench
-from .checks import check_pretrain_config
+from .checks import check_eval_config, check_pretrain_config
 from .cliutil import ArgumentParser
 from .config import list_presets, preset_description, resolve_config
 from .data import DATASETS, dataset_info, describe_dataset, load_dataset
@@ -178,6 +178,8 @@ def _prepare(args, defaults: dict[str, Any], kind: str, extra: dict[str, Any]):
         check_pretrain_config(resolve_method(cfg))
     elif kind == "gan":
         check_gan_config(cfg)
+    elif kind == "eval":
+        check_eval_config(cfg)
     if launched_rank() != 0:
         return cfg, run_dir  # under torchrun rank 0 alone checks/creates --out; the engine sends its config
     run_dir = prepare_run_dir(run_dir, resume=args.resume, force=args.force)
@@ -308,6 +310,8 @@ def cmd_config_show(args) -> int:
         check_pretrain_config(cfg)  # a config the run would refuse is refused here, with the same line
     elif kind == "gan":
         check_gan_config(cfg)
+    elif kind == "eval":
+        check_eval_config(cfg)
     print(yaml.safe_dump(cfg, sort_keys=False), end="")
     return 0
 
