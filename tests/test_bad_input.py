@@ -314,6 +314,14 @@ def case_teacher_factory_raises(t):  # found by bench/fuzz.py
     ]
 
 
+def case_eval_value_refused_before_features(t):  # was refused only after feature extraction, --out touched
+    return ["eval", "--data", "digits", "--backbone", "raw", "linear_epochs=-1"], ["linear_epochs=-1", ">= 1"]
+
+
+def case_eval_seed_out_of_range(t):
+    return ["eval", "--data", "digits", "--backbone", "raw", "seed=99999999999999999999"], ["seed=", "2**32"]
+
+
 def case_teacher_spec_unknown_kind(t):
     (t / "teacher.txt").write_text("a teacher?\n")
     return ["pretrain", "--method", "sns", "--teacher", str(t / "teacher.txt")], [

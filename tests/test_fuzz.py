@@ -54,7 +54,7 @@ def _one_line_or_ok(capsys, code: int) -> None:
         assert isinstance(yaml.safe_load(out), dict)
 
 
-@pytest.mark.parametrize("kind", ["pretrain", "gan"])
+@pytest.mark.parametrize("kind", ["pretrain", "gan", "eval"])
 def test_any_override_is_accepted_or_refused_in_one_line(kind, capsys):
     @SETTINGS
     @given(over=overrides(kind))
