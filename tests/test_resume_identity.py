@@ -8,25 +8,11 @@ import shutil
 
 import pytest
 import torch
+from test_cli import TINY  # the CLI tests' tiny pretrain flags (tests/ is on sys.path)
 
 from squeezespan.cli import main
 from squeezespan.engine import RunDir, World, config_diff, describe_diff, state_fits, tensors_sha256
 from squeezespan.errors import SnsError
-
-TINY = [
-    "resolution=16",
-    "width=0.125",
-    "batch_size=16",
-    "steps=2",
-    "proj_hidden=32",
-    "proj_dim=32",
-    "squeeze_hidden=32",
-    "final_eval=false",
-    "ckpt_every=0",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
 
 
 def _run(tmp_path, name="run", seed="0"):
