@@ -571,6 +571,29 @@ def test_precision_fp32_is_a_separate_table_trained_and_evaluated_in_fp32(tmp_pa
     assert not (results / "fashion.json").exists()
 
 
+def test_teacher_precision_bf16_is_its_own_sitting_table_with_the_teacher_under_bf16(tmp_path):
+    assert plan.with_teacher_precision("sitting", None) == plan.with_teacher_precision("sitting", "fp32") == "sitting"
+    mode = plan.with_teacher_precision("sitting", "bf16")
+    assert mode == "sitting-teacher-bf16" and plan.split_mode(mode) == ("sitting", False) and plan.teacher_bf16(mode)
+    for other in ("full", "sitting-fp32", "quick"):
+        with pytest.raises(SnsError, match="--teacher-precision bf16 runs only with --mode sitting"):
+            plan.with_teacher_precision(other, "bf16")
+    with pytest.raises(SnsError, match="--teacher-precision 'fp16': expected one of fp32, bf16"):
+        plan.with_teacher_precision("sitting", "fp16")
+    # the same run but for the teacher's precision; another fingerprint, so fp32-teacher cells are never reused
+    row = plan.ROW_BY_NAME["squeeze"]
+    fp32, bf16 = (plan.resolve_run_config(row, "full", 0.1, 0, m, "T") for m in ("sitting", mode))
+    assert bf16["teacher_precision"] == "bf16" and dict(bf16, teacher_precision=fp32["teacher_precision"]) == fp32
+    assert cells.cell_fingerprint(row, "full", "sitting", fp32, "sha") != cells.cell_fingerprint(
+        row, "full", mode, bf16, "sha"
+    )
+    md = render.render_markdown({"mode": mode, "rows": {}, "settings": {}})
+    assert md.startswith("# Fashion-MNIST bench: one-sitting budget (--mode sitting), teacher in bf16")
+    assert "--teacher-precision bf16" in md
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["--teacher-precision", "fp16"])
+
+
 def test_lrs_widens_the_sweep_of_selected_rows_and_the_table_uses_every_swept_lr(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(train, "run_one", _fake_run_one(calls))

@@ -1,6 +1,7 @@
 """Fashion-MNIST benchmark: every method, same student and budget, one cached resumable run per table cell.
 
 Usage: python -m bench.fashion [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
+                               [--teacher-precision fp32|bf16]
                                [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
                                [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
 
@@ -42,13 +43,14 @@ def run_bench(
     log: Callable = print,
     lrs: tuple[float, ...] | None = None,
     precision: str | None = None,
+    teacher_precision: str | None = None,
 ) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
     measured 8-12x slower per step than one (bench/results/throughput.md).
     """
-    mode = plan.with_precision(mode, precision)
+    mode = plan.with_teacher_precision(plan.with_precision(mode, precision), teacher_precision)
     selected = plan.select_rows(rows)
     for t in tracks:
         if t not in plan.TRACKS:
@@ -155,6 +157,12 @@ def build_parser(prog: str = "python -m bench.fashion") -> ArgumentParser:
         "(a separate table, results and work folders *-fp32: for CPUs without bf16 hardware, where bf16 is "
         "emulated ~20x slower) or auto (bf16 where the CPU has it, else fp32); --mode quick is always auto",
     )
+    ap.add_argument(
+        "--teacher-precision",
+        choices=plan.TEACHER_PRECISIONS,
+        help="fp32 (the tables' definition, the default) or bf16: the teacher's forward under bf16 autocast, "
+        "only with --mode sitting; its own table and folders (*-sitting-teacher-bf16)",
+    )
     ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
     ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
@@ -216,6 +224,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.fashion") -
     run_bench(
         mode="quick" if args.quick else (args.mode or "full"),
         precision=args.precision,
+        teacher_precision=args.teacher_precision,
         lrs=parse_lrs(args.lrs),
         rows=args.rows,
         tracks=tuple(t.strip() for t in args.tracks.split(",") if t.strip()),

@@ -91,6 +91,14 @@ for _name in ("sitting", "long", "full"):
     MODES[_name + FP32_SUFFIX] = dict(
         MODES[_name], eval_bf16=False, overrides=tuple(MODES[_name]["overrides"]) + ("bf16=false",)
     )
+# --teacher-precision bf16 (issue 28): the sitting protocol with the teacher's forward under bf16 autocast
+# (teacher_precision=bf16), to measure what bf16 teacher images and taps change against the fp32-teacher sitting
+# cells. Another measurement again: own mode, fingerprint and folders (-sitting-teacher-bf16).
+TEACHER_PRECISIONS = ("fp32", "bf16")
+TEACHER_BF16_SUFFIX = "-teacher-bf16"
+MODES["sitting" + TEACHER_BF16_SUFFIX] = dict(
+    SITTING, overrides=tuple(SITTING["overrides"]) + ("teacher_precision=bf16",)
+)
 
 
 @dataclass(frozen=True)
@@ -181,8 +189,30 @@ def check_mode(mode: str) -> str:
 
 
 def split_mode(name: str) -> tuple[str, bool]:
-    """A mode name's protocol and whether it is the fp32 variant: 'sitting-fp32' -> ('sitting', True)."""
+    """A mode name's protocol and whether it is the fp32 variant: 'sitting-fp32' -> ('sitting', True),
+    'sitting-teacher-bf16' -> ('sitting', False) (see teacher_bf16)."""
+    name = name.removesuffix(TEACHER_BF16_SUFFIX)
     return name.removesuffix(FP32_SUFFIX), name.endswith(FP32_SUFFIX)
+
+
+def teacher_bf16(name: str) -> bool:
+    """Whether a mode samples its teacher under bf16 autocast (--teacher-precision bf16)."""
+    return name.endswith(TEACHER_BF16_SUFFIX)
+
+
+def with_teacher_precision(mode: str, teacher_precision: str | None) -> str:
+    """The mode that samples the teacher of ``mode`` in ``teacher_precision`` (fp32, the tables' definition, or
+    bf16: only for the bf16 sitting protocol, the issue-28 comparison)."""
+    if teacher_precision in (None, "fp32"):
+        return mode
+    if teacher_precision not in TEACHER_PRECISIONS:
+        raise SnsError(f"--teacher-precision {teacher_precision!r}: expected one of {', '.join(TEACHER_PRECISIONS)}")
+    if mode != "sitting":
+        raise SnsError(
+            f"--teacher-precision bf16 runs only with --mode sitting in bf16 (got mode {mode!r}): it measures what a "
+            "bf16 teacher changes against the committed sitting cells"
+        )
+    return mode + TEACHER_BF16_SUFFIX
 
 
 def with_precision(mode: str, precision: str | None) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from bench.common import mean_std
 
-from .plan import RHO_ROWS, SCARCE_IMAGES, split_mode
+from .plan import RHO_ROWS, SCARCE_IMAGES, split_mode, teacher_bf16
 
 TABLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Core", ("sns", "vicreg-real", "simsiam-real", "squeeze")),
@@ -64,6 +64,11 @@ MODE_TEXT = {
 FP32_TEXT = (
     " Trained and evaluated in fp32 (--precision fp32, for CPUs without bf16 hardware): the same protocol "
     "as the bf16 table, measured separately; compare its cells with that table's, do not pool them."
+)
+TEACHER_BF16_TEXT = (
+    " The teacher samples under bf16 autocast (--teacher-precision bf16, `teacher_precision=bf16`): issue 28's "
+    "measurement of what bf16 teacher images and taps change; compare with the fp32-teacher sitting table "
+    "(fashion-sitting.md), same cells otherwise."
 )
 TRACK_TITLES = {
     "full": "Full track: all 60,000 real images",
@@ -145,15 +150,17 @@ def heading(table: dict[str, Any]) -> list[str]:
             "",
         ]
     base, fp32 = split_mode(str(table.get("mode")))
+    tbf16 = teacher_bf16(str(table.get("mode")))
     if base not in MODE_TEXT:
         return ["# Fashion-MNIST bench", ""]
     title, text = MODE_TEXT[base]
     return [
-        f"# Fashion-MNIST bench: {title}{' in fp32' if fp32 else ''}",
+        f"# Fashion-MNIST bench: {title}{' in fp32' if fp32 else ''}{', teacher in bf16' if tbf16 else ''}",
         "",
         text
         + ("" if base == "full" else " The issue's budget (10 epochs, lr sweep, 3 seeds) is `--mode full`.")
-        + (FP32_TEXT if fp32 else ""),
+        + (FP32_TEXT if fp32 else "")
+        + (TEACHER_BF16_TEXT if tbf16 else ""),
         "",
     ]
 
