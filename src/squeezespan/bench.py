@@ -20,6 +20,7 @@ MODULES = {  # `sns bench NAME` -> the module whose main(argv, prog) it runs
     "throughput": "bench.throughput.cli",
     "figures": "bench.figures",
     "teachers": "bench.teacher_quality.cli",
+    "teacher-precision": "bench.teacher_precision",
 }
 SCRIPTS = tuple(MODULES)
 SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the checkout's root when installed with pip -e
