@@ -472,23 +472,27 @@ def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     assert [p[4] for p in figures.rho_points(table, "scarce", "sitting")["linear_top1"]] == [0.1, 0.03, 0.1, 0.1]
 
 
-def test_targets_section_compares_sns_with_both_real_baselines():
-    def row(name, mean):
-        return {"row": name, "linear_top1": {"mean": mean, "std": 0.0, "n": 2}}
+def test_targets_section_compares_sns_with_both_real_baselines_with_the_seed_pair_range():
+    def row(name, mean, n=2, spread=0.5):
+        lin = {"mean": mean, "std": spread, "n": n, "min": mean - spread, "max": mean + spread}
+        return {"row": name, "linear_top1": lin}
 
     table = {
         "rows": {
             "full": [row("sns", 86.0), row("vicreg-real", 84.0), row("simsiam-real", 84.6)],
-            "scarce": [row("sns", 85.0), row("vicreg-real", 83.0), {"row": "simsiam-real"}],
+            "scarce": [row("sns", 85.0, 1, 0.0), row("vicreg-real", 83.0, 1, 0.0), {"row": "simsiam-real"}],
         }
     }
     md = "\n".join(render.render_targets(table))
-    assert "| full | +1.5 | +2.00 | +1.40 | no |" in md  # +1.4 over SimSiam misses the +1.5 target
-    assert "| scarce | +3 | +2.00 | - | - |" in md  # a baseline not run: no verdict
-    table["rows"]["full"][2] = row("simsiam-real", 84.5)
-    assert "| full | +1.5 | +2.00 | +1.50 | yes |" in "\n".join(render.render_targets(table))
+    # +1.4 over SimSiam misses the +1.5 target; range: SnS 85.5-86.5 against SimSiam 84.1-85.1
+    assert "| full | +1.5 | +2.00 [+1.00, +3.00] | +1.40 [+0.40, +2.40] | no |" in md
+    assert "| scarce | +3 | +2.00 | - | - |" in md  # one seed each: no range; a baseline not run: no verdict
+    table["rows"]["full"][2] = row("simsiam-real", 84.5, 3, 0.2)
+    assert "| full | +1.5 | +2.00 [+1.00, +3.00] | +1.50 [+0.80, +2.20] | yes |" in "\n".join(
+        render.render_targets(table)
+    )
     table["rows"]["full"][0]["status"] = "partial: sweep 1/3, seeds 1"  # --mode full, built across sittings
-    assert "| full | +1.5 | +2.00 | +1.50 | yes (partial rows) |" in "\n".join(render.render_targets(table))
+    assert "+1.50 [+0.80, +2.20] | yes (partial rows) |" in "\n".join(render.render_targets(table))
 
 
 def test_summary_puts_the_tracks_side_by_side_with_the_target_verdicts():
@@ -569,6 +573,27 @@ def test_precision_fp32_is_a_separate_table_trained_and_evaluated_in_fp32(tmp_pa
     md = (results / "fashion-full-fp32.md").read_text()
     assert md.startswith("# Fashion-MNIST bench: the issue's protocol (--mode full) in fp32")
     assert not (results / "fashion.json").exists()
+
+
+def test_render_only_rewrites_the_tables_from_cached_cells_and_runs_nothing(tmp_path, monkeypatch):
+    results = tmp_path / "bench" / "results"
+    monkeypatch.setattr(common, "RESULTS", results)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(train, "eval_data", lambda quick: train.EvalData(None, None, None, {}))
+    monkeypatch.setattr(
+        train, "run_one", lambda *a: {"knn_top1": 50.0, "linear_top1": 60.0, "val_knn_top1": 40.0, "wall_s": 2.0}
+    )
+    cli.run_bench(mode="sitting", rows="raw-pixels", tracks=("full",), log=lambda *a: None)
+    md = results / "fashion-sitting.md"
+    md.write_text("stale")
+
+    def no_training(*a, **k):
+        raise AssertionError("--render-only ran a cell")
+
+    monkeypatch.setattr(cli, "run_cells", no_training)
+    table = cli.run_bench(mode="sitting", render_only=True, log=lambda *a: None)
+    assert table["complete"] and "| raw-pixels | 60.00 | 50.00 |" in md.read_text()
+    assert cli.build_parser().parse_args(["--render-only"]).render_only
 
 
 def test_teacher_precision_bf16_is_its_own_sitting_table_with_the_teacher_under_bf16(tmp_path):

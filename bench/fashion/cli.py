@@ -3,7 +3,8 @@
 Usage: python -m bench.fashion [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
                                [--teacher-precision fp32|bf16]
                                [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
-                               [--teacher TRACK=SPEC] [--budget-minutes M] [--list]   (= `sns bench fashion ...`)
+                               [--teacher TRACK=SPEC] [--budget-minutes M] [--render-only] [--list]
+(= `sns bench fashion ...`)
 
 A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
 <work>/<track>/<row>/lr<lr>-s<seed> (resumable) whose result is cached as a JSON file in
@@ -16,6 +17,7 @@ bench/results/fashion[-quick|-sitting|-long][-fp32].{json,md}.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -44,11 +46,13 @@ def run_bench(
     lrs: tuple[float, ...] | None = None,
     precision: str | None = None,
     teacher_precision: str | None = None,
+    render_only: bool = False,
 ) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
-    measured 8-12x slower per step than one (bench/results/throughput.md).
+    measured 8-12x slower per step than one (bench/results/throughput.md). ``render_only``: run nothing, rewrite the
+    tables from the cells cached so far (the previous table's completeness kept).
     """
     mode = plan.with_teacher_precision(plan.with_precision(mode, precision), teacher_precision)
     selected = plan.select_rows(rows)
@@ -61,9 +65,24 @@ def run_bench(
     if threads:
         torch.set_num_threads(int(threads))
     try:
-        teachers, stopped = run_cells(
-            mode, selected, tracks, force, work, dict(teachers or {}), budget_minutes, results_dir, progress, log, lrs
-        )
+        if render_only:
+            previous = results_dir.with_suffix(".json")
+            stopped = not (json.loads(previous.read_text()).get("complete") if previous.is_file() else False)
+            teachers = {}
+        else:
+            teachers, stopped = run_cells(
+                mode,
+                selected,
+                tracks,
+                force,
+                work,
+                dict(teachers or {}),
+                budget_minutes,
+                results_dir,
+                progress,
+                log,
+                lrs,
+            )
     finally:
         torch.set_num_threads(threads_before)
     table = cells.collect(results_dir, mode, tracks=plan.TRACKS)
@@ -163,6 +182,11 @@ def build_parser(prog: str = "python -m bench.fashion") -> ArgumentParser:
         help="fp32 (the tables' definition, the default) or bf16: the teacher's forward under bf16 autocast, "
         "only with --mode sitting; its own table and folders (*-sitting-teacher-bf16)",
     )
+    ap.add_argument(
+        "--render-only",
+        action="store_true",
+        help="run nothing: rewrite the JSON and Markdown tables from the cells cached so far",
+    )
     ap.add_argument("--rows", help="comma list of row names or globs (default: all), e.g. sns,vicreg-*")
     ap.add_argument("--tracks", default="full,scarce", help="comma list of tracks: full, scarce")
     ap.add_argument("--force", action="store_true", help="redo the selected cells even if cached")
@@ -225,6 +249,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.fashion") -
         mode="quick" if args.quick else (args.mode or "full"),
         precision=args.precision,
         teacher_precision=args.teacher_precision,
+        render_only=args.render_only,
         lrs=parse_lrs(args.lrs),
         rows=args.rows,
         tracks=tuple(t.strip() for t in args.tracks.split(",") if t.strip()),

@@ -210,29 +210,39 @@ def render_sweeps(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], str, bool] | None:
-    """A track's SnS minus VICReg-real and SimSiam-real (linear top-1, means over seeds; '-' for a baseline not
-    run), whether both meet the track's target ('yes', 'no', or '-' without both baselines) and whether that
+    """A track's SnS minus VICReg-real and SimSiam-real (linear top-1: the difference of the means over seeds and,
+    in brackets, its range over seed pairs, [SnS min - baseline max, SnS max - baseline min]; '-' for a baseline
+    not run), whether both meet the track's target ('yes', 'no', or '-' without both baselines) and whether that
     verdict rests on a partial row; None without SnS."""
     by = {r["row"]: r for r in rows}
     sns = (by.get("sns") or {}).get("linear_top1")
     if not sns:
         return None
-    deltas = []
+    deltas, cells = [], []
     for base in ("vicreg-real", "simsiam-real"):
         b = (by.get(base) or {}).get("linear_top1")
         deltas.append(None if not b else sns["mean"] - b["mean"])
+        if not b:
+            cells.append("-")
+            continue
+        spread = all(k in st for st in (sns, b) for k in ("min", "max"))  # stats of one seed: min = max
+        one_seed = sns.get("n", 1) == 1 and b.get("n", 1) == 1
+        rng = f" [{sns['min'] - b['max']:+.2f}, {sns['max'] - b['min']:+.2f}]" if spread and not one_seed else ""
+        cells.append(f"{deltas[-1]:+.2f}{rng}")
     target = TARGETS.get(track)
     met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
     partial = met != "-" and any(
         str((by.get(n) or {}).get("status", "")).startswith("partial") for n in ("sns", "vicreg-real", "simsiam-real")
     )
-    return ["-" if d is None else f"{d:+.2f}" for d in deltas], met, partial
+    return cells, met, partial
 
 
 def render_targets(table: dict[str, Any]) -> list[str]:
     """Markdown lines: SnS minus each real-data SSL baseline (linear top-1, means over seeds) against the target."""
     lines = [
         "## Targets: SnS linear top-1 minus the real-data SSL baselines",
+        "",
+        "Difference of the means over seeds; in brackets its range over seed pairs (no bracket: one seed each).",
         "",
         "| track | target | SnS - VICReg-real | SnS - SimSiam-real | met |",
         "|---|---:|---:|---:|---|",
