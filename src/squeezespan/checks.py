@@ -139,7 +139,7 @@ _PRETRAIN_REAL = {  # key: (low, strictly above low, high, strictly below high, 
     "w_rec": (0, False, None, False, True),
     "syn_ratio": (0, False, 1, False, True),
 }
-_PRETRAIN_FLAGS = ("tap_w", "augment_syn", "augment_real", "final_eval", "channels_last", "compile")
+_PRETRAIN_FLAGS = ("tap_w", "augment_syn", "augment_real", "final_eval", "channels_last", "compile", "teacher_compile")
 # key: its values (train-gan checks the same precision in gan/config.py)
 _PRETRAIN_CHOICES = {"precision": PRECISIONS, "teacher_precision": TEACHER_PRECISIONS}
 

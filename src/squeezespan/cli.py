@@ -30,7 +30,7 @@ from .gan.config import check_config as check_gan_config
 from .hub import HUB_FILES, export_hub, resolve_export
 from .manifest import package_version, run_manifest
 from .methods import METHODS, resolve_method
-from .pretraining import PRETRAIN_DEFAULTS, RESUME_FREE_KEYS, pretrain
+from .pretraining import PRETRAIN_DEFAULTS, RESUME_FREE_KEYS, pretrain, resume_free_keys
 from .teachers.convert import convert_stylegan2_pickle
 
 DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
@@ -195,7 +195,7 @@ def _resume_config(args, defaults, kind: str, extra: dict[str, Any], given: dict
     if not (args.preset or args.config):
         given = resolve_config(defaults, kind, None, str(run_dir / "config.yaml"), args.overrides, extra)
     cfg = {**saved, **{k: v for k, v in given.items() if v is not None}}
-    free = RESUME_FREE.get(kind)
+    free = resume_free_keys(saved) if kind == "pretrain" else RESUME_FREE.get(kind)
     if free is None:
         return cfg
     same = resolve_method if kind == "pretrain" else dict  # method defaults filled in on both sides

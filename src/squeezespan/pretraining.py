@@ -95,6 +95,9 @@ PRETRAIN_DEFAULTS: dict[str, Any] = {
     # the frozen teacher's forward: fp32 | bf16 | auto (bf16 where the hardware computes it); config.yaml records
     # the choice. bf16 changes the targets, so a resumed run keeps it (docs/teacher-cost.md)
     "teacher_precision": "fp32",
+    # the frozen teacher's forward through torch.compile: equal outputs to float rounding, x1.2-1.4 on a CPU for the
+    # paper-size teacher after a one-time compilation of tens of seconds (docs/teacher-cost.md)
+    "teacher_compile": False,
     "channels_last": False,
     "compile": False,
     "knn_every": 0,  # steps between kNN monitor evaluations (0 = only at the end)
@@ -153,12 +156,25 @@ RESUME_FREE_KEYS = frozenset(
         "precision",
         "channels_last",
         "compile",
+        "teacher_compile",
         "loggers",
         "data_root",
         "teacher",
         "teacher_weights",
     }
 )
+
+
+def resume_free_keys(cfg: dict[str, Any]) -> frozenset[str]:
+    """What a resumed run of ``cfg`` may change: RESUME_FREE_KEYS, but teacher_compile only with an fp32 teacher.
+
+    Compiled and plain fp32 teachers differ by float rounding (images 6e-06, taps 2e-06 relative on the paper-size
+    teacher); in bf16 by bf16 rounding (taps 0.3-0.9% relative, about 60% of what bf16 changes against fp32), and
+    teacher_precision is not resumable for that reason (docs/teacher-cost.md).
+    """
+    if cfg.get("teacher_precision") == "bf16":
+        return RESUME_FREE_KEYS - {"teacher_compile"}
+    return RESUME_FREE_KEYS
 
 
 def check_divisible(batch: int, n_syn: int, n_real: int, world_size: int) -> None:
@@ -263,6 +279,7 @@ def _load_teacher(cfg: dict[str, Any], train, device: torch.device):
         tap_w=cfg["tap_w"],
         device=device,
         precision=resolve_teacher_precision(cfg["teacher_precision"], device),
+        compile=cfg.get("teacher_compile", False),
     )
     if teacher.image_shape[0] != train.channels:
         raise SnsError(
@@ -511,7 +528,7 @@ def _pretrain(
     if world.size > 1:
         check_divisible(cfg["batch_size"], run.n_syn, run.n_real, world.size)
     identity = dict(cfg, teacher_sha256=tensors_sha256(run.teacher.generator) if run.teacher is not None else None)
-    run_files = RunDir(run_dir, world, keep=cfg["keep_ckpts"], log=log, identity=identity, free=RESUME_FREE_KEYS)
+    run_files = RunDir(run_dir, world, keep=cfg["keep_ckpts"], log=log, identity=identity, free=resume_free_keys(cfg))
     run_files.prepare()
     start = begin(run_files, run.student, run.objective, run.optimizer, cfg["seed"], resume)
     if start.path is not None:

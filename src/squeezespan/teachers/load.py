@@ -65,10 +65,11 @@ def load_teacher(
     tap_w: bool = False,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    compile: bool = False,
 ):
     """A frozen Teacher on ``device`` whose ``sample`` gives [0,1] images and the tapped features, computed in
-    ``precision`` (fp32 or bf16)."""
-    kw = {"tap_w": tap_w, "precision": precision}
+    ``precision`` (fp32 or bf16), through torch.compile when ``compile``."""
+    kw = {"tap_w": tap_w, "precision": precision, "compile": compile}
     if taps is not None:
         kw["taps"] = taps
     G = load_generator(spec)

@@ -78,6 +78,10 @@ class Teacher:
     G is called as G(z, c, truncation_psi=..., noise_mode=...) when it has a c_dim attribute (the official
     convention), else as G(z). precision: "fp32" runs G in fp32 (also inside a caller's autocast), "bf16" under
     bf16 autocast. Images and features come back float32, detached.
+    compile: run G's forward through torch.compile (the taps are then read by hooks that stay on the tapped
+    modules; they capture only inside ``run``). The same function in the same precision, so outputs equal the
+    plain forward's to float rounding; it pays on a CPU for a paper-size teacher once the one-time compilation
+    (tens of seconds per batch size) is spent (docs/teacher-cost.md). The shape probe runs uncompiled.
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class Teacher:
         w_module: str = "mapping",
         device: str | torch.device | None = None,
         precision: str = "fp32",
+        compile: bool = False,
     ):
         if not isinstance(generator, nn.Module):
             raise SnsError(f"teacher: the generator must be a torch.nn.Module, got {type(generator).__name__}")
@@ -114,6 +119,10 @@ class Teacher:
         if precision not in TEACHER_DTYPES:
             raise SnsError(f"teacher: precision {precision!r} is unknown; use one of {list(TEACHER_DTYPES)}")
         self.precision = precision
+        self.compile = bool(compile)
+        self._compiled: Any = None  # torch.compile'd call of G, built on the first compiled run
+        self._capturing = [False]  # the persistent hooks of the compiled path capture only while this is True
+        self._captured: dict[str, torch.Tensor] = {}
 
         patterns = [taps] if isinstance(taps, str) else list(taps or [])
         self.tap_w = bool(tap_w) or W_TAP in patterns
@@ -243,8 +252,35 @@ class Teacher:
     @torch.no_grad()
     def run(self, z: torch.Tensor, c: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Images in [0, 1] and tapped features for given latents z (and labels c for conditional teachers)."""
+        return self._run(z, c, self.compile)
+
+    @torch.no_grad()
+    def _run(self, z: torch.Tensor, c: torch.Tensor | None, compiled: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if self.generator.training:  # someone switched it back; the teacher always samples in eval mode
             self.generator.eval()
+        if compiled:
+            out, captured = self._run_compiled(z.to(self.device), c)
+        else:
+            out, captured = self._run_plain(z.to(self.device), c)
+        images = self._to_unit_range(out)
+        missing = [name for name in self.feature_names if name not in captured]
+        if missing:
+            raise SnsError(
+                f"teacher: tapped modules {missing} did not run in the generator's forward pass; "
+                "choose modules that are called"
+            )
+        features = [captured[name].detach().float() for name in self.feature_names]
+        bad = [name for name, f in zip(self.feature_names, features) if not torch.isfinite(f).all()]
+        if bad:
+            raise SnsError(f"teacher: tapped features {bad} hold NaN or infinite values (damaged or diverged weights)")
+        return images, features
+
+    def _autocast(self):
+        dtype = TEACHER_DTYPES[self.precision]
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def _run_plain(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[Any, dict[str, torch.Tensor]]:
+        """G's forward with hooks on the tapped modules for this call only."""
         modules = dict(self.generator.named_modules())
         captured: dict[str, torch.Tensor] = {}
 
@@ -261,32 +297,72 @@ class Teacher:
         handles = [modules[name].register_forward_hook(hook_for(name)) for name in self.tap_names]
         if self.tap_w:
             handles.append(modules[self.w_module].register_forward_hook(w_hook))
-        dtype = TEACHER_DTYPES[self.precision]
         try:
-            with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                out = self._call_generator(z.to(self.device), c)
+            with self._autocast():
+                out = self._call_generator(z, c)
         finally:
             for h in handles:
                 h.remove()
-        images = self._to_unit_range(out)
-        missing = [name for name in self.feature_names if name not in captured]
-        if missing:
-            raise SnsError(
-                f"teacher: tapped modules {missing} did not run in the generator's forward pass; "
-                "choose modules that are called"
-            )
-        features = [captured[name].detach().float() for name in self.feature_names]
-        bad = [name for name, f in zip(self.feature_names, features) if not torch.isfinite(f).all()]
-        if bad:
-            raise SnsError(f"teacher: tapped features {bad} hold NaN or infinite values (damaged or diverged weights)")
-        return images, features
+        return out, captured
 
-    def _call_generator(self, z: torch.Tensor, c: torch.Tensor | None) -> Any:
-        G = self.generator
-        if self.c_dim is None:
-            return G(z)
+    def _run_compiled(self, z: torch.Tensor, c: torch.Tensor | None) -> tuple[Any, dict[str, torch.Tensor]]:
+        """G's forward through torch.compile. Hooks added and removed around every call would make torch.compile
+        recompile each time, so the compiled path keeps its hooks on the tapped modules; they capture only while
+        ``_capturing`` is set (a caller running G itself, e.g. to differentiate through it, leaves nothing behind).
+        """
+        if self._compiled is None:
+            self._compiled = self._build_compiled()
+        if self.c_dim is not None and c is None:
+            c = torch.zeros(z.shape[0], int(self.c_dim), device=z.device)
+        self._captured.clear()
+        self._capturing[0] = True
+        try:
+            with self._autocast():
+                out = self._compiled(z, c)
+        except SnsError:
+            raise
+        except Exception as e:  # the compiler failing on this generator: one line and the way out
+            raise SnsError(
+                f"teacher: torch.compile of {type(self.generator).__name__} failed ({_one_line(e)}); "
+                "sample without compiling (teacher_compile=false)"
+            ) from None
+        finally:
+            self._capturing[0] = False
+        captured = dict(self._captured)
+        self._captured.clear()
+        return out, captured
+
+    def _build_compiled(self) -> Any:
+        G, captured, capturing = self.generator, self._captured, self._capturing
+        modules = dict(G.named_modules())
+
+        def hook_for(name: str):
+            def hook(module, _inputs, output):
+                if capturing[0]:
+                    captured[name] = _pick_tensor(output, name, module)
+
+            return hook
+
+        def w_hook(_module, _inputs, output):
+            if capturing[0]:
+                ws = _pick_tensor(output, self.w_module)
+                captured[W_TAP] = ws[:, 0] if ws.ndim == 3 else ws
+
+        for name in self.tap_names:
+            modules[name].register_forward_hook(hook_for(name))
+        if self.tap_w:
+            modules[self.w_module].register_forward_hook(w_hook)
+        kwargs = self._generator_kwargs()  # read once: signature inspection is not for the compiler
+
+        def call(z: torch.Tensor, c: torch.Tensor | None) -> Any:
+            return G(z) if c is None else G(z, c, **kwargs)
+
+        return torch.compile(call)
+
+    def _generator_kwargs(self) -> dict[str, Any]:
+        """The sampling keyword arguments G's forward accepts (official convention: G has c_dim)."""
         kwargs: dict[str, Any] = {}
-        forward = getattr(G, "forward", G)
+        forward = getattr(self.generator, "forward", self.generator)
         for key, value in [
             ("truncation_psi", self.truncation_psi),
             ("truncation_cutoff", self.truncation_cutoff),
@@ -294,9 +370,15 @@ class Teacher:
         ]:
             if _accepts(forward, key):
                 kwargs[key] = value
+        return kwargs
+
+    def _call_generator(self, z: torch.Tensor, c: torch.Tensor | None) -> Any:
+        G = self.generator
+        if self.c_dim is None:
+            return G(z)
         if c is None:
             c = torch.zeros(z.shape[0], int(self.c_dim), device=z.device)
-        return G(z, c, **kwargs)
+        return G(z, c, **self._generator_kwargs())
 
     def _to_unit_range(self, out: Any) -> torch.Tensor:
         name = type(self.generator).__name__
@@ -322,7 +404,8 @@ class Teacher:
 
     def _probe(self) -> None:
         g = torch.Generator().manual_seed(0)
-        images, features = self.sample(2, generator=g)
+        z = self.draw_z(2, generator=g)
+        images, features = self._run(z, self.draw_c(2, g), compiled=False)  # a 2-image compile would be wasted
         self._image_shape = tuple(images.shape[1:])  # type: ignore[assignment]
         self._shapes = [tuple(f.shape[1:]) for f in features]
 
@@ -348,7 +431,8 @@ class Teacher:
     def __repr__(self) -> str:
         return (
             f"Teacher({type(self.generator).__name__}, z_dim={self.z_dim}, taps={self.feature_names}, "
-            f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi}, precision={self.precision!r})"
+            f"noise_mode={self.noise_mode!r}, truncation_psi={self.truncation_psi}, precision={self.precision!r}"
+            f"{', compile=True' if self.compile else ''})"
         )
 
 
