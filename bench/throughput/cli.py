@@ -5,6 +5,9 @@ Precision, memory format, compile, teacher share.
 Usage: python -m bench.throughput [--methods sns,squeeze,kd,vicreg,simsiam] [--batch 256] [--steps 4] [--warmup 1]
                                   [--threads 1] [--no-compile] [--teacher SPEC] [--out bench/results/throughput.json]
                                   [--bank-only | --no-bank] [--bank-steps 3]
+                                  [--paper-only | --no-paper] [--paper-batches 32,128] [--paper-steps 5]
+                                  [--paper-threads 2] [--paper-bank-images 256] [--paper-no-compile]
+                                  [--paper-out bench/results/throughput-paper.json]
 (= `sns bench throughput ...`)
 
 Every case (method x variant) is built first, then timed one step at a time in interleaved rounds, so load from
@@ -18,6 +21,12 @@ from a bank (engine/bank.py), for the Fashion-MNIST teacher and a paper-size 512
 (random weights: speed only), plus the one-time cost of sampling the bank and the effect of storing bank
 images as uint8 on one step's loss and gradient. --bank-only measures just that and updates the JSON's
 "feature_bank" entry of an earlier full run.
+
+Paper-size section (throughput.paper; --paper-only runs just it, --no-paper skips it): sns steps with the paper's
+teacher (StyleGAN2-ADA 'cifar' config, random weights, 3 channels, 32 px) and a full-width ResNet-18, live (fp32;
+bf16; bf16 + teacher_compile) and from a bank, at B = 32 and 128 and 2 threads; the teacher's images/s, the bank's
+one-time cost for 50k images, the student's fraction of the bf16 FLOP bound, and issue 28's targets. Written to
+--paper-out (JSON + Markdown).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from squeezespan.cliutil import ArgumentParser
 from squeezespan.engine import bf16_native
 
 from .bank import bank_compare, render_bank
+from .paper import PaperSettings, measure_paper, render_paper
 from .steps import VARIANTS, Case, matmul_peak, student_flops, uptime
 
 METHODS = ("sns", "squeeze", "kd", "vicreg", "simsiam")
@@ -58,7 +68,9 @@ def find_teacher() -> str | None:
 
 def render_markdown(res: dict[str, Any]) -> str:
     """The Markdown of a result: the cases' table and the feature-bank section (only the latter when a --bank-only
-    run had no cases to add it to)."""
+    run had no cases to add it to); the paper-size section's own page for its result."""
+    if res.get("benchmark") == "throughput-paper":
+        return render_paper(res)
     if not res.get("cases"):
         return "\n".join(render_bank(res.get("feature_bank"))) + "\n"
     lines = [
@@ -135,7 +147,30 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.throughput"
         default="runs/bench-throughput-bank",
         help="where the 512-channel random teacher is written once",
     )
+    ap.add_argument("--no-paper", action="store_true", help="skip the paper-size-teacher section")
+    ap.add_argument("--paper-only", action="store_true", help="only the paper-size-teacher section")
+    ap.add_argument("--paper-batches", default="32,128", help="batch sizes of the paper-size section")
+    ap.add_argument("--paper-steps", type=int, default=5, help="timed steps per paper-size row (interleaved)")
+    ap.add_argument("--paper-threads", type=int, default=2, help="torch threads for the paper-size section")
+    ap.add_argument(
+        "--paper-bank-images", type=int, default=256, help="images per teacher variant to time the bank build"
+    )
+    ap.add_argument(
+        "--paper-no-compile", action="store_true", help="skip the paper-size teacher_compile row and bank build"
+    )
+    ap.add_argument(
+        "--paper-tiny",
+        action="store_true",
+        help="a tiny teacher and student in the paper-size section (a smoke test; its numbers mean nothing)",
+    )
+    ap.add_argument("--paper-out", default=str(RESULTS / "throughput-paper.json"))
     args = ap.parse_args(argv)
+    if args.paper_only and (args.no_paper or args.bank_only):
+        raise SnsError("--paper-only runs only the paper-size section: drop --no-paper / --bank-only")
+    paper = None if args.no_paper or args.bank_only else paper_settings(args)  # checked before any measuring
+    if args.paper_only:
+        run_paper(args, paper)
+        return 0
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     bad = [m for m in methods if m not in METHODS]
     if bad:
@@ -211,4 +246,43 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.throughput"
     out.write_text(json.dumps(res, indent=2) + "\n")
     out.with_suffix(".md").write_text(render_markdown(res))
     print(render_markdown(res))
+    if paper is not None:
+        run_paper(args, paper)
     return 0
+
+
+def paper_settings(args) -> PaperSettings:
+    """The paper-size section's settings from the command line, checked."""
+    try:
+        batches = tuple(int(b) for b in args.paper_batches.split(",") if b.strip())
+    except ValueError:
+        raise SnsError(f"--paper-batches {args.paper_batches}: expected batch sizes like 32,128") from None
+    if not batches or any(b < 8 or b % 2 for b in batches):
+        raise SnsError(f"--paper-batches {args.paper_batches}: each batch must be even and >= 8 (half teacher images)")
+    for flag, value, low in (
+        ("--paper-steps", args.paper_steps, 1),
+        ("--paper-threads", args.paper_threads, 0),
+        ("--paper-bank-images", args.paper_bank_images, 1),
+    ):
+        if value < low:
+            raise SnsError(f"{flag} {value}: must be >= {low}")
+    return PaperSettings(
+        batches=batches,
+        steps=args.paper_steps,
+        warmup=args.warmup,
+        bank_images=args.paper_bank_images,
+        threads=args.paper_threads,
+        compile=not args.paper_no_compile,
+        tiny=args.paper_tiny,
+    )
+
+
+def run_paper(args, settings: PaperSettings) -> dict[str, Any]:
+    """Measure the paper-size section and write --paper-out (JSON) and its Markdown beside it."""
+    res = measure_paper(settings)
+    out = Path(args.paper_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render_markdown(res))
+    print(render_markdown(res))
+    return res

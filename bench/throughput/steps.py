@@ -48,10 +48,10 @@ def seconds(fn) -> float:
     return time.perf_counter() - t
 
 
-def student_flops(cfg: dict[str, Any]) -> dict[str, float]:
+def student_flops(cfg: dict[str, Any], in_channels: int = 1) -> dict[str, float]:
     """FLOPs of one image through the student: forward, and forward + backward (what a training pass costs)."""
-    m = build_student(cfg["arch"], cfg["variant"], cfg["width"], in_channels=1)
-    x = torch.randn(8, 1, cfg["resolution"], cfg["resolution"])
+    m = build_student(cfg["arch"], cfg["variant"], cfg["width"], in_channels=in_channels)
+    x = torch.randn(8, in_channels, cfg["resolution"], cfg["resolution"])
     with FlopCounterMode(display=False) as fc:
         m(x)
     fwd = fc.get_total_flops() / 8
@@ -61,23 +61,38 @@ def student_flops(cfg: dict[str, Any]) -> dict[str, float]:
 
 
 class Case:
-    """One method x variant: its own student, objective and optimizer, stepped exactly like the engine does."""
+    """One method x variant: its own student, objective and optimizer, stepped exactly like the engine does.
 
-    def __init__(self, method: str, variant: tuple, batch: int, teacher: str | None, bank=None, name: str = ""):
+    ``preset`` and ``overrides`` (key=value, after the variant's) make the config; ``dataset`` replaces the preset's
+    data (``build_run(dataset=)``)."""
+
+    def __init__(
+        self,
+        method: str,
+        variant: tuple,
+        batch: int,
+        teacher: str | None,
+        bank=None,
+        name: str = "",
+        preset: str | None = "fashion-cpu",
+        overrides: tuple[str, ...] = (),
+        dataset=None,
+    ):
         self.method, (self.label, bf16, cl, comp) = method, variant
         self.bank, self.name = bank, name  # a TeacherBank replaces the live teacher (teacher_bank=N)
-        overrides = [
+        keys = [
             f"method={method}",
             f"batch_size={batch}",
             f"bf16={str(bf16).lower()}",
             f"channels_last={str(cl).lower()}",
             "knn_every=0",
             "device=cpu",
+            *overrides,
         ]
-        cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", "fashion-cpu", None, overrides, None)
+        cfg = resolve_config(PRETRAIN_DEFAULTS, "pretrain", preset, None, keys, None)
         cfg["teacher"] = teacher
         self.cfg = cfg
-        run = build_run(cfg, torch.device("cpu"))
+        run = build_run(cfg, torch.device("cpu"), dataset=dataset)
         self.run = run
         self.n_syn = int(round(run.settings["syn_ratio"] * batch))
         n_real = batch - self.n_syn
