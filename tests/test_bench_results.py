@@ -11,7 +11,7 @@ import pytest
 from squeezespan import bench as sns_bench
 
 sns_bench.load("fashion")  # puts the source checkout on sys.path: bench imports as a package
-from bench import bank_accuracy, common  # noqa: E402
+from bench import bank_accuracy, common, teacher_precision  # noqa: E402
 from bench.fashion import render as fashion_render  # noqa: E402
 from bench.teacher_quality import render as teacher_quality_render  # noqa: E402
 from bench.throughput import cli as throughput_cli  # noqa: E402
@@ -22,6 +22,7 @@ RENDERERS = {  # a table's name up to its first '-' -> the function that wrote i
     "span_pays": teacher_quality_render.render_markdown,
     "throughput": throughput_cli.render_markdown,
     "bank": bank_accuracy.render,
+    "teacher_precision": teacher_precision.render,
 }
 TABLES = sorted(common.RESULTS.glob("*.md"))
 
