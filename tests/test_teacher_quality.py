@@ -113,6 +113,10 @@ def test_unknown_teacher_or_row_is_a_one_line_error_naming_it(tmp_path, fake_run
         cells.run_teacher_quality(**_kw(tmp_path, rows="vicreg-real"))
     with pytest.raises(SnsError, match="--sitting takes the fashion bench's sitting budget"):
         cells.run_teacher_quality(**_kw(tmp_path, quick=False, sitting=True, budget_passes=1000))
+    with pytest.raises(SnsError, match="--ten-epochs takes the fashion bench's full budget"):
+        cells.run_teacher_quality(**_kw(tmp_path, quick=False, ten_epochs=True, budget_passes=1000))
+    with pytest.raises(SnsError, match="--sitting and --ten-epochs are two budgets"):
+        cells.run_teacher_quality(**_kw(tmp_path, quick=False, sitting=True, ten_epochs=True))
     with pytest.raises(SnsError, match="needs a trained teacher"):
         teachers.resolve_teachers(["random"], tmp_path)
 
@@ -144,7 +148,7 @@ def test_sitting_cells_are_the_fashion_benchs_and_reuse_its_results(tmp_path, fa
     from bench.fashion import plan
 
     ran = tmp_path / "fashion-sitting"
-    monkeypatch.setattr(cells, "SITTING_RESULTS", ran)
+    monkeypatch.setattr(cells, "span_results", lambda span: ran)
     spec = str(teachers.TEACHER_DIR / "fashion-full")
     cfg = plan.resolve_run_config(plan.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "sitting", spec)
     sha = fashion_cells.teacher_identity(spec)["G_ema_sha256"]
@@ -166,7 +170,7 @@ def test_sitting_cells_are_the_fashion_benchs_and_reuse_its_results(tmp_path, fa
         ("sns", "fashion-full", 1, False),
         ("vicreg-real", "-", 1, False),
     ]
-    assert cells.run_config("sns", spec, 0, False, 0, sitting=True)["warmup_steps"] == 100  # not re-budgeted
+    assert cells.run_config("sns", spec, 0, False, 0, span="sitting")["warmup_steps"] == 100  # not re-budgeted
     sq60 = table["teachers"][1]["rows"]["squeeze"]["linear_top1"]
     assert (sq60["min"], sq60["max"]) == (71.0, 86.5)  # the reused cell (86.5) and this bench's seed 1 (71.0)
     assert table["references"]["vicreg-real"]["seeds"] == [0, 1]
@@ -181,3 +185,34 @@ def test_sitting_cells_are_the_fashion_benchs_and_reuse_its_results(tmp_path, fa
     table = cells.run_teacher_quality(**dict(kw, seeds=3, render_only=True))  # a third seed: nothing runs
     assert fake_runs == [] and table["complete"] is False
     assert "**Incomplete: 10 of 15 cells so far.**" in (tmp_path / "res" / "tq.md").read_text()
+
+
+def test_ten_epochs_cells_are_the_fashion_benchs_full_cells_and_reuse_its_results(tmp_path, fake_runs, monkeypatch):
+    """--ten-epochs: the span-pays cells at the fashion bench's 10-epoch budget (--mode full, lr 0.1), its cells
+    reused from its full-mode results, in a table of their own."""
+    from bench.fashion import cells as fashion_cells
+    from bench.fashion import plan
+
+    ran = tmp_path / "fashion"
+    seen = []
+    monkeypatch.setattr(cells, "span_results", lambda span: seen.append(span) or ran)
+    spec = str(teachers.TEACHER_DIR / "fashion-full")
+    full = cells.run_config("squeeze", spec, 0, False, 0, span="full")
+    assert full == plan.resolve_run_config(plan.ROW_BY_NAME["squeeze"], "full", 0.1, 0, "full", spec)
+    assert full["steps"] > cells.run_config("squeeze", spec, 0, False, 0, span="sitting")["steps"] * 9
+    sha = fashion_cells.teacher_identity(spec)["G_ema_sha256"]
+    fp = fashion_cells.cell_fingerprint(plan.ROW_BY_NAME["squeeze"], "full", "full", full, sha)
+    assert cells.cell_fingerprint("squeeze", full, sha, False, 0, span="full") == fp
+    theirs = {"seed": 0, "fingerprint": fp, "config": full, "linear_top1": 88.08, "knn_top1": 84.94, "wall_s": 9e3}
+    fashion_cells.result_path(ran, "full", "squeeze", 0.1, 0).parent.mkdir(parents=True)
+    fashion_cells.result_path(ran, "full", "squeeze", 0.1, 0).write_text(json.dumps(theirs))
+    kw = _kw(tmp_path, quick=False, ten_epochs=True, rows="squeeze,sns", teachers=["fashion-full"])
+    table = cells.run_teacher_quality(**kw)
+    assert fake_runs == [("sns", "fashion-full", 0, False)] and set(seen) == {"full"}
+    assert table["teachers"][0]["rows"]["squeeze"]["linear_top1"]["mean"] == 88.08
+    md = (tmp_path / "res" / "tq.md").read_text()
+    assert md.startswith(
+        "# When does span pay? Squeeze vs Squeeze and Span against teacher quality (Fashion-MNIST, "
+        "ten epoch-equivalents)"
+    )
+    assert "`sns bench fashion --mode full`" in md

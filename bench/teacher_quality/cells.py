@@ -19,7 +19,9 @@ from squeezespan.methods import method_settings
 from . import render
 from .teachers import DEFAULT_TEACHERS, TeacherEntry, resolve_teachers
 
-SITTING_RESULTS = common.RESULTS / "fashion-sitting"  # --sitting cells that bench already ran are reused
+# span-pays modes: the fashion bench's cells of that mode with each teacher ('sitting': --sitting, one
+# epoch-equivalent; 'full': --ten-epochs, its 10-epoch protocol at lr 0.1), cells that bench already ran reused
+SPAN_MODES = ("sitting", "full")
 
 METHOD_ROWS = ("squeeze", "sns")  # rows of the fashion bench that use a teacher
 # --sitting only: rho = 0 (real images alone, no teacher), run once, the line the teacher rows are read against
@@ -32,18 +34,24 @@ BUDGET_PASSES = 30_000
 WARMUP_SHARE = 0.2
 
 
-def fashion_mode(quick: bool) -> str:
-    """The fashion bench mode whose config and evaluation the cells take: quick (smoke) or sitting."""
-    return "quick" if quick else "sitting"
+def fashion_mode(quick: bool, span: str | None = None) -> str:
+    """The fashion bench mode whose config and evaluation the cells take: quick (smoke), sitting, or the span-pays
+    mode ``span`` (sitting | full)."""
+    return "quick" if quick else (span or "sitting")
+
+
+def span_results(span: str) -> Path:
+    """The fashion bench's results folder of a span-pays mode (its cells are reused)."""
+    return common.RESULTS / f"fashion{plan.suffix(span)}"
 
 
 def run_config(
-    row_name: str, spec: str | None, seed: int, quick: bool, budget: int, sitting: bool = False
+    row_name: str, spec: str | None, seed: int, quick: bool, budget: int, span: str | None = None
 ) -> dict[str, Any]:
     """The fashion bench's config of ``row_name`` with this teacher and seed, re-budgeted to ``budget`` passes;
-    ``sitting``: the fashion bench's sitting cell exactly (its budget and warmup), with this teacher."""
-    cfg = plan.resolve_run_config(plan.ROW_BY_NAME[row_name], TRACK, LR, seed, fashion_mode(quick), spec)
-    if sitting:
+    ``span`` (sitting | full): the fashion bench's cell of that mode exactly (its budget and warmup)."""
+    cfg = plan.resolve_run_config(plan.ROW_BY_NAME[row_name], TRACK, LR, seed, fashion_mode(quick, span), spec)
+    if span:
         return cfg
     per = plan.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
     cfg["steps"] = steps = max(1, int(round(budget / per)))
@@ -54,11 +62,11 @@ def run_config(
 
 
 def cell_fingerprint(
-    row_name: str, cfg: dict[str, Any], sha: str | None, quick: bool, budget: int, sitting: bool = False
+    row_name: str, cfg: dict[str, Any], sha: str | None, quick: bool, budget: int, span: str | None = None
 ) -> str:
-    """A cell's fingerprint; a --sitting cell's is the fashion bench's own, so each bench can reuse the other's."""
-    cell = fashion_cells.cell_fingerprint(plan.ROW_BY_NAME[row_name], TRACK, fashion_mode(quick), cfg, sha)
-    if sitting:
+    """A cell's fingerprint; a span-pays cell's is the fashion bench's own, so each bench can reuse the other's."""
+    cell = fashion_cells.cell_fingerprint(plan.ROW_BY_NAME[row_name], TRACK, fashion_mode(quick, span), cfg, sha)
+    if span:
         return cell
     return fashion_cells.fingerprint({"bench": "teacher_quality", "budget_passes": int(budget), "cell": cell})
 
@@ -76,23 +84,23 @@ def run_dir_root(work: Path, t: TeacherEntry | None) -> Path:
 class Cell:
     """One (teacher or none, row, seed) cell: its config, fingerprint and where its result is cached."""
 
-    def __init__(self, t, row_name, seed, quick, budget, sitting, results_dir):
-        self.t, self.row_name, self.seed, self.sitting = t, row_name, seed, sitting
-        self.cfg = run_config(row_name, t.spec if t else None, seed, quick, budget, sitting)
-        self.fp = cell_fingerprint(row_name, self.cfg, t.sha if t else None, quick, budget, sitting)
+    def __init__(self, t, row_name, seed, quick, budget, span, results_dir):
+        self.t, self.row_name, self.seed, self.span = t, row_name, seed, span
+        self.cfg = run_config(row_name, t.spec if t else None, seed, quick, budget, span)
+        self.fp = cell_fingerprint(row_name, self.cfg, t.sha if t else None, quick, budget, span)
         self.path = result_path(results_dir, row_name, t, seed)
 
     def cached(self, force: bool = False) -> dict[str, Any] | None:
-        """Its valid cached result; a --sitting cell that `sns bench fashion --mode sitting` already ran counts
+        """Its valid cached result; a span-pays cell that `sns bench fashion --mode sitting|full` already ran counts
         (same config, teacher and fingerprint: the same run), unless ``force``."""
         if force:
             return None
         res = fashion_cells.load_cached(self.path, self.fp)
-        if res is None and self.sitting:
-            theirs = fashion_cells.result_path(SITTING_RESULTS, TRACK, self.row_name, LR, self.seed)
+        if res is None and self.span:
+            theirs = fashion_cells.result_path(span_results(self.span), TRACK, self.row_name, LR, self.seed)
             res = fashion_cells.load_cached(theirs, None)
             row = plan.ROW_BY_NAME[self.row_name]
-            if res is not None and not fashion_cells.answers(res, row, TRACK, "sitting", self.fp):
+            if res is not None and not fashion_cells.answers(res, row, TRACK, self.span, self.fp):
                 res = None
         return res
 
@@ -123,28 +131,36 @@ def run_teacher_quality(
     sitting: bool = False,
     render_only: bool = False,
     log: Callable = print,
+    ten_epochs: bool = False,
 ) -> dict[str, Any]:
     """Run every (teacher, row, seed) cell without a valid cached result; then rewrite table, Markdown and PNG.
     ``sitting``: the fashion bench's sitting cells with each teacher (its budget, warmup and fingerprints; cells
-    it already ran are reused), and the rho = 0 reference row vicreg-real allowed in ``rows``."""
+    it already ran are reused), and the rho = 0 reference row vicreg-real allowed in ``rows``; ``ten_epochs``: the
+    same with the fashion bench's 10-epoch (--mode full) cells at lr 0.1 (results span_pays-full)."""
     if int(seeds) < 1:
         raise SnsError(f"--seeds {seeds}: expected a number of seeds >= 1")
-    if sitting and (quick or budget_passes is not None):
-        raise SnsError("--sitting takes the fashion bench's sitting budget: drop --quick and --budget-passes")
+    if sitting and ten_epochs:
+        raise SnsError("--sitting and --ten-epochs are two budgets: give one")
+    span = "full" if ten_epochs else ("sitting" if sitting else None)
+    flag = {"full": "--ten-epochs", "sitting": "--sitting"}.get(span or "")
+    if span and (quick or budget_passes is not None):
+        raise SnsError(f"{flag} takes the fashion bench's {span} budget: drop --quick and --budget-passes")
     if budget_passes is None:
         budget_passes = (
-            plan.mode_settings("quick" if quick else "sitting")["budget_passes"] if quick or sitting else BUDGET_PASSES
+            plan.mode_settings(fashion_mode(quick, span))["budget_passes"] if quick or span else BUDGET_PASSES
         )
     budget = int(budget_passes)
     if budget < 1:
         raise SnsError(f"--budget-passes {budget}: expected a positive number of student image passes")
-    row_names = select_rows(rows, sitting)
-    name = "span_pays" if sitting else "teacher_quality" + ("-quick" if quick else "")
+    row_names = select_rows(rows, bool(span))
+    name = {"sitting": "span_pays", "full": "span_pays-full"}.get(
+        span or "", "teacher_quality" + ("-quick" if quick else "")
+    )
     results_dir = Path(results_dir) if results_dir else common.RESULTS / name
     work = Path(work) if work else Path("runs") / f"bench-{name.replace('_', '-')}"
     figure = Path(figure) if figure else common.RESULTS / "figures" / f"{name}.png"
     entries = resolve_teachers(list(teachers or DEFAULT_TEACHERS), work, log)
-    cells = plan_cells(entries, row_names, int(seeds), quick, budget, sitting, results_dir)
+    cells = plan_cells(entries, row_names, int(seeds), quick, budget, span, results_dir)
     threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))  # one thread: see bench.fashion.cli.run_bench
@@ -152,9 +168,11 @@ def run_teacher_quality(
         stopped = True if render_only else run_cells(cells, quick, budget, force, work, progress, log)
     finally:
         torch.set_num_threads(threads_before)
-    all_rows = METHOD_ROWS + (REFERENCE_ROWS if sitting else ())
-    table = collect(plan_cells(entries, all_rows, int(seeds), quick, budget, sitting, results_dir), quick, budget)
-    table.update(complete=not stopped, seeds=int(seeds), sitting=sitting)
+    all_rows = METHOD_ROWS + (REFERENCE_ROWS if span else ())
+    table = collect(plan_cells(entries, all_rows, int(seeds), quick, budget, span, results_dir), quick, budget)
+    table.update(complete=not stopped, seeds=int(seeds), sitting=bool(span))
+    if span == "full":  # the sitting table predates the key: it stays as it was
+        table.update(span_mode=span, evaluation="full train/test sets (10-epoch protocol)")
     common.write_json(results_dir.with_suffix(".json"), table)
     results_dir.with_suffix(".md").write_text(render.render_markdown(table))
     render.plot(table, figure, METHOD_ROWS)
@@ -162,14 +180,14 @@ def run_teacher_quality(
     return table
 
 
-def plan_cells(entries, row_names, seeds, quick, budget, sitting, results_dir) -> list[Cell]:
+def plan_cells(entries, row_names, seeds, quick, budget, span, results_dir) -> list[Cell]:
     """Every cell, seed by seed (all teachers' first seed before any second one), then teacher, then row; a
     reference row (no teacher) once per seed."""
     cells = []
     for seed in range(seeds):
         for t in entries:
-            cells += [Cell(t, r, seed, quick, budget, sitting, results_dir) for r in row_names if r in METHOD_ROWS]
-        cells += [Cell(None, r, seed, quick, budget, sitting, results_dir) for r in row_names if r in REFERENCE_ROWS]
+            cells += [Cell(t, r, seed, quick, budget, span, results_dir) for r in row_names if r in METHOD_ROWS]
+        cells += [Cell(None, r, seed, quick, budget, span, results_dir) for r in row_names if r in REFERENCE_ROWS]
     return cells
 
 
@@ -181,7 +199,7 @@ def run_cells(cells: list[Cell], quick, budget, force, work, progress, log) -> b
         if c.cached(force) is not None:
             log(f"[{label}] {c.row_name} seed={c.seed}: cached")
             continue
-        ev = ev or train.eval_data(fashion_mode(quick))
+        ev = ev or train.eval_data(fashion_mode(quick, c.span))
         fd = f", FD-ref {render.fmt(c.t.fd_ref)}" if c.t else ""
         log(f"[{label}{fd}] {c.row_name} seed={c.seed} ({c.cfg['steps']} steps)")
         row = plan.ROW_BY_NAME[c.row_name]

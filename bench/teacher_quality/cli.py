@@ -1,7 +1,8 @@
 """Teacher quality against student quality (the paper's Figure 4 at CPU scale): one student per GAN snapshot.
 
 Usage: python -m bench.teacher_quality [--quick] [--teachers LIST] [--rows squeeze,sns] [--seeds N]
-                                       [--budget-passes P] [--force] [--work DIR]   (= `sns bench teachers ...`)
+                                       [--budget-passes P] [--force] [--work DIR] [--sitting | --ten-epochs]
+                                       [--render-only]   (= `sns bench teachers ...`)
 
 Each teacher of the list (default: an untrained generator, 'random' = kimg 0, then the 20/40/60/80 kimg snapshots
 of the committed Fashion-MNIST GAN run) distills one student per method row (default `squeeze`: syn_ratio 1,
@@ -55,6 +56,12 @@ def build_parser(prog: str = "python -m bench.teacher_quality") -> ArgumentParse
         "results bench/results/span_pays.{json,md}",
     )
     ap.add_argument(
+        "--ten-epochs",
+        action="store_true",
+        help="as --sitting with the fashion bench's 10-epoch cells (--mode full, lr 0.1; its cells reused): the "
+        "check of a crossover the sitting shows; results bench/results/span_pays-full.{json,md}",
+    )
+    ap.add_argument(
         "--render-only",
         action="store_true",
         help="run nothing: rewrite the table, Markdown and figure from the cells cached so far (marked incomplete)",
@@ -83,5 +90,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.teacher_qua
         threads=args.threads or None,
         sitting=args.sitting,
         render_only=args.render_only,
+        ten_epochs=args.ten_epochs,
     )
     return 0

@@ -33,13 +33,15 @@ def render_span(table: dict[str, Any]) -> list[str]:
     """The --sitting table: per teacher, rho = 1 (squeeze) and rho = 0.5 (sns) and what span changes; rho = 0."""
     refs = table.get("references", {})
     ref = refs.get("vicreg-real", {})
+    full = table.get("span_mode") == "full"
+    budget, mode = ("ten epoch-equivalents", "full") if full else ("one sitting", "sitting")
     lines = [
-        "# When does span pay? Squeeze vs Squeeze and Span against teacher quality (Fashion-MNIST, one sitting)",
+        f"# When does span pay? Squeeze vs Squeeze and Span against teacher quality (Fashion-MNIST, {budget})",
         "",
-        f"The fashion bench's sitting cells (`sns bench fashion --mode sitting`: {table['budget_passes']} student "
+        f"The fashion bench's {mode} cells (`sns bench fashion --mode {mode}`: {table['budget_passes']} student "
         f"image passes, lr {table['lr']:g}, the same warmup, bf16, full track) with each snapshot of one GAN "
         "training as the teacher. rho is the synthetic share of the batch: 1 = `squeeze` (no real image), "
-        "0.5 = `sns`, 0 = `vicreg-real` (no teacher: one row for all). Evaluation: sitting (full train/test "
+        f"0.5 = `sns`, 0 = `vicreg-real` (no teacher: one row for all). Evaluation: {mode} (full train/test "
         "sets), kNN k=200 t=0.1 and the fast linear probe on the test set. FD-ref: the teacher's Frechet "
         "distance in our reference CNN's features (lower is better; not FID). A cell that the fashion bench "
         "already ran with the same config and teacher is the same run and is reused. Differences: mean, and "
