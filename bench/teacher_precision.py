@@ -13,9 +13,12 @@ The same latents through the teacher twice, ``teacher_precision=fp32`` and ``bf1
   ``--checkpoint`` (a `sns pretrain` checkpoint of a squeeze/sns run). For a trained checkpoint also the
   squeeze loss's invariance term (mean squared error of the trained student's prediction zf against zg) with
   fp32 and with bf16 targets, beside the squared distance between the two targets: the loss's own scale;
-- accuracy: the Fashion-MNIST sitting cells with the fp32 teacher (bench/results/fashion-sitting.json) against
-  the same cells with the teacher in bf16 (`sns bench fashion --mode sitting --teacher-precision bf16 --rows
-  sns,squeeze --tracks full`: bench/results/fashion-sitting-teacher-bf16.json), per row: seeds, mean, the
+- accuracy: the Fashion-MNIST sitting cells with the teacher in bf16 (`sns bench fashion --mode sitting
+  --teacher-precision bf16 --rows sns,squeeze --tracks full`: bench/results/fashion-sitting-teacher-bf16.json)
+  against each ``--fp32-table`` of the same cells with the fp32 teacher; by default the control run with the same
+  code beside them (`sns bench fashion --mode sitting --rows sns,squeeze --tracks full --results
+  bench/results/fashion-sitting-teacher-fp32 --work runs/bench-fashion-sitting-teacher-fp32`) and the committed
+  sitting cells (bench/results/fashion-sitting.json, an older code version); per row: seeds, mean, the
   difference and its range over seed pairs.
 
 Writes the JSON and a Markdown table beside it.
@@ -40,7 +43,7 @@ from squeezespan import PRETRAIN_DEFAULTS, SnsError, build_run, load_teacher, lo
 from squeezespan.engine import load_checkpoint
 
 ROWS = ("sns", "squeeze")
-FP32_TABLE = common.RESULTS / "fashion-sitting.json"
+FP32_TABLES = (common.RESULTS / "fashion-sitting-teacher-fp32.json", common.RESULTS / "fashion-sitting.json")
 BF16_TABLE = common.RESULTS / "fashion-sitting-teacher-bf16.json"
 
 
@@ -145,7 +148,7 @@ def measure_checkpoint(path: Path, both: dict, aug_seed: int, teacher_sha: str) 
 
 
 def accuracy(fp32_table: Path, bf16_table: Path) -> dict[str, Any]:
-    """Per row, the full track's linear/kNN top-1 with the fp32 and the bf16 teacher, by seed."""
+    """Per row, the full track's linear/kNN top-1 with the fp32 and the bf16 teacher, by seed; and which tables."""
     tables = {}
     for name, path in (("fp32", fp32_table), ("bf16", bf16_table)):
         tables[name] = json.loads(path.read_text()) if path.is_file() else {"runs": []}
@@ -177,7 +180,17 @@ def accuracy(fp32_table: Path, bf16_table: Path) -> dict[str, Any]:
                     "range": [round(min(pairs), 2), round(max(pairs), 2)],
                 }
         out[row] = entry
-    return out
+    return {"fp32_table": fp32_table.name, "bf16_table": bf16_table.name, "rows": out}
+
+
+def _cell(side: dict) -> str:
+    if not side["linear_stats"]:
+        return "not run"
+    return f"{common.mean_std(side['linear_stats'])} / {common.mean_std(side['knn_stats'])}"
+
+
+def _diff(d: dict | None) -> str:
+    return f"{d['mean']:+.2f} [{d['range'][0]:+.2f}, {d['range'][1]:+.2f}]" if d else "-"
 
 
 def render(res: dict[str, Any]) -> str:
@@ -211,31 +224,31 @@ def render(res: dict[str, Any]) -> str:
             f"targets) | {c['invariance_fp32_targets']:.4f} / {c['invariance_bf16_targets']:.4f} "
             f"({c['target_sq_distance']:.2g}) |"
         )
-    lines += [
-        "",
-        "Accuracy: Fashion-MNIST sitting cells (full track, lr 0.1, bf16 student), fp32 teacher "
-        "(`fashion-sitting.json`) against the teacher in bf16 (`fashion-sitting-teacher-bf16.json`). Linear / kNN "
-        "top-1; differences: bf16 - fp32, mean and in brackets the range over seed pairs.",
-        "",
-        "| row | fp32 teacher: linear / kNN | bf16 teacher: linear / kNN | seeds (fp32, bf16) | linear difference | "
-        "kNN difference |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for row, e in res["accuracy"].items():
-
-        def cell(side: dict) -> str:
-            if not side["linear_stats"]:
-                return "not run"
-            return f"{common.mean_std(side['linear_stats'])} / {common.mean_std(side['knn_stats'])}"
-
-        def diff(d: dict | None) -> str:
-            return f"{d['mean']:+.2f} [{d['range'][0]:+.2f}, {d['range'][1]:+.2f}]" if d else "-"
-
-        lines.append(
-            f"| {row} | {cell(e['fp32'])} | {cell(e['bf16'])} | {len(e['fp32']['seeds'])}, {len(e['bf16']['seeds'])} "
-            f"| {diff(e.get('linear_diff'))} | {diff(e.get('knn_diff'))} |"
-        )
-    cpus = sorted({c for e in res["accuracy"].values() for side in ("fp32", "bf16") for c in e[side]["cpu"]})
+    for acc in res["accuracy"]:
+        lines += [
+            "",
+            f"Accuracy: Fashion-MNIST sitting cells (full track, lr 0.1, bf16 student), fp32 teacher "
+            f"(`{acc['fp32_table']}`) against the teacher in bf16 (`{acc['bf16_table']}`). Linear / kNN top-1; "
+            "differences: bf16 - fp32, mean and in brackets the range over seed pairs.",
+            "",
+            "| row | fp32 teacher: linear / kNN | bf16 teacher: linear / kNN | seeds (fp32, bf16) | linear difference "
+            "| kNN difference |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for row, e in acc["rows"].items():
+            lines.append(
+                f"| {row} | {_cell(e['fp32'])} | {_cell(e['bf16'])} | {len(e['fp32']['seeds'])}, "
+                f"{len(e['bf16']['seeds'])} | {_diff(e.get('linear_diff'))} | {_diff(e.get('knn_diff'))} |"
+            )
+    cpus = sorted(
+        {
+            c
+            for acc in res["accuracy"]
+            for e in acc["rows"].values()
+            for side in ("fp32", "bf16")
+            for c in e[side]["cpu"]
+        }
+    )
     m = res["machine"]
     lines += [
         "",
@@ -253,7 +266,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.teacher_pre
     )
     ap.add_argument("--images", type=int, default=256, help="latents (the batch T_phi's BatchNorm sees)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--fp32-table", default=str(FP32_TABLE))
+    ap.add_argument(
+        "--fp32-table",
+        action="append",
+        help="a fashion sitting table with the fp32 teacher (repeatable; default: the same-code control and the "
+        "committed sitting table, those that exist)",
+    )
     ap.add_argument("--bf16-table", default=str(BF16_TABLE))
     ap.add_argument("--out", default=str(common.RESULTS / "teacher_precision.json"))
     args = ap.parse_args(argv)
@@ -278,7 +296,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.teacher_pre
         "taps": {n: rel(a, b) for n, a, b in zip(teacher.feature_names, pooled(t32), pooled(t16))},
         "targets_init": init,
         "targets_trained": [measure_checkpoint(Path(p), both, args.seed, sha) for p in args.checkpoint],
-        "accuracy": accuracy(Path(args.fp32_table), Path(args.bf16_table)),
+        "accuracy": [
+            accuracy(Path(t), Path(args.bf16_table))
+            for t in (args.fp32_table or [str(p) for p in FP32_TABLES if p.is_file()])
+        ],
     }
     out = Path(args.out)
     common.write_json(out, res)

@@ -62,12 +62,21 @@ def test_teacher_precision_bench_measures_images_taps_targets_and_reads_both_tab
     # the squared distance between the two targets is what separates the two invariance terms
     gap = abs(trained["invariance_bf16_targets"] - trained["invariance_fp32_targets"])
     assert trained["target_sq_distance"] > 0 and gap < 1e-2
-    sns, squeeze = res["accuracy"]["sns"], res["accuracy"]["squeeze"]
+    (acc,) = res["accuracy"]
+    assert (acc["fp32_table"], acc["bf16_table"]) == ("fp32.json", "bf16.json")
+    sns, squeeze = acc["rows"]["sns"], acc["rows"]["squeeze"]
     assert sns["linear_diff"] == {"mean": -0.25, "range": [-1.0, 0.5]}  # (84.25 - 84.5); pairs 84.5-84, ..., 84-85
     assert sns["knn_diff"]["mean"] == -0.25 and "linear_diff" not in squeeze  # squeeze: no bf16 cell
     md = out.with_suffix(".md").read_text()
     assert "| sns | 84.50 ± 0.71 / 80.50 ± 0.71 | 84.25 ± 0.35 / 80.25 ± 0.35 | 2, 2 | -0.25 [-1.00, +0.50] |" in md
     assert "| squeeze | 86.00 / 82.00 | not run | 1, 0 | - | - |" in md
+    assert "fp32 teacher (`fp32.json`) against the teacher in bf16 (`bf16.json`)" in md
+    # two fp32 tables (a same-code control and older cells): one comparison each
+    args += ["--fp32-table", str(tmp_path / "bf16.json")]
+    assert teacher_precision.main(args) == 0
+    res = json.loads(out.read_text())
+    assert [a["fp32_table"] for a in res["accuracy"]] == ["fp32.json", "bf16.json"]
+    assert res["accuracy"][1]["rows"]["sns"]["linear_diff"]["mean"] == 0 and res["targets_trained"] == []
     # a checkpoint trained on another teacher's taps is refused by name
     other = tiny_teacher(tmp_path / "other", seed=1)
     with pytest.raises(SnsError, match="its run's teacher .* is not --teacher"):
