@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         help="benchmarks: fashion (incremental table), throughput, figures, teachers "
-        "(accuracy vs teacher FD-ref) (bench/ scripts)",
+        "(accuracy vs teacher FD-ref), teacher-precision (what a bf16 teacher changes) (bench/ scripts)",
     )
     p.add_argument(
         "bench", choices=list(bench.SCRIPTS), help="which benchmark; `sns bench NAME --help` lists its flags"
