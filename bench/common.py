@@ -17,7 +17,18 @@ from squeezespan import SnsError
 from squeezespan.engine import bf16_native, cpu_name
 from squeezespan.files import write_json
 
-__all__ = ["REPO", "RESULTS", "git_commit", "machine", "mean_std", "repo_relative", "run_main", "stats", "write_json"]
+__all__ = [
+    "REPO",
+    "RESULTS",
+    "diff_range",
+    "git_commit",
+    "machine",
+    "mean_std",
+    "repo_relative",
+    "run_main",
+    "stats",
+    "write_json",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -76,6 +87,19 @@ def mean_std(stat: dict | None, scale: float = 1.0, digits: int = 2) -> str:
         return "-"
     m = stat["mean"] * scale
     return f"{m:.{digits}f} ± {stat['std'] * scale:.{digits}f}" if stat["n"] > 1 else f"{m:.{digits}f}"
+
+
+def diff_range(a: dict | None, b: dict | None) -> str:
+    """A table cell: ``a - b`` over seeds (two ``stats``), the difference of the means and, in brackets, its range
+    over seed pairs [min a - max b, max a - min b]; no bracket when both have one seed (or no min/max recorded),
+    '-' when either is missing."""
+    if not a or not b:
+        return "-"
+    d = a["mean"] - b["mean"]
+    spread = all(k in st for st in (a, b) for k in ("min", "max"))
+    if not spread or (a.get("n", 1) < 2 and b.get("n", 1) < 2):
+        return f"{d:+.2f}"
+    return f"{d:+.2f} [{a['min'] - b['max']:+.2f}, {a['max'] - b['min']:+.2f}]"
 
 
 def run_main(main: Callable[[list[str]], int | None]) -> None:

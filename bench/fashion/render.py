@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bench.common import mean_std
+from bench.common import diff_range, mean_std
 
 from .plan import RHO_ROWS, SCARCE_IMAGES, split_mode, teacher_bf16
 
@@ -222,13 +222,7 @@ def target_verdict(track: str, rows: list[dict[str, Any]]) -> tuple[list[str], s
     for base in ("vicreg-real", "simsiam-real"):
         b = (by.get(base) or {}).get("linear_top1")
         deltas.append(None if not b else sns["mean"] - b["mean"])
-        if not b:
-            cells.append("-")
-            continue
-        spread = all(k in st for st in (sns, b) for k in ("min", "max"))  # stats of one seed: min = max
-        one_seed = sns.get("n", 1) == 1 and b.get("n", 1) == 1
-        rng = f" [{sns['min'] - b['max']:+.2f}, {sns['max'] - b['min']:+.2f}]" if spread and not one_seed else ""
-        cells.append(f"{deltas[-1]:+.2f}{rng}")
+        cells.append(diff_range(sns, b))
     target = TARGETS.get(track)
     met = "-" if None in deltas or target is None else ("yes" if min(deltas) >= target else "no")
     partial = met != "-" and any(

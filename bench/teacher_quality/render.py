@@ -8,7 +8,7 @@ from typing import Any
 
 import matplotlib.ticker
 
-from bench.common import mean_std
+from bench.common import diff_range, mean_std
 from squeezespan.report.plots import plt, save_figure
 
 
@@ -17,16 +17,6 @@ def fmt(x: float | None, digits: int = 2) -> str:
 
 
 RHO = {"squeeze": 1.0, "sns": 0.5, "vicreg-real": 0.0}  # each row's synthetic share of the batch
-
-
-def diff_range(a: dict | None, b: dict | None) -> str:
-    """``a - b`` over seeds: the difference of the means and its seed range [min a - max b, max a - min b]."""
-    if not a or not b:
-        return "-"
-    d = a["mean"] - b["mean"]
-    if a["n"] < 2 and b["n"] < 2:
-        return f"{d:+.2f}"
-    return f"{d:+.2f} [{a['min'] - b['max']:+.2f}, {a['max'] - b['min']:+.2f}]"
 
 
 def render_span(table: dict[str, Any]) -> list[str]:
