@@ -80,8 +80,9 @@ def _initial_state(run_dir: Path) -> dict:
     return dict(student=run.student.state_dict(), objective=run.objective.state_dict())
 
 
-def _assert_same_training(a: dict, b: dict, init: dict, share: float = 0.1) -> None:
-    """Every float tensor of ``b`` lies within ``share`` of how far training moved it in ``a`` (per tensor).
+def _assert_same_training(a: dict, b: dict, init: dict, share: float = 0.1, atol: float = 0.0) -> None:
+    """Every float tensor of ``b`` lies within ``share`` of how far training moved it in ``a`` (per tensor), plus
+    ``atol`` for tensors that training barely moved.
 
     Two processes sum the batch in another order than one, and three steps amplify that float32 round-off
     (seen: 1.6% of a tensor's movement at most, 1.8e-5 absolute on a BatchNorm running_var, on an AMD EPYC);
@@ -95,7 +96,8 @@ def _assert_same_training(a: dict, b: dict, init: dict, share: float = 0.1) -> N
             continue
         moved = (v.double() - init[k].double()).abs().max().item()
         diff = (v.double() - b[k].double()).abs().max().item()
-        assert diff <= share * moved, f"{k}: one and two processes differ by {diff:.3g}, training moved it {moved:.3g}"
+        msg = f"{k}: one and two processes differ by {diff:.3g}, training moved it {moved:.3g}"
+        assert diff <= share * moved + atol, msg
 
 
 def test_two_processes_train_the_same_model_as_one(tmp_path):
@@ -129,6 +131,26 @@ def test_two_processes_train_the_same_model_as_one(tmp_path):
         for key in ("loss", "syn_var", "syn_std", "real_cov"):
             assert abs(x[key] - y[key]) <= rel * abs(x[key]), (x["step"], key, x[key], y[key])
     assert two.stdout.count('"export"') == 1
+
+
+def test_two_processes_train_a_timm_student_like_one(tmp_path):
+    """A timm student (ImageNet stem, timm's fused BatchNormAct2d layers) splits over processes like one.
+
+    One step only: at 16 px its last stages see 1x1 maps, BatchNorm then normalises over 8 values per channel,
+    and three steps at this lr amplify round-off to the size of the movement itself, in one process as well
+    (seen: 1 vs 2 intra-op threads of a single process differ by 0.84 of layer4's movement), so only the first
+    step can tell a splitting error (per-rank BatchNorm statistics: of the order of the movement) from round-off
+    (seen: at most 1.5e-4 of a tensor's movement).
+    """
+    args = ["--method", "sns", "arch=timm:test_efficientnet", "width=1.0", "batch_size=8", "lr=0.1", "steps=1"]
+    args += ["ckpt_every=0", "augment.enabled=false"]
+    _pretrain(1, tmp_path / "one", *args)
+    _pretrain(2, tmp_path / "two", *args)
+    a, b = (load_file(str(tmp_path / d / "backbone.safetensors")) for d in ("one", "two"))
+    init = {k.removeprefix("net."): v for k, v in _initial_state(tmp_path / "one")["student"].items()}
+    assert any(".bn" in k for k in a)  # the BatchNorm layers whose statistics must span both processes
+    # atol: a last-BatchNorm bias of a block moved by 8e-9 in one step and 1.8e-8 is float round-off of it
+    _assert_same_training(a, b, init, share=2e-3, atol=1e-6)
 
 
 @pytest.mark.slow
