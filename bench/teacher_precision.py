@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 import time
 from pathlib import Path
@@ -179,13 +178,11 @@ def accuracy(fp32_table: Path, bf16_table: Path) -> dict[str, Any]:
                 "teacher_sha": sorted({(r.get("teacher") or {}).get("G_ema_sha256", "?") for r in runs}),
             }
         for metric in ("linear", "knn"):
-            a, b = entry["fp32"][metric], entry["bf16"][metric]
-            if a and b:
-                pairs = [vb - va for va, vb in itertools.product(a.values(), b.values())]
-                mean = sum(b.values()) / len(b) - sum(a.values()) / len(a)
+            a, b = entry["fp32"][f"{metric}_stats"], entry["bf16"][f"{metric}_stats"]
+            if a and b:  # bf16 - fp32: the difference of the means, its range over seed pairs (common.diff_range)
                 entry[f"{metric}_diff"] = {
-                    "mean": round(mean, 2),
-                    "range": [round(min(pairs), 2), round(max(pairs), 2)],
+                    "mean": round(b["mean"] - a["mean"], 2),
+                    "range": [round(b["min"] - a["max"], 2), round(b["max"] - a["min"], 2)],
                 }
         out[row] = entry
     return {"fp32_table": fp32_table.name, "bf16_table": bf16_table.name, "rows": out}
@@ -195,10 +192,6 @@ def _cell(side: dict) -> str:
     if not side["linear_stats"]:
         return "not run"
     return f"{common.mean_std(side['linear_stats'])} / {common.mean_std(side['knn_stats'])}"
-
-
-def _diff(d: dict | None) -> str:
-    return f"{d['mean']:+.2f} [{d['range'][0]:+.2f}, {d['range'][1]:+.2f}]" if d else "-"
 
 
 def render(res: dict[str, Any]) -> str:
@@ -244,9 +237,10 @@ def render(res: dict[str, Any]) -> str:
             "|---|---:|---:|---:|---:|---:|",
         ]
         for row, e in acc["rows"].items():
+            lin, knn = (common.diff_range(e["bf16"][f"{m}_stats"], e["fp32"][f"{m}_stats"]) for m in ("linear", "knn"))
             lines.append(
                 f"| {row} | {_cell(e['fp32'])} | {_cell(e['bf16'])} | {len(e['fp32']['seeds'])}, "
-                f"{len(e['bf16']['seeds'])} | {_diff(e.get('linear_diff'))} | {_diff(e.get('knn_diff'))} |"
+                f"{len(e['bf16']['seeds'])} | {lin} | {knn} |"
             )
     cpus = sorted(
         {
