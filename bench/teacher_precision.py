@@ -146,15 +146,6 @@ def measure_checkpoint(path: Path, both: dict, aug_seed: int, teacher_sha: str) 
     return out
 
 
-def cell_cpu(table: Path, run: dict[str, Any]) -> str:
-    """The CPU model a cell of a fashion table was measured on (its own result file records it; older ones do not)."""
-    path = cells.result_path(table.with_suffix(""), run["track"], run["row"], run["lr"], run["seed"])
-    try:
-        return (json.loads(path.read_text()).get("machine") or {}).get("cpu") or "unrecorded"
-    except (OSError, json.JSONDecodeError):
-        return "unrecorded"
-
-
 def accuracy(fp32_table: Path, bf16_table: Path) -> dict[str, Any]:
     """Per row, the full track's linear/kNN top-1 with the fp32 and the bf16 teacher, by seed; and which tables."""
     paths = {"fp32": fp32_table, "bf16": bf16_table}
@@ -174,7 +165,7 @@ def accuracy(fp32_table: Path, bf16_table: Path) -> dict[str, Any]:
                 "knn": {r["seed"]: round(r["knn_top1"], 2) for r in runs},
                 "linear_stats": common.stats([r["linear_top1"] for r in runs]) if runs else None,
                 "knn_stats": common.stats([r["knn_top1"] for r in runs]) if runs else None,
-                "cpu": sorted({cell_cpu(paths[name], r) for r in runs}),
+                "cpu": sorted({r.get("cpu", "unrecorded") for r in runs}),  # fashion's collect records it per cell
                 "teacher_sha": sorted({(r.get("teacher") or {}).get("G_ema_sha256", "?") for r in runs}),
             }
         for metric in ("linear", "knn"):

@@ -671,6 +671,17 @@ def test_monitor_curve_skips_torn_lines_and_collect_reads_every_cell(tmp_path):
     assert table["runs"][0]["knn_monitor"] == [[150, 71.25]]
     sns = {r["row"]: r for r in table["rows"]["full"]}["sns"]
     assert sns["status"] == "done" and sns["linear_top1"]["mean"] == 80.0  # long: one lr, one seed
+    # the CPU model of every cell: from its result file, 'unrecorded' for cells older than that record
+    assert table["runs"][0]["cpu"] == "unrecorded"
+    common.write_json(
+        cells.result_path(tmp_path / "res", "full", "sns", 0.1, 1), dict(res, seed=1, machine={"cpu": "Some CPU"})
+    )
+    table = cells.collect(tmp_path / "res", "long")
+    assert sorted(r["cpu"] for r in table["runs"]) == ["Some CPU", "unrecorded"]
+    assert (
+        "CPU model of the cells (each cell's result file records it): Some CPU: 1 cell; unrecorded: 1 (cells run "
+        "before result files recorded the CPU model)." in render.render_markdown(table)
+    )
 
 
 def test_teachers_are_the_committed_ones_or_trained_with_the_gan_preset_in_its_vocabulary(tmp_path, monkeypatch):

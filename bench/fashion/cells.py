@@ -210,6 +210,11 @@ def aggregate(row: plan.Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[
     return out
 
 
+def cell_cpu(res: dict[str, Any]) -> str:
+    """The CPU model a cell was measured on, from its result file ('unrecorded' for cells older than that record)."""
+    return (res.get("machine") or {}).get("cpu") or "unrecorded"
+
+
 def collect(results_dir: Path, mode: str, tracks=plan.TRACKS) -> dict[str, Any]:
     """Every cached run under ``results_dir``/runs, aggregated per track and row."""
     settings = plan.mode_settings(mode)
@@ -233,5 +238,7 @@ def collect(results_dir: Path, mode: str, tracks=plan.TRACKS) -> dict[str, Any]:
         "machine": machine(),
         "commit": git_commit(),
         "rows": rows,
-        "runs": [{k: v for k, v in r.items() if k not in ("config", "machine", "eval")} for r in runs],
+        "runs": [
+            {**{k: v for k, v in r.items() if k not in ("config", "machine", "eval")}, "cpu": cell_cpu(r)} for r in runs
+        ],
     }

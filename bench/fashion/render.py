@@ -131,12 +131,27 @@ def render_markdown(table: dict[str, Any]) -> str:
         lines += render_sweeps(rows)
     lines += render_targets(table)
     lines += render_teachers(table)
+    lines += render_cpus(table)
     m = table.get("machine", {})
     lines.append(
         f"Machine: {m.get('platform')}, {m.get('cpus')} CPUs, torch {m.get('torch')}, load average at "
         f"write time {m.get('loadavg')}; commit {table.get('commit')}; written {table.get('created')}."
     )
     return "\n".join(lines) + "\n"
+
+
+def render_cpus(table: dict[str, Any]) -> list[str]:
+    """One line: the CPU models the table's cells were measured on, with how many cells each (none if no cells)."""
+    counts: dict[str, int] = {}
+    for r in table.get("runs", []):
+        cpu = r.get("cpu", "unrecorded")
+        counts[cpu] = counts.get(cpu, 0) + 1
+    if not counts:
+        return []
+    parts = [f"{cpu}: {n} cell{'s' if n > 1 else ''}" for cpu, n in sorted(counts.items()) if cpu != "unrecorded"]
+    if "unrecorded" in counts:
+        parts.append(f"unrecorded: {counts['unrecorded']} (cells run before result files recorded the CPU model)")
+    return [f"CPU model of the cells (each cell's result file records it): {'; '.join(parts)}.", ""]
 
 
 def heading(table: dict[str, Any]) -> list[str]:
