@@ -17,6 +17,7 @@ from squeezespan.export import load_backbone, read_meta, torchvision_resnet
 from squeezespan.hub import export_hub
 from squeezespan.models import ExternalStudent, build_student
 from squeezespan.pretraining import build_run, pretrain
+from squeezespan.teachers import Teacher
 
 timm = pytest.importorskip("timm")
 
@@ -182,6 +183,20 @@ def test_bad_arch_is_one_line_before_anything_is_built(tiny_pretrain_cfg, over, 
     with pytest.raises(SnsError, match=match) as e:
         check_pretrain_config(_cfg(tiny_pretrain_cfg, method="vicreg", **over))
     assert "\n" not in str(e.value)
+
+
+def test_a_student_module_failing_while_it_imports_is_named_with_its_error(tiny_pretrain_cfg, tmp_path, monkeypatch):
+    # the same words as a teacher factory's (one import_callable serves both)
+    (tmp_path / "broken_student.py").write_text("raise RuntimeError('needs\\na GPU')\ndef make(): pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        SnsError,
+        match=r"^arch=broken_student:make: importing 'broken_student' failed: "
+        r"RuntimeError: needs a GPU$",
+    ):
+        check_pretrain_config(_cfg(tiny_pretrain_cfg, method="vicreg", arch="broken_student:make"))
+    with pytest.raises(SnsError, match=r"^teacher factory 'broken_student:make': importing 'broken_student' failed"):
+        Teacher.from_factory("broken_student:make")
 
 
 @pytest.mark.parametrize(

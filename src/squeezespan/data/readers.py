@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import SnsError
+from ..errors import SnsError, one_line
 
 
 @dataclass
@@ -27,10 +27,6 @@ class RawSplit:
     classes: list[str]
     source: str  # the directory (or "sklearn") the split was read from
     files: list[Path] = field(default_factory=list)
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 # ----------------------------------------------------------------------------------------------- digits
@@ -81,7 +77,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
         with opener(path, "rb") as f:
             raw = bytearray(f.read())
     except (OSError, EOFError, zlib.error) as err:
-        raise SnsError(f"{path}: cannot read IDX file ({_one_line(err)}); the file is damaged, fetch it again")
+        raise SnsError(f"{path}: cannot read IDX file ({one_line(err)}); the file is damaged, fetch it again")
     magic = bytes(raw[:4])
     expected = bytes([0, 0, 0x08, ndim])
     if magic != expected:
@@ -207,7 +203,7 @@ def safe_unpickle(path: Path) -> object:
         )
     except Exception as err:  # a damaged pickle can fail in many ways; all mean the same to the user
         raise SnsError(
-            f"{path}: cannot read pickle ({_one_line(err)}); the file is truncated or damaged, "
+            f"{path}: cannot read pickle ({one_line(err)}); the file is truncated or damaged, "
             f"extract the original archive again"
         )
 
@@ -259,7 +255,7 @@ def _cifar_batch(path: Path, label_key: str, num_classes: int) -> tuple[np.ndarr
     try:
         labels = np.asarray(batch[label_key], dtype=np.int64).reshape(-1)
     except (TypeError, ValueError) as err:
-        raise SnsError(f"{path}: '{label_key}' is not a list of integers ({_one_line(err)})")
+        raise SnsError(f"{path}: '{label_key}' is not a list of integers ({one_line(err)})")
     if labels.shape[0] != data.shape[0]:
         raise SnsError(f"{path}: {data.shape[0]} images but {labels.shape[0]} '{label_key}'; damaged CIFAR batch")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):

@@ -16,7 +16,6 @@ that does not take the run's images or does not pool.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from typing import Any
@@ -24,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import SnsError
+from ..errors import SnsError, one_line
+from ..userimport import import_callable
 from .resnet import ARCHS, ResNet
 
 __all__ = ["TIMM_PREFIX", "ExternalStudent", "build_student", "check_arch", "parse_arch", "require_timm"]
@@ -68,30 +68,6 @@ def require_timm(arch: str) -> Any:
     return timm
 
 
-def _import_factory(spec: str) -> Any:
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # an ImportError, or the user's module failing while it imports
-        raise SnsError(
-            f"arch={spec}: cannot import module {module_name!r} ({type(e).__name__}: {_first_line(e)}); "
-            "install it or add its folder to PYTHONPATH"
-        ) from None
-    factory = module
-    for part in attr.split("."):
-        if not hasattr(factory, part):
-            raise SnsError(f"arch={spec}: module {module_name!r} has no attribute {attr!r}")
-        factory = getattr(factory, part)
-    if not callable(factory):
-        raise SnsError(f"arch={spec}: {attr!r} is not callable; expected a function returning an nn.Module")
-    return factory
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
-
-
 def _check_kwargs(arch: str, kind: str, arch_kwargs: Any) -> dict[str, Any]:
     if arch_kwargs is None:
         return {}
@@ -133,7 +109,7 @@ def check_arch(arch: Any, arch_kwargs: Any = None, width: Any = 1.0) -> None:
     if kind == "timm":
         _timm_model_known(require_timm(arch), name, arch)
     elif kind == "module":
-        _import_factory(name)
+        import_callable(name, f"arch={name}")
 
 
 def _check_width(arch: str, kind: str, width: Any) -> None:
@@ -204,9 +180,7 @@ def _build_timm(name: str, arch: str, kwargs: dict[str, Any], in_channels: int, 
     try:
         net = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels, **kwargs)
     except Exception as e:  # timm raises TypeError/ValueError/AssertionError for arguments a model does not take
-        raise SnsError(
-            f"arch={arch} with arch_kwargs={kwargs}: timm.create_model refused ({type(e).__name__}: {_first_line(e)})"
-        ) from None
+        raise SnsError(f"arch={arch} with arch_kwargs={kwargs}: timm.create_model refused ({one_line(e)})") from None
     if fixed:
         size = kwargs.get("img_size", fixed)
         fixed = size if isinstance(size, int) and not isinstance(size, bool) else None
@@ -214,7 +188,7 @@ def _build_timm(name: str, arch: str, kwargs: dict[str, Any], in_channels: int, 
 
 
 def _build_factory(spec: str, kwargs: dict[str, Any], in_channels: int) -> nn.Module:
-    factory = _import_factory(spec)
+    factory = import_callable(spec, f"arch={spec}")
     try:
         net = factory(in_channels=in_channels, **kwargs)
     except SnsError:
@@ -222,7 +196,7 @@ def _build_factory(spec: str, kwargs: dict[str, Any], in_channels: int) -> nn.Mo
     except Exception as e:
         raise SnsError(
             f"arch={spec}: the factory failed when called with in_channels={in_channels} and arch_kwargs={kwargs} "
-            f"({type(e).__name__}: {_first_line(e)})"
+            f"({one_line(e)})"
         ) from None
     if not isinstance(net, nn.Module):
         raise SnsError(f"arch={spec}: the factory returned {type(net).__name__}, expected a torch.nn.Module")
@@ -239,7 +213,7 @@ def _probe(net: nn.Module, arch: str, in_channels: int, resolution: int) -> int:
             out = net(torch.zeros(shape))
     except Exception as e:
         raise SnsError(
-            f"arch={arch} cannot take images of shape {shape} ({type(e).__name__}: {_first_line(e)}); "
+            f"arch={arch} cannot take images of shape {shape} ({one_line(e)}); "
             "change resolution or the model's arch_kwargs (e.g. img_size, patch_size)"
         ) from None
     finally:

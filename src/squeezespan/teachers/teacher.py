@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import itertools
 import re
@@ -14,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import SnsError
+from ..errors import SnsError, one_line
+from ..userimport import import_callable
 
 # The outputs of StyleGAN2's synthesis blocks (b4, b8, ...): the features the paper squeezes.
 DEFAULT_TAPS = r".*synthesis\.b(\d+)$"
@@ -61,10 +61,6 @@ def _accepts(fn: Any, name: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
-
-
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
 
 
 class Teacher:
@@ -168,31 +164,13 @@ class Teacher:
     ) -> Teacher:
         """Bring your own generator: "package.module:factory" is called with factory_kwargs and must return an
         nn.Module; `weights` (.safetensors or a torch state_dict file) are loaded strictly into it."""
-        module_name, sep, attr = str(spec).partition(":")
-        if not sep or not module_name or not attr:
-            raise SnsError(f"teacher factory {spec!r}: expected 'package.module:factory_function'")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as e:
-            raise SnsError(
-                f"teacher factory {spec!r}: cannot import module {module_name!r} ({e}); "
-                "install it or add its folder to PYTHONPATH"
-            ) from None
-        except Exception as e:  # the user's module failing while it imports (SyntaxError, its own errors)
-            raise SnsError(f"teacher factory {spec!r}: importing {module_name!r} failed: {_one_line(e)}") from None
-        factory = module
-        for part in attr.split("."):
-            if not hasattr(factory, part):
-                raise SnsError(f"teacher factory {spec!r}: module {module_name!r} has no attribute {attr!r}")
-            factory = getattr(factory, part)
-        if not callable(factory):
-            raise SnsError(f"teacher factory {spec!r}: {attr!r} is not callable")
+        factory = import_callable(spec, f"teacher factory {spec!r}")
         try:
             generator = factory(**(factory_kwargs or {}))
         except SnsError:
             raise
         except Exception as e:  # the user's factory failing: its message, in one line
-            raise SnsError(f"teacher factory {spec!r} raised {_one_line(e)}") from None
+            raise SnsError(f"teacher factory {spec!r} raised {one_line(e)}") from None
         if not isinstance(generator, nn.Module):
             raise SnsError(f"teacher factory {spec!r} returned {type(generator).__name__}, expected a torch.nn.Module")
         if weights is not None:
@@ -323,7 +301,7 @@ class Teacher:
             raise
         except Exception as e:  # the compiler failing on this generator: one line and the way out
             raise SnsError(
-                f"teacher: torch.compile of {type(self.generator).__name__} failed ({_one_line(e)}); "
+                f"teacher: torch.compile of {type(self.generator).__name__} failed ({one_line(e)}); "
                 "sample without compiling (teacher_compile=false)"
             ) from None
         finally:
