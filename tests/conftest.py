@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the subprocess tests (torchrun, python -m)
 
 import pytest  # noqa: E402
+import tiny  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
@@ -19,21 +20,7 @@ def tiny_pretrain_cfg():
     from squeezespan.pretraining import PRETRAIN_DEFAULTS
 
     def make(**over):
-        base = dict(
-            data="digits",
-            resolution=16,
-            width=0.125,
-            batch_size=16,
-            steps=4,
-            proj_hidden=32,
-            proj_dim=32,
-            squeeze_hidden=32,
-            knn_every=0,
-            final_eval=False,
-            log_every=1,
-            ckpt_every=0,
-            device="cpu",
-        )
+        base = dict(tiny.PRETRAIN, data="digits", steps=4, knn_every=0, log_every=1, device="cpu")
         base.update(over)
         return resolve_config(PRETRAIN_DEFAULTS, "pretrain", extra=base)
 

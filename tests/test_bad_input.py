@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tiny
 import torch
 from PIL import Image
 from safetensors.torch import save_file
@@ -29,17 +30,7 @@ from squeezespan.pretraining import PRETRAIN_DEFAULTS
 TESTS_DIR = Path(__file__).resolve().parent
 # tiny settings, so that a case that stops failing trains for seconds, not hours
 SMALL = {
-    "pretrain": [
-        "resolution=16",
-        "width=0.125",
-        "batch_size=16",
-        "steps=2",
-        "proj_hidden=32",
-        "proj_dim=32",
-        "squeeze_hidden=32",
-        "final_eval=false",
-        "ckpt_every=0",
-    ],
+    "pretrain": tiny.overrides(),
     "eval": ["resolution=16", "linear_epochs=2"],
     "train-gan": ["kimg=0.05", "batch_size=8", "fd_ref_kimg=null", "sample_kimg=0", "ckpt_every=0"],
 }

@@ -5,24 +5,12 @@ import subprocess
 import sys
 
 import pytest
+import tiny
 import yaml
 
 from squeezespan.cli import main
 
-TINY = [
-    "resolution=16",
-    "width=0.125",
-    "batch_size=16",
-    "steps=2",
-    "proj_hidden=32",
-    "proj_dim=32",
-    "squeeze_hidden=32",
-    "final_eval=false",
-    "ckpt_every=0",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
+TINY = [*tiny.overrides(), "--no-progress", "--device", "cpu"]
 
 
 def test_python_dash_m_is_sns():

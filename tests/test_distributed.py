@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 from safetensors.torch import load_file
 
@@ -28,14 +29,7 @@ TINY = [
     "--no-progress",
     "--seed",
     "0",
-    "resolution=16",
-    "width=0.125",
-    "batch_size=16",
-    "proj_hidden=32",
-    "proj_dim=32",
-    "squeeze_hidden=32",
-    "final_eval=false",
-    "log_every=1",
+    *tiny.overrides(drop=("steps", "ckpt_every"), log_every=1),
 ]
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 from safetensors.torch import load_file
 
@@ -31,22 +32,8 @@ def _cfg():
     from squeezespan.config import resolve_config
     from squeezespan.pretraining import PRETRAIN_DEFAULTS
 
-    over = dict(
-        method="vicreg",
-        data="digits",
-        resolution=16,
-        width=0.125,
-        batch_size=16,
-        steps=STEPS,
-        proj_hidden=32,
-        proj_dim=32,
-        knn_every=0,
-        final_eval=False,
-        log_every=1,
-        ckpt_every=1,
-        keep_ckpts=10,
-        device="cpu",
-    )
+    over = dict(tiny.PRETRAIN, method="vicreg", data="digits", steps=STEPS, knn_every=0, log_every=1, ckpt_every=1)
+    over.update(keep_ckpts=10, device="cpu")
     return resolve_config(PRETRAIN_DEFAULTS, "pretrain", extra=over)
 
 
@@ -85,16 +72,7 @@ def _sns(out: Path, *extra: str) -> list:
         "--device",
         "cpu",
         "--no-progress",
-        "resolution=16",
-        "width=0.125",
-        "batch_size=16",
-        "proj_hidden=32",
-        "proj_dim=32",
-        "final_eval=false",
-        "steps=6",
-        "ckpt_every=1",
-        "keep_ckpts=2",
-        "log_every=1",
+        *tiny.overrides(steps=6, ckpt_every=1, keep_ckpts=2, log_every=1),
         *extra,
     ]
 
@@ -235,15 +213,7 @@ def test_disk_full_during_save_keeps_previous_checkpoint(tmp_path, straight, mon
         "--device",
         "cpu",
         "--no-progress",
-        "resolution=16",
-        "width=0.125",
-        "batch_size=16",
-        f"steps={STEPS}",
-        "proj_hidden=32",
-        "proj_dim=32",
-        "final_eval=false",
-        "ckpt_every=1",
-        "keep_ckpts=1",
+        *tiny.overrides(steps=STEPS, ckpt_every=1, keep_ckpts=1),
     ]
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()

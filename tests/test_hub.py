@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 import yaml
 
@@ -16,19 +17,7 @@ from squeezespan.pretraining import PRETRAIN_DEFAULTS
 timm = pytest.importorskip("timm")
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = [
-    "resolution=16",
-    "width=0.125",
-    "batch_size=16",
-    "steps=2",
-    "proj_hidden=32",
-    "proj_dim=32",
-    "final_eval=false",
-    "ckpt_every=0",
-    "-q",
-    "--device",
-    "cpu",
-]
+TINY = [*tiny.overrides(), "-q", "--device", "cpu"]
 
 
 def _fake_run(run: Path, arch="resnet18", variant="imagenet", channels=3, resolution=32) -> Path:

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny
 import torch
 import yaml
 
@@ -13,18 +14,7 @@ from squeezespan.cli import main
 from squeezespan.errors import SnsError
 from squeezespan.manifest import MANIFEST_NAME, environment, git_commit, run_manifest, write_manifest
 
-TINY = [
-    "resolution=16",
-    "width=0.125",
-    "batch_size=16",
-    "steps=2",
-    "proj_hidden=32",
-    "proj_dim=32",
-    "final_eval=false",
-    "ckpt_every=0",
-    "--device",
-    "cpu",
-]
+TINY = [*tiny.overrides(), "--device", "cpu"]
 
 
 def test_version(capsys):

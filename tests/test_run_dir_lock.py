@@ -10,26 +10,14 @@ import sys
 import time
 
 import pytest
+import tiny
 
 from squeezespan.cli import main
 from squeezespan.engine.run import LOCK_NAME, REPLACED_PREFIX, RunLock, prepare_run_dir, release_run_dirs
 from squeezespan.errors import SnsError
 
-TINY = [
-    "--method",
-    "vicreg",
-    "resolution=16",
-    "width=0.125",
-    "batch_size=16",
-    "proj_hidden=32",
-    "proj_dim=32",
-    "final_eval=false",
-    "ckpt_every=1",
-    "keep_ckpts=5",
-    "--no-progress",
-    "--device",
-    "cpu",
-]
+TINY = ["--method", "vicreg", *tiny.overrides(drop=("steps",), ckpt_every=1, keep_ckpts=5), "--no-progress"]
+TINY += ["--device", "cpu"]
 
 # A holder in another process that knows nothing of squeezespan (starts in milliseconds): flock + JSON, as RunLock
 _HOLDER = """
