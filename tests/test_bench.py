@@ -714,3 +714,34 @@ def test_an_interrupted_teacher_is_never_committed(tmp_path, monkeypatch):
     with pytest.raises(SnsError, match="was interrupted; run the same command again"):
         train.ensure_teacher("full", "sitting", tmp_path / "work", None, lambda *a: None)
     assert not committed.exists()
+
+
+def test_todo_lists_the_cells_still_to_run_in_run_order_and_runs_nothing(tmp_path, capsys):
+    # a copy of some committed full-mode cells: vicreg-real with its sweep done, sns with one lr of three
+    res = tmp_path / "fashion"
+    (res / "runs").mkdir(parents=True)
+    committed = common.RESULTS / "fashion" / "runs"
+    names = [f"full__vicreg-real__lr{lr}__s0.json" for lr in ("0.03", "0.1", "0.3")] + ["full__sns__lr0.1__s0.json"]
+    for name in names:
+        (res / "runs" / name).write_bytes((committed / name).read_bytes())
+    walls = {n: json.loads((committed / n).read_text())["wall_s"] for n in names}
+    argv = ["--mode", "full", "--tracks", "full", "--results", str(res), "--work", str(tmp_path / "work"), "--todo"]
+    assert cli.main([*argv, "--rows", "vicreg-real,sns,random-init"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    vicreg_h = sum(w for n, w in walls.items() if "vicreg" in n) / 3 / 3600
+    sns_h = walls["full__sns__lr0.1__s0.json"] / 3600
+    assert out == [
+        "Cells still to run for fashion (--mode full), in the order this command runs them:",
+        "[full] sns: lr 0.03 seed 0, lr 0.3 seed 0 (the lr sweep); then seeds 1-2 at the lr it picks, where not cached "
+        f"(cached: lr 0.1: seeds 0); ~{sns_h:.1f} h per cell (mean wall of its 1 cached cell)",
+        # held-out kNN picked lr 0.1 for vicreg-real: its seeds 1 and 2 are due
+        f"[full] vicreg-real: lr 0.1 seed 1, lr 0.1 seed 2; ~{vicreg_h:.1f} h per cell (mean wall of its 3 cached "
+        "cells)",
+        "[full] random-init: lr 0 seed 0; no cached cell of this row to estimate its time",
+        f"Due now: 5 cells, about {(2 * vicreg_h + 2 * sns_h):.1f} h at the cached cells' pace (+1 without an "
+        "estimate); seeds that wait for a sweep are not counted.",
+    ]
+    assert sorted(p.name for p in (res / "runs").iterdir()) == sorted(names)  # nothing ran, no table written
+    assert not (tmp_path / "work").exists() and not res.with_suffix(".md").exists()
+    assert cli.main([*argv, "--rows", "vicreg-real", "--lrs", "0.1"]) == 0  # --lrs narrows the sweep like a run
+    assert capsys.readouterr().out.splitlines()[1].startswith("[full] vicreg-real: lr 0.1 seed 1, lr 0.1 seed 2;")

@@ -3,7 +3,7 @@
 Usage: python -m bench.fashion [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
                                [--teacher-precision fp32|bf16]
                                [--rows PATTERNS] [--tracks full,scarce] [--force] [--work DIR]
-                               [--teacher TRACK=SPEC] [--budget-minutes M] [--render-only] [--list]
+                               [--teacher TRACK=SPEC] [--budget-minutes M] [--render-only] [--list] [--todo]
 (= `sns bench fashion ...`)
 
 A row is a set of config overrides of the `fashion-cpu` preset. Each (track, row, lr, seed) is one run in
@@ -47,12 +47,14 @@ def run_bench(
     precision: str | None = None,
     teacher_precision: str | None = None,
     render_only: bool = False,
+    todo: bool = False,
 ) -> dict[str, Any]:
     """Run every selected cell that has no valid cached result; then rewrite the JSON + Markdown tables.
 
     ``threads=1`` by default: on a CPU shared with other jobs, two OpenMP threads spin-waiting on each other
     measured 8-12x slower per step than one (bench/results/throughput.md). ``render_only``: run nothing, rewrite the
-    tables from the cells cached so far (the previous table's completeness kept).
+    tables from the cells cached so far (the previous table's completeness kept). ``todo``: run nothing, log the
+    cells still to run (``remaining``) and return them as ``{"todo": lines}``.
     """
     mode = plan.with_teacher_precision(plan.with_precision(mode, precision), teacher_precision)
     selected = plan.select_rows(rows)
@@ -61,6 +63,11 @@ def run_bench(
             raise SnsError(f"--tracks {t!r}: expected a comma list of {', '.join(plan.TRACKS)}")
     results_dir = Path(results_dir) if results_dir else common.RESULTS / f"fashion{plan.suffix(mode)}"
     work = Path(work) if work else Path("runs") / f"bench-fashion{plan.suffix(mode)}"
+    if todo:
+        lines = remaining(mode, selected, tracks, work, dict(teachers or {}), results_dir, lrs)
+        for line in lines:
+            log(line)
+        return {"todo": lines}
     threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
@@ -95,6 +102,57 @@ def run_bench(
     results_dir.with_suffix(".md").write_text(render.render_markdown(table))
     log(f"wrote {results_dir.with_suffix('.json')} and {results_dir.with_suffix('.md')}")
     return table
+
+
+def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[str]:
+    """The cells a run of this command would still train, row by row in its order (a dry run of ``run_cells``):
+    those due now, and the seeds that wait for a row's lr sweep; hours estimated from the walls of the cells cached
+    in this table (training + evaluation at the threads they ran with)."""
+    lines, due_total, wall_total, unknown, waiting = [], 0, 0.0, 0, False
+    for track in tracks:
+        for row in selected:
+            teacher = None
+            if plan.uses_teacher(row, track, mode):
+                teacher = train.find_teacher(track, mode, work, teachers.get(track))
+                if teacher is None:
+                    lines.append(f"[{track}] {row.name}: its teacher is still to train, then every cell")
+                    unknown += 1
+                    continue
+            cached, _ = cells.cached_cells(row, track, mode, teacher, results_dir, lrs)
+            due = plan.plan_runs(row, mode, cached, lrs)
+            if not due:
+                continue
+            mine = [r["wall_s"] for r in cached.values() if r and r.get("wall_s")]
+            est = sum(mine) / len(mine) if mine else None
+            cells_text = ", ".join(f"lr {lr:g} seed {seed}" for lr, seed in due)
+            line = f"[{track}] {row.name}: {cells_text}"
+            if row.kind not in plan.UNTRAINED and all(seed == 0 for _, seed in due):
+                n_seeds = min(row.seeds, plan.mode_settings(mode)["seeds"])
+                done = sorted((lr, s) for (lr, s), r in cached.items() if r)
+                have = "; ".join(
+                    f"lr {lr:g}: seeds {', '.join(str(s) for l2, s in done if l2 == lr)}"
+                    for lr in sorted({lr for lr, _ in done})
+                )
+                if n_seeds > 1:
+                    waiting = True
+                    line += f" (the lr sweep); then seeds 1-{n_seeds - 1} at the lr it picks, where not cached"
+                    line += f" (cached: {have})" if have else ""
+            if est is None:
+                line += "; no cached cell of this row to estimate its time"
+                unknown += len(due)
+            else:
+                n = f"{len(mine)} cached cell{'s' * (len(mine) > 1)}"
+                line += f"; ~{est / 3600:.1f} h per cell (mean wall of its {n})"
+                wall_total += est * len(due)
+            due_total += len(due)
+            lines.append(line)
+    if not lines:
+        return [f"nothing to run: every selected cell of {results_dir.name} is cached"]
+    head = f"Cells still to run for {results_dir.name} (--mode {mode}), in the order this command runs them:"
+    tail = f"Due now: {due_total} cells, about {wall_total / 3600:.1f} h at the cached cells' pace"
+    tail += f" (+{unknown} without an estimate)" if unknown else ""
+    tail += "; seeds that wait for a sweep are not counted." if waiting else "."
+    return [head, *lines, tail]
 
 
 def run_cells(mode, selected, tracks, force, work, teachers, budget_minutes, results_dir, progress, log, lrs):
@@ -209,6 +267,12 @@ def build_parser(prog: str = "python -m bench.fashion") -> ArgumentParser:
         "row's lr by held-out kNN among all it has)",
     )
     ap.add_argument("--list", action="store_true", help="list the rows and their overrides, run nothing")
+    ap.add_argument(
+        "--todo",
+        action="store_true",
+        help="list the cells still to run for the selected rows and tracks (in run order, with hours estimated "
+        "from the cached cells' walls), run nothing",
+    )
     ap.add_argument("--progress", action="store_true", help="progress bars during training")
     ap.add_argument(
         "--threads",
@@ -250,6 +314,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.fashion") -
         precision=args.precision,
         teacher_precision=args.teacher_precision,
         render_only=args.render_only,
+        todo=args.todo,
         lrs=parse_lrs(args.lrs),
         rows=args.rows,
         tracks=tuple(t.strip() for t in args.tracks.split(",") if t.strip()),

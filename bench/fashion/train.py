@@ -42,8 +42,9 @@ def scarce_dataset(train):
     return train.subset(real_subset({"real_subset": plan.SCARCE_IMAGES}, len(train)))
 
 
-def ensure_teacher(track: str, mode: str, work: Path, given: str | None, log: Callable) -> str:
-    """A teacher spec for ``track``: the given one, the committed one, or one trained now (and recorded)."""
+def find_teacher(track: str, mode: str, work: Path, given: str | None) -> str | None:
+    """The teacher spec ``ensure_teacher`` would use without training one: the given one, the committed one or a
+    finished one in ``work``; None when one is still to train."""
     if given:
         return given
     quick = mode == "quick"
@@ -55,6 +56,17 @@ def ensure_teacher(track: str, mode: str, work: Path, given: str | None, log: Ca
         stopped = json.loads((run_dir / "summary.json").read_text()).get("stopped_by_time")
         if quick or not stopped:  # a full-mode teacher stopped by max_minutes continues in the next sitting
             return str(run_dir)
+    return None
+
+
+def ensure_teacher(track: str, mode: str, work: Path, given: str | None, log: Callable) -> str:
+    """A teacher spec for ``track``: the given one, the committed one, or one trained now (and recorded)."""
+    found = find_teacher(track, mode, work, given)
+    if found:
+        return found
+    quick = mode == "quick"
+    committed = common.RESULTS / "teachers" / f"fashion-{track}"
+    run_dir = work / "teachers" / f"fashion-{track}{'-quick' if quick else ''}"
     overrides = ["device=cpu", *(GAN_QUICK if quick else ())]
     if plan.split_mode(mode)[1]:
         overrides.append("bf16=false")
