@@ -18,6 +18,36 @@ def test_python_dash_m_is_sns():
     assert out.returncode == 0 and "pretrain" in out.stdout and "train-gan" in out.stdout
 
 
+# Ctrl-C arriving while the command line (torch, kornia, ...) is still being imported
+_CTRL_C_WHILE_LOADING = """
+import builtins, os, signal, time
+from squeezespan import entry
+real_import = builtins.__import__
+def import_then_ctrl_c(name, *args, **kwargs):
+    if name == "cli":  # entry's `from .cli import main`
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(30)  # a slow import: the handler must end the process without waiting for it
+    return real_import(name, *args, **kwargs)
+builtins.__import__ = import_then_ctrl_c
+entry.main()
+"""
+
+
+def test_ctrl_c_while_sns_is_loading_is_one_line_and_exit_130():
+    done = subprocess.run([sys.executable, "-c", _CTRL_C_WHILE_LOADING], capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", "")
+
+
+def test_sns_entry_hands_ctrl_c_back_to_the_command_line(monkeypatch, capsys):
+    import signal
+
+    from squeezespan import entry
+
+    monkeypatch.setattr(sys, "argv", ["sns", "presets"])
+    assert entry.main() == 0 and "fashion-cpu" in capsys.readouterr().out
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's own handling: checkpoints
+
+
 def test_data_info_digits(capsys):
     assert main(["data", "info", "digits"]) == 0
     out = capsys.readouterr().out

@@ -3,9 +3,12 @@ a user's own loop, and ``pretrain`` takes a user's own Dataset (recorded, resuma
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,19 @@ TINY = {
 
 def python_blocks() -> list[str]:
     return re.findall(r"^```python\n(.*?)^```$", PAGE.read_text(), flags=re.S | re.M)
+
+
+def test_every_public_name_loads_on_first_use_from_a_light_package():
+    # `import squeezespan` imports no torch (the sns entry point relies on it); each name of __all__ then loads
+    code = "import sys, squeezespan; print('torch' in sys.modules, 'squeezespan.cli' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["False", "False"], done.stderr
+    assert set(sns._EXPORTS) == set(sns.__all__) - {"__version__"}
+    for name in sns.__all__:
+        assert getattr(sns, name) is not None and name in dir(sns)
+    assert sns.Teacher is importlib.import_module("squeezespan.teachers").Teacher
+    with pytest.raises(AttributeError, match="module 'squeezespan' has no attribute 'nope'"):
+        sns.nope  # noqa: B018
 
 
 def test_the_python_face_is_importable_from_the_package():
