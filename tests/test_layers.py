@@ -10,7 +10,7 @@ PACKAGE = SRC / "squeezespan"
 
 # bottom to top: a module may import its own layer's modules and those of the layers below it, never above
 LAYERS = [
-    ("errors", "files", "config", "cliutil"),
+    ("errors", "files", "config", "cliutil", "userimport"),
     ("data",),
     ("models",),
     ("export",),
@@ -26,7 +26,7 @@ LAYERS = [
     ("gan",),
     ("demo",),
     ("bench",),  # squeezespan/bench.py: finds and runs the bench/ scripts for `sns bench`
-    ("cli", "__main__"),
+    ("cli", "__main__", "entry"),  # entry: the console script, loads cli
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
 ROOT = "squeezespan"  # the package's __init__: the public API, re-exports from every layer
