@@ -738,10 +738,23 @@ def test_todo_lists_the_cells_still_to_run_in_run_order_and_runs_nothing(tmp_pat
         f"[full] vicreg-real: lr 0.1 seed 1, lr 0.1 seed 2; ~{vicreg_h:.1f} h per cell (mean wall of its 3 cached "
         "cells)",
         "[full] random-init: lr 0 seed 0; no cached cell of this row to estimate its time",
-        f"Due now: 5 cells, about {(2 * vicreg_h + 2 * sns_h):.1f} h at the cached cells' pace (+1 without an "
+        f"Due now: 5 cells, about {(2 * vicreg_h + 2 * sns_h):.1f} h at the cached cells' pace (1 without an "
         "estimate); seeds that wait for a sweep are not counted.",
     ]
     assert sorted(p.name for p in (res / "runs").iterdir()) == sorted(names)  # nothing ran, no table written
     assert not (tmp_path / "work").exists() and not res.with_suffix(".md").exists()
     assert cli.main([*argv, "--rows", "vicreg-real", "--lrs", "0.1"]) == 0  # --lrs narrows the sweep like a run
     assert capsys.readouterr().out.splitlines()[1].startswith("[full] vicreg-real: lr 0.1 seed 1, lr 0.1 seed 2;")
+    # one lr (a sitting): no sweep to wait for
+    work = ["--work", str(tmp_path / "work"), "--tracks", "scarce", "--todo"]
+    assert cli.main(["--mode", "sitting", "--results", str(tmp_path / "s"), "--rows", "vicreg-real", *work]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "[scarce] vicreg-real: lr 0.1 seed 0; then seed 1 at that lr; no cached cell of this row to estimate its time",
+        "Due now: 1 cell (no estimate).",
+    ]
+    # a quick run trains its own teachers: none in this work folder yet
+    assert cli.main(["--mode", "quick", "--results", str(tmp_path / "q"), "--rows", "sns", *work]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "[scarce] sns: every cell, once the scarce track's teacher is trained",
+        "Due now: 0 cells; first the teacher of the scarce track.",
+    ]

@@ -108,51 +108,59 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
     """The cells a run of this command would still train, row by row in its order (a dry run of ``run_cells``):
     those due now, and the seeds that wait for a row's lr sweep; hours estimated from the walls of the cells cached
     in this table (training + evaluation at the threads they ran with)."""
-    lines, due_total, wall_total, unknown, waiting = [], 0, 0.0, 0, False
+    lines, due_total, wall_total, unknown, waiting, untrained_teachers = [], 0, 0.0, 0, False, set()
+    n_lrs = len(lrs or plan.mode_settings(mode)["lrs"])
     for track in tracks:
         for row in selected:
             teacher = None
             if plan.uses_teacher(row, track, mode):
                 teacher = train.find_teacher(track, mode, work, teachers.get(track))
                 if teacher is None:
-                    lines.append(f"[{track}] {row.name}: its teacher is still to train, then every cell")
-                    unknown += 1
+                    lines.append(f"[{track}] {row.name}: every cell, once the {track} track's teacher is trained")
+                    untrained_teachers.add(track)
                     continue
             cached, _ = cells.cached_cells(row, track, mode, teacher, results_dir, lrs)
             due = plan.plan_runs(row, mode, cached, lrs)
             if not due:
                 continue
-            mine = [r["wall_s"] for r in cached.values() if r and r.get("wall_s")]
-            est = sum(mine) / len(mine) if mine else None
-            cells_text = ", ".join(f"lr {lr:g} seed {seed}" for lr, seed in due)
-            line = f"[{track}] {row.name}: {cells_text}"
-            if row.kind not in plan.UNTRAINED and all(seed == 0 for _, seed in due):
-                n_seeds = min(row.seeds, plan.mode_settings(mode)["seeds"])
-                done = sorted((lr, s) for (lr, s), r in cached.items() if r)
-                have = "; ".join(
-                    f"lr {lr:g}: seeds {', '.join(str(s) for l2, s in done if l2 == lr)}"
-                    for lr in sorted({lr for lr, _ in done})
-                )
-                if n_seeds > 1:
+            line = f"[{track}] {row.name}: {', '.join(f'lr {lr:g} seed {seed}' for lr, seed in due)}"
+            n_seeds = min(row.seeds, plan.mode_settings(mode)["seeds"])
+            if row.kind not in plan.UNTRAINED and all(seed == 0 for _, seed in due) and n_seeds > 1:
+                seeds = "seed 1" if n_seeds == 2 else f"seeds 1-{n_seeds - 1}"
+                if n_lrs == 1:
+                    line += f"; then {seeds} at that lr"
+                else:
                     waiting = True
-                    line += f" (the lr sweep); then seeds 1-{n_seeds - 1} at the lr it picks, where not cached"
+                    done = sorted((lr, s) for (lr, s), r in cached.items() if r)
+                    have = "; ".join(
+                        f"lr {lr:g}: seeds {', '.join(str(s) for l2, s in done if l2 == lr)}"
+                        for lr in sorted({lr for lr, _ in done})
+                    )
+                    line += f" (the lr sweep); then {seeds} at the lr it picks, where not cached"
                     line += f" (cached: {have})" if have else ""
-            if est is None:
+            mine = [r["wall_s"] for r in cached.values() if r and r.get("wall_s")]
+            if mine:
+                est = sum(mine) / len(mine)
+                line += (
+                    f"; ~{est / 3600:.1f} h per cell (mean wall of its {len(mine)} cached cell{'s' * (len(mine) > 1)})"
+                )
+                wall_total += est * len(due)
+            else:
                 line += "; no cached cell of this row to estimate its time"
                 unknown += len(due)
-            else:
-                n = f"{len(mine)} cached cell{'s' * (len(mine) > 1)}"
-                line += f"; ~{est / 3600:.1f} h per cell (mean wall of its {n})"
-                wall_total += est * len(due)
             due_total += len(due)
             lines.append(line)
     if not lines:
         return [f"nothing to run: every selected cell of {results_dir.name} is cached"]
     head = f"Cells still to run for {results_dir.name} (--mode {mode}), in the order this command runs them:"
-    tail = f"Due now: {due_total} cells, about {wall_total / 3600:.1f} h at the cached cells' pace"
-    tail += f" (+{unknown} without an estimate)" if unknown else ""
-    tail += "; seeds that wait for a sweep are not counted." if waiting else "."
-    return [head, *lines, tail]
+    tail = f"Due now: {due_total} cell{'s' * (due_total != 1)}"
+    if wall_total:
+        tail += f", about {wall_total / 3600:.1f} h at the cached cells' pace"
+    if unknown:
+        tail += f" ({unknown} without an estimate)" if wall_total else " (no estimate)"
+    if untrained_teachers:
+        tail += f"; first the teacher of the {' and '.join(sorted(untrained_teachers))} track"
+    return [head, *lines, tail + ("; seeds that wait for a sweep are not counted." if waiting else ".")]
 
 
 def run_cells(mode, selected, tracks, force, work, teachers, budget_minutes, results_dir, progress, log, lrs):
