@@ -61,7 +61,7 @@ def render_span(table: dict[str, Any]) -> list[str]:
         "",
         f"rho = 0 (vicreg-real, real images only, no teacher; lr {table['lr']:g}): linear "
         f"{mean_std(ref.get('linear_top1'))}, kNN {mean_std(ref.get('knn_top1'))} "
-        f"({len(ref.get('seeds', []))} seeds).",
+        f"({len(ref.get('seeds', []))} seed{'' if len(ref.get('seeds', [])) == 1 else 's'}).",
         "",
         "| row | rho | teacher kimg | wall (min) | steps | CPU of its cells |",
         "|---|---:|---:|---:|---:|---|",
