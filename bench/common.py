@@ -21,6 +21,7 @@ __all__ = [
     "REPO",
     "RESULTS",
     "diff_range",
+    "difference",
     "git_commit",
     "machine",
     "mean_std",
@@ -89,17 +90,24 @@ def mean_std(stat: dict | None, scale: float = 1.0, digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {stat['std'] * scale:.{digits}f}" if stat["n"] > 1 else f"{m:.{digits}f}"
 
 
-def diff_range(a: dict | None, b: dict | None) -> str:
-    """A table cell: ``a - b`` over seeds (two ``stats``), the difference of the means and, in brackets, its range
-    over seed pairs [min a - max b, max a - min b]; no bracket when both have one seed (or no min/max recorded),
-    '-' when either is missing."""
+def difference(a: dict | None, b: dict | None) -> dict | None:
+    """``a - b`` over seeds (two ``stats``): the difference of the means and its range over seed pairs
+    [min a - max b, max a - min b] (None without min/max recorded); None when either is missing."""
     if not a or not b:
-        return "-"
-    d = a["mean"] - b["mean"]
+        return None
     spread = all(k in st for st in (a, b) for k in ("min", "max"))
-    if not spread or (a.get("n", 1) < 2 and b.get("n", 1) < 2):
-        return f"{d:+.2f}"
-    return f"{d:+.2f} [{a['min'] - b['max']:+.2f}, {a['max'] - b['min']:+.2f}]"
+    return {"mean": a["mean"] - b["mean"], "range": [a["min"] - b["max"], a["max"] - b["min"]] if spread else None}
+
+
+def diff_range(a: dict | None, b: dict | None) -> str:
+    """A table cell of ``difference(a, b)``: the mean and, in brackets, its range over seed pairs; no bracket when
+    both have one seed (or no min/max recorded), '-' when either is missing."""
+    d = difference(a, b)
+    if d is None:
+        return "-"
+    if d["range"] is None or (a.get("n", 1) < 2 and b.get("n", 1) < 2):
+        return f"{d['mean']:+.2f}"
+    return f"{d['mean']:+.2f} [{d['range'][0]:+.2f}, {d['range'][1]:+.2f}]"
 
 
 def run_main(main: Callable[[list[str]], int | None]) -> None:

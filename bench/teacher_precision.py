@@ -169,12 +169,9 @@ def accuracy(fp32_table: Path, bf16_table: Path) -> dict[str, Any]:
                 "teacher_sha": sorted({(r.get("teacher") or {}).get("G_ema_sha256", "?") for r in runs}),
             }
         for metric in ("linear", "knn"):
-            a, b = entry["fp32"][f"{metric}_stats"], entry["bf16"][f"{metric}_stats"]
-            if a and b:  # bf16 - fp32: the difference of the means, its range over seed pairs (common.diff_range)
-                entry[f"{metric}_diff"] = {
-                    "mean": round(b["mean"] - a["mean"], 2),
-                    "range": [round(b["min"] - a["max"], 2), round(b["max"] - a["min"], 2)],
-                }
+            d = common.difference(entry["bf16"][f"{metric}_stats"], entry["fp32"][f"{metric}_stats"])
+            if d:  # bf16 - fp32: the difference of the means and its range over seed pairs
+                entry[f"{metric}_diff"] = {"mean": round(d["mean"], 2), "range": [round(x, 2) for x in d["range"]]}
         out[row] = entry
     return {"fp32_table": fp32_table.name, "bf16_table": bf16_table.name, "rows": out}
 

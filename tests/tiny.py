@@ -15,7 +15,10 @@ PRETRAIN = dict(
 
 
 def _yaml(v) -> str:
-    return {True: "true", False: "false", None: "null"}.get(v, str(v)) if isinstance(v, (bool, type(None))) else str(v)
+    """A value as YAML spells it on the command line (false, not False; null, not None)."""
+    if v is None:
+        return "null"
+    return str(v).lower() if isinstance(v, bool) else str(v)
 
 
 def overrides(drop: tuple[str, ...] = (), **changes) -> list[str]:

@@ -109,7 +109,8 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
     those due now, and the seeds that wait for a row's lr sweep; hours estimated from the walls of the cells cached
     in this table (training + evaluation at the threads they ran with)."""
     lines, due_total, wall_total, unknown, waiting, untrained_teachers = [], 0, 0.0, 0, False, set()
-    n_lrs = len(lrs or plan.mode_settings(mode)["lrs"])
+    settings = plan.mode_settings(mode)
+    n_lrs = len(lrs or settings["lrs"])
     for track in tracks:
         for row in selected:
             teacher = None
@@ -124,7 +125,7 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
             if not due:
                 continue
             line = f"[{track}] {row.name}: {', '.join(f'lr {lr:g} seed {seed}' for lr, seed in due)}"
-            n_seeds = min(row.seeds, plan.mode_settings(mode)["seeds"])
+            n_seeds = min(row.seeds, settings["seeds"])
             if row.kind not in plan.UNTRAINED and all(seed == 0 for _, seed in due) and n_seeds > 1:
                 seeds = "seed 1" if n_seeds == 2 else f"seeds 1-{n_seeds - 1}"
                 if n_lrs == 1:

@@ -5,6 +5,7 @@ a committed table gives its committed Markdown byte for byte (tests/test_bench_r
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 from bench.common import diff_range, mean_std
@@ -142,10 +143,7 @@ def render_markdown(table: dict[str, Any]) -> str:
 
 def render_cpus(table: dict[str, Any]) -> list[str]:
     """One line: the CPU models the table's cells were measured on, with how many cells each (none if no cells)."""
-    counts: dict[str, int] = {}
-    for r in table.get("runs", []):
-        cpu = r.get("cpu", "unrecorded")
-        counts[cpu] = counts.get(cpu, 0) + 1
+    counts = Counter(r.get("cpu", "unrecorded") for r in table.get("runs", []))
     if not counts:
         return []
     parts = [f"{cpu}: {n} cell{'s' if n > 1 else ''}" for cpu, n in sorted(counts.items()) if cpu != "unrecorded"]

@@ -42,16 +42,21 @@ def scarce_dataset(train):
     return train.subset(real_subset({"real_subset": plan.SCARCE_IMAGES}, len(train)))
 
 
+def _teacher_dirs(track: str, mode: str, work: Path) -> tuple[Path, Path]:
+    """Where a track's teacher is committed, and the run directory in ``work`` that trains it."""
+    quick = "-quick" if mode == "quick" else ""
+    return common.RESULTS / "teachers" / f"fashion-{track}", work / "teachers" / f"fashion-{track}{quick}"
+
+
 def find_teacher(track: str, mode: str, work: Path, given: str | None) -> str | None:
     """The teacher spec ``ensure_teacher`` would use without training one: the given one, the committed one or a
     finished one in ``work``; None when one is still to train."""
     if given:
         return given
     quick = mode == "quick"
-    committed = common.RESULTS / "teachers" / f"fashion-{track}"
+    committed, run_dir = _teacher_dirs(track, mode, work)
     if not quick and (committed / "teacher.json").exists():
         return str(committed)
-    run_dir = work / "teachers" / f"fashion-{track}{'-quick' if quick else ''}"
     if (run_dir / "teacher" / "teacher.json").exists() and (run_dir / "summary.json").exists():
         stopped = json.loads((run_dir / "summary.json").read_text()).get("stopped_by_time")
         if quick or not stopped:  # a full-mode teacher stopped by max_minutes continues in the next sitting
@@ -65,8 +70,7 @@ def ensure_teacher(track: str, mode: str, work: Path, given: str | None, log: Ca
     if found:
         return found
     quick = mode == "quick"
-    committed = common.RESULTS / "teachers" / f"fashion-{track}"
-    run_dir = work / "teachers" / f"fashion-{track}{'-quick' if quick else ''}"
+    committed, run_dir = _teacher_dirs(track, mode, work)
     overrides = ["device=cpu", *(GAN_QUICK if quick else ())]
     if plan.split_mode(mode)[1]:
         overrides.append("bf16=false")

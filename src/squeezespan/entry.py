@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
@@ -21,7 +20,3 @@ def main() -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     return cli_main()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
