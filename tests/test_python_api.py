@@ -3,6 +3,7 @@ a user's own loop, and ``pretrain`` takes a user's own Dataset (recorded, resuma
 
 from __future__ import annotations
 
+import ast
 import importlib
 import json
 import math
@@ -50,6 +51,14 @@ def test_every_public_name_loads_on_first_use_from_a_light_package():
     assert sns.Teacher is importlib.import_module("squeezespan.teachers").Teacher
     with pytest.raises(AttributeError, match="module 'squeezespan' has no attribute 'nope'"):
         sns.nope  # noqa: B018
+
+
+def test_the_type_checking_imports_name_the_same_modules_as_the_lazy_table():
+    # type checkers and IDEs read the TYPE_CHECKING imports, the package reads _EXPORTS: the two must agree
+    tree = ast.parse(Path(sns.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    imported = {a.asname or a.name: "." * n.level + (n.module or "") for n in block.body for a in n.names}
+    assert imported == sns._EXPORTS
 
 
 def test_the_python_face_is_importable_from_the_package():
