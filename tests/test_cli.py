@@ -1,6 +1,7 @@
 """The `sns` command end to end on tiny configs: conventions, outputs, and one-line errors."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import pytest
 import tiny
 import yaml
 
+import squeezespan
 from squeezespan.cli import main
 
 TINY = [*tiny.overrides(), "--no-progress", "--device", "cpu"]
@@ -20,8 +22,9 @@ def test_python_dash_m_is_sns():
 
 # Ctrl-C arriving while the command line (torch, kornia, ...) is still being imported
 _CTRL_C_WHILE_LOADING = """
-import builtins, os, signal, time
+import builtins, os, signal, sys, time
 from squeezespan import entry
+sys.argv = ["sns", "presets"]  # a command (`sns` alone and --help answer without loading the command line)
 real_import = builtins.__import__
 def import_then_ctrl_c(name, *args, **kwargs):
     if name == "cli":  # entry's `from .cli import main`
@@ -46,6 +49,35 @@ def test_sns_entry_hands_ctrl_c_back_to_the_command_line(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["sns", "presets"])
     assert entry.main() == 0 and "fashion-cpu" in capsys.readouterr().out
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the CLI's own handling: checkpoints
+
+
+# `sns`, `sns --help` and `sns --version` as the console script runs them, then the full command line's top level
+_TOP_LEVEL = """
+import contextlib, io, json, sys
+from squeezespan import entry
+seen = {}
+for argv in ([], ["--help"], ["-h"], ["--version"]):
+    sys.argv, out = ["sns", *argv], io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            code = entry.main()
+        except SystemExit as e:
+            code = e.code
+    seen[" ".join(argv)] = [code, out.getvalue(), "torch" in sys.modules]
+from squeezespan.cli import build_parser
+print(json.dumps({"seen": seen, "help": build_parser().format_help()}))
+"""
+
+
+def test_sns_help_and_version_answer_before_torch_loads_with_the_full_command_lines_text():
+    env = {**os.environ, "COLUMNS": "100"}
+    done = subprocess.run([sys.executable, "-c", _TOP_LEVEL], capture_output=True, text=True, timeout=120, env=env)
+    result = json.loads(done.stdout)
+    seen, full = result["seen"], result["help"]
+    assert "pretrain" in full and "train-gan" in full and "--version" in full
+    assert seen[""] == [2, full, False]  # bare `sns`: the help, exit 2 (no command given)
+    assert seen["--help"] == seen["-h"] == [0, full, False]
+    assert seen["--version"] == [0, f"sns {squeezespan.__version__}\n", False]
 
 
 def test_data_info_digits(capsys):

@@ -14,7 +14,7 @@ import yaml
 
 from . import bench
 from .checks import check_eval_config, check_pretrain_config
-from .cliutil import ArgumentParser
+from .cliutil import sns_parser
 from .config import list_presets, preset_description, resolve_config
 from .data import DATASETS, dataset_info, describe_dataset, load_dataset
 from .demo import DEMO_DEFAULTS, run_demo
@@ -33,7 +33,6 @@ from .methods import METHODS, resolve_method
 from .pretraining import PRETRAIN_DEFAULTS, RESUME_FREE_KEYS, pretrain, resume_free_keys
 from .teachers.convert import convert_stylegan2_pickle
 
-DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
 # the defaults `sns config show --kind K` resolves over
 CONFIG_KINDS = {"pretrain": PRETRAIN_DEFAULTS, "gan": GAN_DEFAULTS, "eval": EVAL_DEFAULTS, "demo": DEMO_DEFAULTS}
 
@@ -65,11 +64,9 @@ def _data_flags(p: argparse.ArgumentParser, defaults: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog="sns", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser, commands = sns_parser(package_version())
 
-    p = sub.add_parser("data", help="dataset tools")
+    p = commands["data"]
     dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     q = dsub.add_parser("info", help="sizes, classes, channels, resolution and statistics of a dataset")
     q.add_argument("name", help=f"dataset: {', '.join(DATASETS)}")
@@ -78,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--resolution", type=int, default=None)
     q.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("eval", help="kNN + linear-probe evaluation of backbones (exported, raw pixels, random init)")
+    p = commands["eval"]
     _data_flags(p, EVAL_DEFAULTS)
     p.add_argument(
         "--backbone",
@@ -95,33 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _run_flags(p, "knn_k=20", kind="eval")
 
-    p = sub.add_parser("pretrain", help="train a student with Squeeze and Span or a baseline")
+    p = commands["pretrain"]
     p.add_argument("--method", help=f"{' | '.join(METHODS)} (default: {PRETRAIN_DEFAULTS['method']})")
     _data_flags(p, PRETRAIN_DEFAULTS)
     p.add_argument("--teacher", help="teacher: `sns train-gan` run dir, stylegan2-pkl:PATH, or module.path:factory")
     p.add_argument("--teacher-weights", help="weights for a module:factory teacher")
     _run_flags(p, "lr=0.05", kind="pretrain")
 
-    p = sub.add_parser("train-gan", help="train a StyleGAN2 teacher on a dataset")
+    p = commands["train-gan"]
     _data_flags(p, GAN_DEFAULTS)
     _run_flags(p, "kimg=50", kind="gan")
 
-    p = sub.add_parser("demo", help="end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)")
+    p = commands["demo"]
     _run_flags(p, "steps=200", out_required=False, kind="demo")
 
-    p = sub.add_parser(
-        "bench",
-        help="benchmarks: fashion (incremental table), throughput, figures, teachers "
-        "(accuracy vs teacher FD-ref), teacher-precision (what a bf16 teacher changes) (bench/ scripts)",
-    )
+    p = commands["bench"]
     p.add_argument(
         "bench", choices=list(bench.SCRIPTS), help="which benchmark; `sns bench NAME --help` lists its flags"
     )
     p.add_argument("bench_args", nargs=argparse.REMAINDER, help="flags of that benchmark")
 
-    sub.add_parser("presets", help="list the presets in configs/, each with its one-line description")
-
-    p = sub.add_parser("config", help="config tools: `sns config show` prints a run's resolved config as YAML")
+    p = commands["config"]
     csub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     q = csub.add_parser("show", help="print the resolved config (defaults < preset < --config < flags < key=value)")
     q.add_argument(
@@ -132,9 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--method", help="pretrain method (its defaults fill the keys left at null)")
     q.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key, e.g. lr=0.05")
 
-    p = sub.add_parser(
-        "convert", help="official StyleGAN2-ADA pickle -> teacher directory (safetensors, no pickle needed later)"
-    )
+    p = commands["convert"]
     p.add_argument(
         "pickle", metavar="PATH.pkl", help="StyleGAN2-ADA network pickle (read safely: none of its code runs)"
     )
@@ -147,9 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "recorded in teacher.json; the fork's code changes are dropped, only its weights are used",
     )
 
-    p = sub.add_parser(
-        "export", help="export a run's backbone: native (safetensors + json) or hub (timm layout + card)"
-    )
+    p = commands["export"]
     p.add_argument("run", metavar="RUN_DIR", help="`sns pretrain` run directory (or an exported backbone)")
     p.add_argument(
         "--format",

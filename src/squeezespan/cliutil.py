@@ -1,10 +1,10 @@
-"""The argument parser every command line of the project shares (`sns` and the bench/ scripts)."""
+"""The argument parsers of the command lines: one-line errors for all (`sns`, bench/ scripts) and `sns`'s top level."""
 
 from __future__ import annotations
 
 import argparse
 
-__all__ = ["ArgumentParser"]
+__all__ = ["COMMANDS", "DESCRIPTION", "ArgumentParser", "sns_parser"]
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -23,3 +23,29 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+DESCRIPTION = "squeezespan: distil image representations from a GAN generator (Squeeze and Span)."
+# the sub-commands of `sns` and their one-line help, in the order `sns --help` lists them
+COMMANDS = {
+    "data": "dataset tools",
+    "eval": "kNN + linear-probe evaluation of backbones (exported, raw pixels, random init)",
+    "pretrain": "train a student with Squeeze and Span or a baseline",
+    "train-gan": "train a StyleGAN2 teacher on a dataset",
+    "demo": "end-to-end demo on the embedded digits data (teacher, SnS vs VICReg, report)",
+    "bench": "benchmarks: fashion (incremental table), throughput, figures, teachers "
+    "(accuracy vs teacher FD-ref), teacher-precision (what a bf16 teacher changes) (bench/ scripts)",
+    "presets": "list the presets in configs/, each with its one-line description",
+    "config": "config tools: `sns config show` prints a run's resolved config as YAML",
+    "convert": "official StyleGAN2-ADA pickle -> teacher directory (safetensors, no pickle needed later)",
+    "export": "export a run's backbone: native (safetensors + json) or hub (timm layout + card)",
+}
+
+
+def sns_parser(version: str) -> tuple[ArgumentParser, dict[str, ArgumentParser]]:
+    """`sns` with --version and one parser per command, whose flags squeezespan.cli adds. Alone it answers
+    `sns`, `sns --help` and `sns --version` without importing torch (squeezespan.entry)."""
+    parser = ArgumentParser(prog="sns", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    return parser, {name: sub.add_parser(name, help=text) for name, text in COMMANDS.items()}

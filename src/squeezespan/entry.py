@@ -1,9 +1,11 @@
-"""The `sns` console script: loads the command line, so that Ctrl-C while torch loads ends in one line."""
+"""The `sns` console script: answers `sns`, `--help` and `--version` at once, loads the command line for the rest
+(so that Ctrl-C while torch loads ends in one line)."""
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 
 
 def _interrupted_while_loading(signum: int, frame: object) -> None:
@@ -14,6 +16,16 @@ def _interrupted_while_loading(signum: int, frame: object) -> None:
 
 
 def main() -> int:
+    argv = sys.argv[1:]
+    if not argv or argv[0] in ("-h", "--help", "--version"):
+        # the top level needs no torch (2-4 s to import): the same parser squeezespan.cli builds its commands on
+        from .cliutil import sns_parser
+
+        parser, _ = sns_parser(sys.modules[__package__].__version__)  # the package, imported before this module
+        if not argv:
+            parser.print_help()
+            return 2
+        parser.parse_args(argv)  # prints the help or the version and exits
     previous = signal.signal(signal.SIGINT, _interrupted_while_loading)
     try:
         from .cli import main as cli_main
