@@ -33,9 +33,16 @@ TINY = [
 ]
 
 
-def _env():
+def _env(scratch: Path) -> dict:
+    """The subprocesses' environment; their TMPDIR is inside `scratch` (a test's tmp_path), because torchrun's
+    elastic agent leaves a torchelastic_* folder in TMPDIR per run, which pytest then removes with the test."""
+    tmp = scratch / "tmpdir"
+    tmp.mkdir(parents=True, exist_ok=True)
     env = dict(
-        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+        os.environ,
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        TMPDIR=str(tmp),
     )
     env.pop("WORLD_SIZE", None)
     return env
@@ -58,7 +65,11 @@ def _cmd(nproc: int) -> list:
 
 def _pretrain(nproc: int, out: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        _cmd(nproc) + ["--out", str(out), *TINY, *args], env=_env(), capture_output=True, text=True, timeout=timeout
+        _cmd(nproc) + ["--out", str(out), *TINY, *args],
+        env=_env(out.parent),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -331,7 +342,10 @@ def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
     _pretrain(2, tmp_path / "straight", *args)
     out = tmp_path / "killed"
     proc = subprocess.Popen(
-        _cmd(2) + ["--out", str(out), *TINY, *args], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _cmd(2) + ["--out", str(out), *TINY, *args],
+        env=_env(tmp_path),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.time() + 180
@@ -350,7 +364,7 @@ def test_two_process_run_killed_and_resumed_is_bit_identical(tmp_path):
     # the same checkpoint resumed by ONE process: it continues and says why it cannot be bit-identical
     one = subprocess.run(
         _cmd(1) + ["--out", str(out), "--resume", "--no-progress"],
-        env=_env(),
+        env=_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=240,
@@ -397,13 +411,15 @@ def test_train_gan_two_processes_stay_in_sync_and_resume(tmp_path):
         "ada_interval=1",
         "augment_p=0.5",
     ]
-    first = subprocess.run(gan + ["kimg=0.032"], env=_env(), capture_output=True, text=True, timeout=240)
+    first = subprocess.run(gan + ["kimg=0.032"], env=_env(tmp_path), capture_output=True, text=True, timeout=240)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpts = list_checkpoints(tmp_path / "gan" / "checkpoints")
     assert [p.name for p in ckpts] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
     assert len(load_checkpoint(ckpts[-1])["rng_ranks"]) == 2
     assert (tmp_path / "gan" / "teacher" / "teacher.json").exists()
-    more = subprocess.run(gan + ["kimg=0.048", "--resume"], env=_env(), capture_output=True, text=True, timeout=240)
+    more = subprocess.run(
+        gan + ["kimg=0.048", "--resume"], env=_env(tmp_path), capture_output=True, text=True, timeout=240
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     steps = [json.loads(ln)["step"] for ln in (tmp_path / "gan" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 6]  # rank 0 alone logs, one line per step

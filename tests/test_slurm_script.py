@@ -58,6 +58,7 @@ def _submit(tmp_path: Path, job: int) -> subprocess.CompletedProcess:
         f.chmod(0o755)
     script = tmp_path / "job.sh"
     script.write_text(_job_script(out, tmp_path))
+    (tmp_path / "tmpdir").mkdir(exist_ok=True)
     env = dict(
         os.environ,
         PATH=f"{bin_dir}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -66,6 +67,7 @@ def _submit(tmp_path: Path, job: int) -> subprocess.CompletedProcess:
         SLURM_NNODES="1",
         SLURM_JOB_ID=str(job),
         OMP_NUM_THREADS="1",
+        TMPDIR=str(tmp_path / "tmpdir"),  # torchrun's elastic agent leaves a folder there: keep it in tmp_path
     )
     return subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
 
