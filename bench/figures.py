@@ -1,7 +1,7 @@
 """Figures of the Fashion-MNIST bench: UMAP of SnS and VICReg test features by class, kNN accuracy during training.
 
 Usage: python -m bench.figures [--quick | --mode quick|sitting|long|full] [--precision bf16|fp32|auto]
-                               [--results DIR] [--tracks full,scarce] [--umap-images 5000]
+                               [--results DIR] [--tracks full,scarce] [--umap-images 5000] [--only knn,umap,rho]
 (= `sns bench figures ...`). Reads the cached runs of `sns bench fashion` (their run directories must still
 exist for the UMAP, which needs the exported backbones) and writes PNGs into <results>/figures/.
 """
@@ -21,6 +21,7 @@ from squeezespan.cliutil import ArgumentParser
 from squeezespan.methods import method_settings
 from squeezespan.report.plots import plt, save_figure
 
+FIGURES = ("knn", "umap", "rho")  # kNN curves per track, UMAP per track, the rho sweep
 UMAP_ROWS = ("sns", "vicreg-real", "squeeze-bank")  # SnS and VICReg (Figure 2), and the bench's best row
 
 
@@ -199,8 +200,15 @@ def make_figures(
     tracks=("full", "scarce"),
     umap_images: int = 5000,
     log=print,
+    kinds=FIGURES,
 ) -> list[Path]:
-    """Figures of the bench mode ``mode``'s results (quick | sitting | long | full, or one of the -fp32)."""
+    """Figures of the bench mode ``mode``'s results (quick | sitting | long | full, or one of the -fp32).
+
+    ``kinds`` picks which of ``FIGURES`` to redraw; the others' files are left as they are (e.g. the kNN curves
+    of a clean clone, whose UMAP would lose the panels of rows whose backbones are not on this machine)."""
+    unknown = sorted(set(kinds) - set(FIGURES))
+    if unknown or not kinds:
+        raise SnsError(f"--only: expected some of {', '.join(FIGURES)}, got {', '.join(unknown) or 'nothing'}")
     results = Path(results) if results else common.RESULTS / f"fashion{plan.suffix(mode)}"
     table_path = results.with_suffix(".json")
     if not table_path.exists():
@@ -218,7 +226,7 @@ def make_figures(
             log(f"{track}: no finished runs, no figures")
             continue
         curves = {}
-        for name, run in runs.items():
+        for name, run in runs.items() if "knn" in kinds else ():
             cfg = run.get("config") or json.loads(
                 (results / "runs" / f"{track}__{name}__lr{run['lr']:g}__s0.json").read_text()
             ).get("config")
@@ -227,19 +235,20 @@ def make_figures(
             else:
                 per = plan.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
             curves[name] = knn_curve(run, per)
-        written.append(
-            plot_knn_curves(
-                curves,
-                fig_dir / f"knn_curves_{track}.png",
-                f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}",
+        if "knn" in kinds:
+            written.append(
+                plot_knn_curves(
+                    curves,
+                    fig_dir / f"knn_curves_{track}.png",
+                    f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}",
+                )
             )
-        )
         panels = []
         test = None
-        with_backbone = backbone_runs(table, track)
+        with_backbone = backbone_runs(table, track) if "umap" in kinds else {}
         if any(name in with_backbone for name in UMAP_ROWS):
             _umap()  # before minutes of feature extraction, not after
-        for name in UMAP_ROWS:
+        for name in UMAP_ROWS if "umap" in kinds else ():
             run = with_backbone.get(name)
             if run is None:
                 log(f"{track}: no exported backbone for {name} on this machine; UMAP panel skipped")
@@ -266,7 +275,7 @@ def make_figures(
                     f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}",
                 )
             )
-    rho = rho_sweeps(table, tracks, mode)
+    rho = rho_sweeps(table, tracks, mode) if "rho" in kinds else {}
     if rho:
         written.append(
             plot_rho(rho, fig_dir / "rho_sweep.png", f"Fashion-MNIST: share of teacher images in the SnS batch{smoke}")
@@ -288,12 +297,18 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench.figures") -
     ap.add_argument("--results", help="results folder (default bench/results/fashion[-quick|-sitting|-long][-fp32])")
     ap.add_argument("--tracks", default="full,scarce")
     ap.add_argument("--umap-images", type=int, default=5000, help="test images in the UMAP")
+    ap.add_argument(
+        "--only",
+        default=",".join(FIGURES),
+        help=f"comma-separated figures to redraw, of {', '.join(FIGURES)} (default all); the others are kept",
+    )
     args = ap.parse_args(argv)
+    kinds = tuple(k.strip() for k in args.only.split(",") if k.strip())
     tracks = tuple(t.strip() for t in args.tracks.split(",") if t.strip())
     if args.quick and args.mode not in (None, "quick"):
         raise SnsError(f"--quick and --mode {args.mode} contradict each other; give one")
     mode = plan.with_precision("quick" if args.quick else (args.mode or "full"), args.precision)
-    make_figures(mode, args.results, tracks, args.umap_images)
+    make_figures(mode, args.results, tracks, args.umap_images, kinds=kinds)
     return 0
 
 

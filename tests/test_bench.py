@@ -408,6 +408,32 @@ def test_figures_knn_curves_and_umap_panels_are_drawn_from_run_records(tmp_path)
         figures.make_figures("long-fp32", results=tmp_path / "fashion-long-fp32", log=lambda *a: None)
 
 
+def test_figures_only_redraws_the_figures_asked_for_and_keeps_the_others(tmp_path):
+    figures = figures_module
+    results = tmp_path / "fashion"
+    run = {
+        "row": "sns",
+        "track": "full",
+        "lr": 0.3,
+        "seed": 0,
+        "run_dir": str(tmp_path / "gone"),  # a clean clone: no run directory, the record keeps its curve
+        "steps": 40,
+        "knn_top1": 70.0,
+        "linear_top1": 75.0,
+        "knn_monitor": [[20, 61.5]],
+        "config": {"method": "supervised", "batch_size": 8},
+    }
+    results.with_suffix(".json").write_text(json.dumps({"rows": {"full": [{"row": "sns", "lr": 0.3}]}, "runs": [run]}))
+    (results / "figures").mkdir(parents=True)
+    umap_png = results / "figures" / "umap_full.png"
+    umap_png.write_bytes(b"an earlier UMAP")
+    written = figures.make_figures("full", results=results, tracks=("full",), log=lambda *a: None, kinds=("knn",))
+    assert written == [results / "figures" / "knn_curves_full.png"]
+    assert written[0].read_bytes()[:4] == b"\x89PNG" and umap_png.read_bytes() == b"an earlier UMAP"
+    with pytest.raises(SnsError, match="--only: expected some of knn, umap, rho, got umpa"):
+        figures.main(["--results", str(results), "--only", "knn,umpa"])
+
+
 def test_rho_figure_places_each_sweep_row_at_its_syn_ratio(tmp_path):
     figures = figures_module
 
