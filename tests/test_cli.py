@@ -58,16 +58,24 @@ _TOP_LEVEL = """
 import contextlib, io, json, sys
 from squeezespan import entry
 seen = {}
-for argv in ([], ["--help"], ["-h"], ["--version"]):
-    sys.argv, out = ["sns", *argv], io.StringIO()
-    with contextlib.redirect_stdout(out):
+for argv in ([], ["--help"], ["-h"], ["--version"], ["train", "--help"], ["--out", "x"]):
+    sys.argv, out, err = ["sns", *argv], io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             code = entry.main()
         except SystemExit as e:
             code = e.code
-    seen[" ".join(argv)] = [code, out.getvalue(), "torch" in sys.modules]
+    seen[" ".join(argv)] = [code, out.getvalue() + err.getvalue(), "torch" in sys.modules]
 from squeezespan.cli import build_parser
-print(json.dumps({"seen": seen, "help": build_parser().format_help()}))
+full = {}
+for argv in (["train", "--help"], ["--out", "x"]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit as e:
+            full[" ".join(argv)] = [e.code, err.getvalue(), True]
+print(json.dumps({"seen": seen, "help": build_parser().format_help(), "full": full}))
 """
 
 
@@ -80,6 +88,10 @@ def test_sns_help_and_version_answer_before_torch_loads_with_the_full_command_li
     assert seen[""] == [2, full, False]  # bare `sns`: the help, exit 2 (no command given)
     assert seen["--help"] == seen["-h"] == [0, full, False]
     assert seen["--version"] == [0, f"sns {squeezespan.__version__}\n", False]
+    # an unknown command (or a flag where the command belongs) is the full command line's one-line error, at once
+    assert seen["train --help"][1].startswith("error: argument COMMAND: invalid choice: 'train'")
+    for argv in ("train --help", "--out x"):
+        assert seen[argv] == [*result["full"][argv][:2], False]
 
 
 def test_data_info_digits(capsys):

@@ -1,4 +1,5 @@
-"""The `sns` console script: answers `sns`, `--help` and `--version` at once, loads the command line for the rest
+"""The `sns` console script: answers `sns`, `--help`, `--version` and unknown commands at once, loads the command
+line for the rest
 (so that Ctrl-C while torch loads ends in one line)."""
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ def _interrupted_while_loading(signum: int, frame: object) -> None:
 
 def main() -> int:
     argv = sys.argv[1:]
-    if not argv or argv[0] in ("-h", "--help", "--version"):
-        # the top level needs no torch (2-4 s to import): the same parser squeezespan.cli builds its commands on
+    from .cliutil import COMMANDS
+
+    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
+        # the top level, and an unknown command's one-line error, need no torch (4-6 s to import with torchvision):
+        # the same parser squeezespan.cli builds its commands on
         from .cliutil import sns_parser
 
         parser, _ = sns_parser(sys.modules[__package__].__version__)  # the package, imported before this module
         if not argv:
             parser.print_help()
             return 2
-        parser.parse_args(argv)  # prints the help or the version and exits
+        parser.parse_args(argv)  # prints the help, the version or the error, and exits
     previous = signal.signal(signal.SIGINT, _interrupted_while_loading)
     try:
         from .cli import main as cli_main
