@@ -4,6 +4,7 @@ cache skip/force, tables, quick configs; and of `sns bench` finding the bench pa
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -771,6 +772,20 @@ def test_todo_lists_the_cells_still_to_run_in_run_order_and_runs_nothing(tmp_pat
     assert not (tmp_path / "work").exists() and not res.with_suffix(".md").exists()
     assert cli.main([*argv, "--rows", "vicreg-real", "--lrs", "0.1"]) == 0  # --lrs narrows the sweep like a run
     assert capsys.readouterr().out.splitlines()[1].startswith("[full] vicreg-real: lr 0.1 seed 1, lr 0.1 seed 2;")
+    # a cell an earlier sitting stopped part-way resumes at its newest checkpoint: it owes only the steps left
+    total = plan.resolve_run_config(plan.ROW_BY_NAME["vicreg-real"], "full", 0.1, 1, "full")["steps"]
+    ckpts = tmp_path / "work" / "full" / "vicreg-real" / "lr0.1-s1" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for step in (100, total // 4):
+        (ckpts / f"ckpt-{step:08d}.pt").write_bytes(b"")  # --todo reads the names only
+    assert cli.main([*argv, "--rows", "vicreg-real"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        f"[full] vicreg-real: lr 0.1 seed 1 (resumes at step {total // 4} of {total}), lr 0.1 seed 2; "
+        f"~{vicreg_h:.1f} h per cell (mean wall of its 3 cached cells)",
+        f"Due now: 2 cells, about {vicreg_h * (2 - (total // 4) / total):.1f} h at the cached cells' pace (part-way "
+        "cells: the steps they have left).",
+    ]
+    shutil.rmtree(tmp_path / "work")
     # one lr (a sitting): no sweep to wait for
     work = ["--work", str(tmp_path / "work"), "--tracks", "scarce", "--todo"]
     assert cli.main(["--mode", "sitting", "--results", str(tmp_path / "s"), "--rows", "vicreg-real", *work]) == 0

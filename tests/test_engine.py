@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from squeezespan import checkpointed_step
 from squeezespan.engine.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from squeezespan.errors import SnsError
 from squeezespan.pretraining import pretrain
@@ -33,9 +34,11 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_pretrain_cfg, method):
     cfg = tiny_pretrain_cfg(method=method, steps=4)
     straight, sliced = tmp_path / "straight", tmp_path / "sliced"
     pretrain(cfg, straight, progress=False, log=lambda *a: None)
+    assert checkpointed_step(sliced) is None  # no run there yet
     out = pretrain(cfg, sliced, progress=False, log=lambda *a: None, stop_after=2)
-    assert out["interrupted"] and out["step"] == 2
-    pretrain(cfg, sliced, resume=True, progress=False, log=lambda *a: None)
+    assert out["interrupted"] and out["step"] == 2 and checkpointed_step(sliced) == 2  # where the resume starts
+    summary = pretrain(cfg, sliced, resume=True, progress=False, log=lambda *a: None)
+    assert summary["resumed_at"] == 2 and checkpointed_step(sliced) == 4
     a, b = _weights(straight), _weights(sliced)
     assert a.keys() == b.keys()
     for k in a:

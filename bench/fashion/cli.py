@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from bench import common
-from squeezespan import SnsError
+from squeezespan import SnsError, checkpointed_step
 from squeezespan.cliutil import ArgumentParser
 
 from . import cells, plan, render, train
@@ -109,6 +109,7 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
     those due now, and the seeds that wait for a row's lr sweep; hours estimated from the walls of the cells cached
     in this table (training + evaluation at the threads they ran with)."""
     lines, due_total, wall_total, unknown, waiting, untrained_teachers = [], 0, 0.0, 0, False, set()
+    resuming = False
     settings = plan.mode_settings(mode)
     n_lrs = len(lrs or settings["lrs"])
     for track in tracks:
@@ -124,7 +125,18 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
             due = plan.plan_runs(row, mode, cached, lrs)
             if not due:
                 continue
-            line = f"[{track}] {row.name}: {', '.join(f'lr {lr:g} seed {seed}' for lr, seed in due)}"
+            # a cell checkpointed part-way (an earlier sitting stopped it) resumes there: it owes only what is left
+            left = {}
+            for lr, seed in due if row.kind not in plan.UNTRAINED else ():
+                step = checkpointed_step(train.cell_dir(work, track, row, lr, seed))
+                if step:
+                    total = plan.resolve_run_config(row, track, lr, seed, mode, teacher)["steps"]
+                    left[lr, seed] = (step, total)
+            named = []
+            for lr, seed in due:
+                at = left.get((lr, seed))
+                named.append(f"lr {lr:g} seed {seed}" + (f" (resumes at step {at[0]} of {at[1]})" if at else ""))
+            line = f"[{track}] {row.name}: {', '.join(named)}"
             n_seeds = min(row.seeds, settings["seeds"])
             if row.kind not in plan.UNTRAINED and all(seed == 0 for _, seed in due) and n_seeds > 1:
                 seeds = "seed 1" if n_seeds == 2 else f"seeds 1-{n_seeds - 1}"
@@ -145,11 +157,12 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
                 line += (
                     f"; ~{est / 3600:.1f} h per cell (mean wall of its {len(mine)} cached cell{'s' * (len(mine) > 1)})"
                 )
-                wall_total += est * len(due)
+                wall_total += est * (len(due) - sum(min(step / total, 1.0) for step, total in left.values()))
             else:
                 line += "; no cached cell of this row to estimate its time"
                 unknown += len(due)
             due_total += len(due)
+            resuming = resuming or bool(left)
             lines.append(line)
     if not lines:
         return [f"nothing to run: every selected cell of {results_dir.name} is cached"]
@@ -157,6 +170,7 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
     tail = f"Due now: {due_total} cell{'s' * (due_total != 1)}"
     if wall_total:
         tail += f", about {wall_total / 3600:.1f} h at the cached cells' pace"
+        tail += " (part-way cells: the steps they have left)" if resuming else ""
     if unknown:
         tail += f" ({unknown} without an estimate)" if wall_total else " (no estimate)"
     if untrained_teachers:

@@ -13,7 +13,16 @@ from typing import Any, Callable
 import torch
 
 from bench import common
-from squeezespan import SnsError, extract_features, knn_eval, linear_probe, load_backbone, load_dataset, pretrain
+from squeezespan import (
+    SnsError,
+    checkpointed_step,
+    extract_features,
+    knn_eval,
+    linear_probe,
+    load_backbone,
+    load_dataset,
+    pretrain,
+)
 from squeezespan.config import resolve_config
 from squeezespan.eval import RawPixels, random_init_student
 from squeezespan.gan import GAN_DEFAULTS, train_gan
@@ -156,6 +165,11 @@ def evaluate_backbone(backbone, ev: EvalData, normalize: bool) -> dict[str, Any]
     }
 
 
+def cell_dir(work: Path, track: str, row: plan.Row, lr: float, seed: int) -> Path:
+    """The run directory of one trained cell: ``<work>/<track>/<row>/lr<lr>-s<seed>``."""
+    return Path(work) / track / row.name / f"lr{lr:g}-s{seed}"
+
+
 def run_one(
     row: plan.Row,
     track: str,
@@ -178,10 +192,10 @@ def run_one(
         m = random_init_student(base["arch"], base["variant"], base["width"], in_channels=1, seed=seed)
         out.update(evaluate_backbone(m, ev, normalize=True))
     else:
-        run_dir = work / track / row.name / f"lr{lr:g}-s{seed}"
+        run_dir = cell_dir(work, track, row, lr, seed)
         if force and run_dir.exists():
             shutil.rmtree(run_dir)
-        resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("ckpt-*.pt"))
+        resume = checkpointed_step(run_dir) is not None
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume:
             log(f"  resuming {run_dir}")

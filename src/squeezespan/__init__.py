@@ -65,6 +65,7 @@ _EXPORTS = {
     "MetricsLogger": ".engine",
     "RunDir": ".engine",
     "RealStream": ".engine",
+    "checkpointed_step": ".engine",
     "pretrain": ".pretraining",
     "PRETRAIN_DEFAULTS": ".pretraining",
     "build_run": ".pretraining",
@@ -88,7 +89,7 @@ if TYPE_CHECKING:  # the same names, for type checkers and IDEs
         load_dataset,
         normalize,
     )
-    from .engine import MetricsLogger, RealStream, RunDir, World, begin, fit, lr_at
+    from .engine import MetricsLogger, RealStream, RunDir, World, begin, checkpointed_step, fit, lr_at
     from .errors import SnsError
     from .eval import evaluate, extract_features, knn_eval, linear_probe, linear_probe_augmented
     from .export import export_backbone, load_backbone, read_meta, torchvision_resnet
@@ -181,6 +182,7 @@ __all__ = [
     "MetricsLogger",
     "RunDir",
     "RealStream",
+    "checkpointed_step",
     "pretrain",
     "PRETRAIN_DEFAULTS",
     "build_run",

@@ -5,7 +5,7 @@ The engine knows no method's loss, no teacher and no evaluation: an objective is
 ``StepInputs`` to ``(loss, logs)``, and monitors come in as callbacks.
 """
 
-from .checkpoint import load_checkpoint, load_latest, save_checkpoint
+from .checkpoint import checkpointed_step, load_checkpoint, load_latest, save_checkpoint
 from .device import (
     PRECISIONS,
     autocast,
@@ -46,6 +46,7 @@ __all__ = [
     "World",
     "autocast",
     "begin",
+    "checkpointed_step",
     "config_diff",
     "describe_diff",
     "bf16_native",

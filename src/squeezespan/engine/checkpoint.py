@@ -57,6 +57,13 @@ def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpointed_step(run_dir: str | os.PathLike) -> int | None:
+    """The step a ``--resume`` of ``run_dir`` would start near: that of its newest checkpoint, read from the file
+    name (``checkpoints/ckpt-<step>.pt``; the file is neither loaded nor verified). None if it has no checkpoint."""
+    found = list_checkpoints(Path(run_dir) / "checkpoints")
+    return int(CKPT_PATTERN.match(found[-1].name).group(1)) if found else None
+
+
 def checkpoint_path(ckpt_dir: str | os.PathLike, step: int) -> Path:
     return Path(ckpt_dir) / f"ckpt-{step:08d}.pt"
 
