@@ -194,6 +194,52 @@ def plot_umaps(panels: list[tuple[str, Any, Any]], classes: list[str], path: Pat
     return save_figure(fig, path, bbox_inches="tight")
 
 
+def knn_figure(runs: dict[str, dict], results: Path, track: str, path: Path, smoke: str) -> Path:
+    """The in-training kNN curves of one track's chosen runs, on a common axis of student image passes."""
+    curves = {}
+    for name, run in runs.items():
+        cfg = run.get("config") or json.loads(
+            (results / "runs" / f"{track}__{name}__lr{run['lr']:g}__s0.json").read_text()
+        ).get("config")
+        if not cfg or cfg.get("method") == "supervised":
+            per = cfg["batch_size"] if cfg else 1
+        else:
+            per = plan.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
+        curves[name] = knn_curve(run, per)
+    return plot_knn_curves(curves, path, f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}")
+
+
+def umap_figure(table: dict[str, Any], track: str, path: Path, smoke: str, umap_images: int, log) -> list[Path]:
+    """The UMAP panels of ``UMAP_ROWS`` whose backbones are on this machine ([] if none is: no file written)."""
+    panels = []
+    test = None
+    with_backbone = backbone_runs(table, track)
+    if any(name in with_backbone for name in UMAP_ROWS):
+        _umap()  # before minutes of feature extraction, not after
+    for name in UMAP_ROWS:
+        run = with_backbone.get(name)
+        if run is None:
+            log(f"{track}: no exported backbone for {name} on this machine; UMAP panel skipped")
+            continue
+        backbone_path = Path(run["run_dir"]) / "backbone.safetensors"
+        if test is None:
+            test = load_dataset("fashion-mnist", split="test", resolution=32)
+            idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
+            test = test.subset(idx)
+        f, y = extract_features(load_backbone(backbone_path), test, device="cpu", normalize=False)
+        panels.append(
+            (
+                f"{name} seed {run['seed']} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
+                umap_embed(f),
+                y.numpy(),
+            )
+        )
+    if not panels:
+        return []
+    title = f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}"
+    return [plot_umaps(panels, test.classes, path, title)]
+
+
 def make_figures(
     mode: str = "full",
     results: str | Path | None = None,
@@ -225,56 +271,10 @@ def make_figures(
         if not runs:
             log(f"{track}: no finished runs, no figures")
             continue
-        curves = {}
-        for name, run in runs.items() if "knn" in kinds else ():
-            cfg = run.get("config") or json.loads(
-                (results / "runs" / f"{track}__{name}__lr{run['lr']:g}__s0.json").read_text()
-            ).get("config")
-            if not cfg or cfg.get("method") == "supervised":
-                per = cfg["batch_size"] if cfg else 1
-            else:
-                per = plan.passes_per_step(cfg["method"], method_settings(cfg)["syn_ratio"], cfg["batch_size"])
-            curves[name] = knn_curve(run, per)
         if "knn" in kinds:
-            written.append(
-                plot_knn_curves(
-                    curves,
-                    fig_dir / f"knn_curves_{track}.png",
-                    f"Fashion-MNIST {track} track: kNN top-1 during training{smoke}",
-                )
-            )
-        panels = []
-        test = None
-        with_backbone = backbone_runs(table, track) if "umap" in kinds else {}
-        if any(name in with_backbone for name in UMAP_ROWS):
-            _umap()  # before minutes of feature extraction, not after
-        for name in UMAP_ROWS if "umap" in kinds else ():
-            run = with_backbone.get(name)
-            if run is None:
-                log(f"{track}: no exported backbone for {name} on this machine; UMAP panel skipped")
-                continue
-            backbone_path = Path(run["run_dir"]) / "backbone.safetensors"
-            if test is None:
-                test = load_dataset("fashion-mnist", split="test", resolution=32)
-                idx = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:umap_images]
-                test = test.subset(idx)
-            f, y = extract_features(load_backbone(backbone_path), test, device="cpu", normalize=False)
-            panels.append(
-                (
-                    f"{name} seed {run['seed']} (kNN {run['knn_top1']:.1f}%, linear {run['linear_top1']:.1f}%)",
-                    umap_embed(f),
-                    y.numpy(),
-                )
-            )
-        if panels:
-            written.append(
-                plot_umaps(
-                    panels,
-                    test.classes,
-                    fig_dir / f"umap_{track}.png",
-                    f"UMAP of {len(test)} Fashion-MNIST test images, {track} track{smoke}",
-                )
-            )
+            written.append(knn_figure(runs, results, track, fig_dir / f"knn_curves_{track}.png", smoke))
+        if "umap" in kinds:
+            written += umap_figure(table, track, fig_dir / f"umap_{track}.png", smoke, umap_images, log)
     rho = rho_sweeps(table, tracks, mode) if "rho" in kinds else {}
     if rho:
         written.append(

@@ -126,16 +126,14 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
             if not due:
                 continue
             # a cell checkpointed part-way (an earlier sitting stopped it) resumes there: it owes only what is left
-            left = {}
-            for lr, seed in due if row.kind not in plan.UNTRAINED else ():
-                step = checkpointed_step(train.cell_dir(work, track, row, lr, seed))
+            named, trained_share = [], 0.0
+            for lr, seed in due:
+                named.append(f"lr {lr:g} seed {seed}")
+                step = checkpointed_step(train.cell_dir(work, track, row, lr, seed))  # untrained rows: no run dir
                 if step:
                     total = plan.resolve_run_config(row, track, lr, seed, mode, teacher)["steps"]
-                    left[lr, seed] = (step, total)
-            named = []
-            for lr, seed in due:
-                at = left.get((lr, seed))
-                named.append(f"lr {lr:g} seed {seed}" + (f" (resumes at step {at[0]} of {at[1]})" if at else ""))
+                    named[-1] += f" (resumes at step {step} of {total})"
+                    trained_share += min(step / total, 1.0)
             line = f"[{track}] {row.name}: {', '.join(named)}"
             n_seeds = min(row.seeds, settings["seeds"])
             if row.kind not in plan.UNTRAINED and all(seed == 0 for _, seed in due) and n_seeds > 1:
@@ -157,12 +155,12 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
                 line += (
                     f"; ~{est / 3600:.1f} h per cell (mean wall of its {len(mine)} cached cell{'s' * (len(mine) > 1)})"
                 )
-                wall_total += est * (len(due) - sum(min(step / total, 1.0) for step, total in left.values()))
+                wall_total += est * (len(due) - trained_share)
             else:
                 line += "; no cached cell of this row to estimate its time"
                 unknown += len(due)
             due_total += len(due)
-            resuming = resuming or bool(left)
+            resuming = resuming or trained_share > 0
             lines.append(line)
     if not lines:
         return [f"nothing to run: every selected cell of {results_dir.name} is cached"]

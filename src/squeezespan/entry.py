@@ -1,6 +1,5 @@
 """The `sns` console script: answers `sns`, `--help`, `--version` and unknown commands at once, loads the command
-line for the rest
-(so that Ctrl-C while torch loads ends in one line)."""
+line for the rest (so that Ctrl-C while torch loads ends in one line)."""
 
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ def main() -> int:
     argv = sys.argv[1:]
     from .cliutil import COMMANDS
 
-    if not argv or argv[0] in ("-h", "--help", "--version") or argv[0] not in COMMANDS:
+    if not argv or argv[0] not in COMMANDS:  # also -h, --help, --version: no command is spelt with a dash
         # the top level, and an unknown command's one-line error, need no torch (4-6 s to import with torchvision):
         # the same parser squeezespan.cli builds its commands on
         from .cliutil import sns_parser

@@ -48,20 +48,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise SnsError(f"checkpoint {path} cannot be decoded: {type(e).__name__}") from None
 
 
-def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
-    """Checkpoints in ``ckpt_dir`` sorted by step, oldest first."""
+def _steps_and_paths(ckpt_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of each checkpoint in ``ckpt_dir``, the step read from its name, oldest first."""
     d = Path(ckpt_dir)
     if not d.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_PATTERN.match(p.name))]
-    return [p for _, p in sorted(found)]
+    return sorted((int(m.group(1)), p) for p in d.iterdir() if (m := CKPT_PATTERN.match(p.name)))
+
+
+def list_checkpoints(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Checkpoints in ``ckpt_dir`` sorted by step, oldest first."""
+    return [p for _, p in _steps_and_paths(ckpt_dir)]
 
 
 def checkpointed_step(run_dir: str | os.PathLike) -> int | None:
     """The step a ``--resume`` of ``run_dir`` would start near: that of its newest checkpoint, read from the file
     name (``checkpoints/ckpt-<step>.pt``; the file is neither loaded nor verified). None if it has no checkpoint."""
-    found = list_checkpoints(Path(run_dir) / "checkpoints")
-    return int(CKPT_PATTERN.match(found[-1].name).group(1)) if found else None
+    found = _steps_and_paths(Path(run_dir) / "checkpoints")
+    return found[-1][0] if found else None
 
 
 def checkpoint_path(ckpt_dir: str | os.PathLike, step: int) -> Path:
