@@ -743,7 +743,8 @@ def test_an_interrupted_teacher_is_never_committed(tmp_path, monkeypatch):
     assert not committed.exists()
 
 
-def test_todo_lists_the_cells_still_to_run_in_run_order_and_runs_nothing(tmp_path, capsys):
+def test_todo_lists_the_cells_still_to_run_in_run_order_and_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(plan, "bf16_native", lambda device: True)  # the same lines on any CPU (see the next test)
     # a copy of some committed full-mode cells: vicreg-real with its sweep done, sns with one lr of three
     res = tmp_path / "fashion"
     (res / "runs").mkdir(parents=True)
@@ -799,3 +800,38 @@ def test_todo_lists_the_cells_still_to_run_in_run_order_and_runs_nothing(tmp_pat
         "[scarce] sns: every cell, once the scarce track's teacher is trained",
         "Due now: 0 cells; first the teacher of the scarce track.",
     ]
+
+
+def test_a_bf16_bench_on_a_cpu_without_bf16_hardware_warns_before_it_plans_or_trains(tmp_path, capsys, monkeypatch):
+    # the cached cells' hours were measured with bf16 hardware: where torch emulates bf16 they do not hold
+    monkeypatch.setattr(plan, "bf16_native", lambda device: False)
+    work = ["--work", str(tmp_path / "work"), "--tracks", "scarce", "--rows", "vicreg-real"]
+    assert cli.main(["--mode", "sitting", "--results", str(tmp_path / "s"), *work, "--todo"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2] == "Due now: 1 cell (no estimate)."
+    assert out[-1].startswith("Warning: this CPU has no bf16 hardware (no AVX-512 BF16 / AMX) and --mode sitting ")
+    assert "do not hold here" in out[-1] and out[-1].endswith("or give --precision fp32 for a separate fp32 table.")
+    # the fp32 table, and quick (bf16 only where native), never emulate: no warning
+    for mode in (["--mode", "sitting", "--precision", "fp32"], ["--mode", "quick"]):
+        assert cli.main([*mode, "--results", str(tmp_path / "x"), *work, "--todo"]) == 0
+        assert "Warning" not in capsys.readouterr().out
+    # nothing left to run: nothing to warn about
+    assert plan.emulated_bf16_warning("full") is not None
+    res = tmp_path / "fashion"
+    (res / "runs").mkdir(parents=True)
+    for cell in (common.RESULTS / "fashion" / "runs").glob("scarce__vicreg-real__*.json"):  # its sweep + seeds
+        (res / "runs" / cell.name).write_bytes(cell.read_bytes())
+    assert cli.main(["--mode", "full", "--results", str(res), *work, "--todo"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["nothing to run: every selected cell of fashion is cached"]
+    # a run logs the warning before its first cell
+    seen = []
+    monkeypatch.setattr(cli, "run_cells", lambda *a: (seen.append("cells"), ({}, False))[1])
+    cli.run_bench(
+        "sitting",
+        rows="vicreg-real",
+        tracks=("scarce",),
+        work=tmp_path / "w",
+        results_dir=tmp_path / "r",
+        log=seen.append,
+    )
+    assert seen[0].startswith("Warning: this CPU has no bf16 hardware") and seen[1] == "cells"

@@ -65,6 +65,9 @@ def run_bench(
     work = Path(work) if work else Path("runs") / f"bench-fashion{plan.suffix(mode)}"
     if todo:
         lines = remaining(mode, selected, tracks, work, dict(teachers or {}), results_dir, lrs)
+        warning = plan.emulated_bf16_warning(mode)
+        if warning and not lines[0].startswith("nothing to run"):
+            lines.append(warning)
         for line in lines:
             log(line)
         return {"todo": lines}
@@ -77,6 +80,9 @@ def run_bench(
             stopped = not (json.loads(previous.read_text()).get("complete") if previous.is_file() else False)
             teachers = {}
         else:
+            warning = plan.emulated_bf16_warning(mode)
+            if warning:
+                log(warning)
             teachers, stopped = run_cells(
                 mode,
                 selected,

@@ -236,6 +236,21 @@ def with_precision(mode: str, precision: str | None) -> str:
     return base + FP32_SUFFIX if precision == "fp32" else base
 
 
+def emulated_bf16_warning(mode: str) -> str | None:
+    """A warning when ``mode`` trains in bf16 (the tables' definition) on a CPU without bf16 hardware, where torch
+    emulates it and the cached cells' hours (measured with bf16 hardware) do not hold; None elsewhere. --mode quick
+    (bf16 where native) and the -fp32 modes never emulate."""
+    if mode == "quick" or split_mode(mode)[1] or bf16_native("cpu"):
+        return None
+    return (
+        f"Warning: this CPU has no bf16 hardware (no AVX-512 BF16 / AMX) and --mode {split_mode(mode)[0]} trains in "
+        "bf16, which torch emulates here: a step of this student ran 19x slower than in fp32 on an AVX2-only CPU "
+        "(bench/results/throughput-avx2.md), and the cached cells' hours (bf16 hardware) do not hold here. Run on a "
+        "CPU with AVX-512 BF16 or AMX (grep -o 'avx512_bf16\\|amx_bf16' /proc/cpuinfo), or give --precision fp32 for "
+        "a separate fp32 table."
+    )
+
+
 def mode_settings(mode: str) -> dict[str, Any]:
     return copy.deepcopy(MODES[check_mode(mode)])
 
