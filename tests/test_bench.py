@@ -709,6 +709,17 @@ def test_monitor_curve_skips_torn_lines_and_collect_reads_every_cell(tmp_path):
         "CPU model of the cells (each cell's result file records it): Some CPU: 1 cell; unrecorded: 1 (cells run "
         "before result files recorded the CPU model)." in render.render_markdown(table)
     )
+    # one model name, with and without bf16 hardware: two kinds of cell (what common.machine() records)
+    for seed, native in ((2, True), (3, False), (4, True)):
+        machine = {"cpu": "AMD EPYC", "bf16_native": native}
+        common.write_json(
+            cells.result_path(tmp_path / "res", "full", "sns", 0.1, seed), dict(res, seed=seed, machine=machine)
+        )
+    assert (
+        "CPU model of the cells (each cell's result file records it): AMD EPYC (bf16 hardware): 2 cells; AMD EPYC "
+        "(no bf16 hardware): 1 cell; Some CPU: 1 cell; unrecorded: 1"
+        in render.render_markdown(cells.collect(tmp_path / "res", "long"))
+    )
 
 
 def test_teachers_are_the_committed_ones_or_trained_with_the_gan_preset_in_its_vocabulary(tmp_path, monkeypatch):
