@@ -40,6 +40,11 @@ def fashion_mode(quick: bool, span: str | None = None) -> str:
     return "quick" if quick else (span or "sitting")
 
 
+def results_name(span: str | None, quick: bool = False) -> str:
+    """The name of this bench's results folder (bench/results/NAME/runs) and of its table (NAME.json, NAME.md)."""
+    return {"sitting": "span_pays", "full": "span_pays-full"}.get(span or "", "teacher_quality" + "-quick" * quick)
+
+
 def span_results(span: str) -> Path:
     """The fashion bench's results folder of a span-pays mode (its cells are reused)."""
     return common.RESULTS / f"fashion{plan.suffix(span)}"
@@ -153,9 +158,7 @@ def run_teacher_quality(
     if budget < 1:
         raise SnsError(f"--budget-passes {budget}: expected a positive number of student image passes")
     row_names = select_rows(rows, bool(span))
-    name = {"sitting": "span_pays", "full": "span_pays-full"}.get(
-        span or "", "teacher_quality" + ("-quick" if quick else "")
-    )
+    name = results_name(span, quick)
     results_dir = Path(results_dir) if results_dir else common.RESULTS / name
     work = Path(work) if work else Path("runs") / f"bench-{name.replace('_', '-')}"
     figure = Path(figure) if figure else common.RESULTS / "figures" / f"{name}.png"
@@ -235,7 +238,7 @@ def row_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {k: common.stats([float(r[k]) for r in runs]) for k in ("linear_top1", "knn_top1", "wall_s")}
     out["seeds"] = [r["seed"] for r in runs]
     out["steps"] = runs[0].get("steps")
-    out["cpus"] = sorted({(r.get("machine") or {}).get("cpu") or "unrecorded" for r in runs})
+    out["cpus"] = sorted({fashion_cells.cell_cpu(r) for r in runs})
     return out
 
 
