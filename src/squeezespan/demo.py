@@ -1,9 +1,10 @@
 """`sns demo`: teacher on digits, Squeeze and Span vs VICReg at equal budget, probes, and a report.
 
 The teacher trains for a fixed number of images (``kimg``), never against the clock, so the same seed gives the
-same teacher and the same table on any machine (up to bf16/fp16-vs-fp32 rounding). Every finished stage is reused by a
-rerun, an interrupted one resumes from its checkpoint, and <run_dir>/timings.json keeps the wall time of every
-run (the first run's stays as it was; a rerun's is added beside it).
+same teacher and the same table at any load on one kind of CPU (another precision or vector unit rounds
+differently: docs/results/demo.md). Every finished stage is reused by a rerun, an interrupted one resumes from its
+checkpoint, and <run_dir>/timings.json keeps the wall time of every run (the first run's stays as it was; a
+rerun's is added beside it).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def _rerun_hint(run_dir: Path) -> str:
 def teacher_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """The teacher's train-gan config: the preset, the demo's budget and overrides, and never a time limit."""
     overrides = [f"seed={cfg['seed']}"] + ([f"kimg={cfg['gan_kimg']}"] if cfg["gan_kimg"] else [])
-    overrides += list(cfg["gan_overrides"]) + ["max_minutes=null"]  # a fixed budget: same teacher on any machine
+    overrides += list(cfg["gan_overrides"]) + ["max_minutes=null"]  # a fixed budget: same teacher at any load
     extra = {"device": cfg["device"], "precision": cfg["precision"]}
     return resolve_config(GAN_DEFAULTS, "gan", cfg["gan_preset"], None, overrides, extra)
 
