@@ -213,7 +213,7 @@ def aggregate(row: plan.Row, runs: list[dict], lrs, max_seeds: int = 3) -> dict[
 def cell_cpu(res: dict[str, Any]) -> str:
     """The CPU model a cell was measured on, from its result file ('unrecorded' for cells older than that record),
     with whether it had bf16 hardware where the file says: CPUs of one name differ there (lscpu calls an AVX2-only
-    machine and an AVX-512 BF16 one both 'AMD EPYC'), and a bf16 cell's wall differs ~30x between them."""
+    machine and an AVX-512 BF16 one both 'AMD EPYC'), and the former only emulates a bf16 cell's arithmetic."""
     machine = res.get("machine") or {}
     model = machine.get("cpu") or "unrecorded"
     if model == "unrecorded" or machine.get("bf16_native") is None:
