@@ -65,9 +65,6 @@ def run_bench(
     work = Path(work) if work else Path("runs") / f"bench-fashion{plan.suffix(mode)}"
     if todo:
         lines = remaining(mode, selected, tracks, work, dict(teachers or {}), results_dir, lrs)
-        warning = plan.emulated_bf16_warning(mode)
-        if warning and not lines[0].startswith("nothing to run"):
-            lines.append(warning)
         for line in lines:
             log(line)
         return {"todo": lines}
@@ -113,7 +110,8 @@ def run_bench(
 def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[str]:
     """The cells a run of this command would still train, row by row in its order (a dry run of ``run_cells``):
     those due now, and the seeds that wait for a row's lr sweep; hours estimated from the walls of the cells cached
-    in this table (training + evaluation at the threads they ran with)."""
+    in this table (training + evaluation at the threads they ran with), and a last line warning where this CPU only
+    emulates the mode's bf16, so those hours do not hold."""
     lines, due_total, wall_total, unknown, waiting, untrained_teachers = [], 0, 0.0, 0, False, set()
     resuming = False
     settings = plan.mode_settings(mode)
@@ -179,7 +177,9 @@ def remaining(mode, selected, tracks, work, teachers, results_dir, lrs) -> list[
         tail += f" ({unknown} without an estimate)" if wall_total else " (no estimate)"
     if untrained_teachers:
         tail += f"; first the teacher of the {' and '.join(sorted(untrained_teachers))} track"
-    return [head, *lines, tail + ("; seeds that wait for a sweep are not counted." if waiting else ".")]
+    tail += "; seeds that wait for a sweep are not counted." if waiting else "."
+    warning = plan.emulated_bf16_warning(mode)  # the hours above do not hold where bf16 is emulated
+    return [head, *lines, tail, *([warning] if warning else [])]
 
 
 def run_cells(mode, selected, tracks, force, work, teachers, budget_minutes, results_dir, progress, log, lrs):
